@@ -1,0 +1,86 @@
+"""Blind index: a keyed HMAC-SHA256 of a canonical value, for equality search.
+
+The index key is separate from every DEK. Stored form: 4-byte index key id (big-endian)
+followed by the HMAC, truncated to ``bits`` when asked (fewer bits leak less: equal
+values no longer show as equal, and a lookup re-checks candidates after decryption).
+
+>>> k = BlindIndexKey(3, bytes(32))
+>>> k
+BlindIndexKey(id=3, key=<redacted>)
+>>> tag = k.compute(b"customers.national_id", b"10000000146")
+>>> len(tag), tag[:4]
+(36, b'\\x00\\x00\\x00\\x03')
+>>> len(k.compute(b"c", b"v", bits=20))
+7
+>>> recommend_bits(1_000_000)
+18
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+
+from piiguard.errors import ConfigurationError
+
+FULL_BITS = 256
+KEY_ID_SIZE = 4
+
+
+class BlindIndexKey:
+    """One plaintext blind-index key in memory; its HMAC state is keyed once."""
+
+    __slots__ = ("id", "id_bytes", "_base")
+
+    def __init__(self, key_id: int, key: bytes) -> None:
+        if len(key) < 32:
+            raise ConfigurationError("a blind-index key must be at least 32 bytes",
+                                     key_id=key_id)
+        self.id = key_id
+        self.id_bytes = key_id.to_bytes(KEY_ID_SIZE, "big")
+        self._base = hmac.new(key, digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return f"BlindIndexKey(id={self.id}, key=<redacted>)"
+
+    def compute(self, context: bytes, canonical: bytes, bits: int = FULL_BITS) -> bytes:
+        """Index value for ``canonical`` in ``context`` (``table.column``)."""
+        h = self._base.copy()
+        h.update(len(context).to_bytes(2, "big"))
+        h.update(context)
+        h.update(canonical)
+        digest = h.digest()
+        if bits >= FULL_BITS:
+            return self.id_bytes + digest
+        return self.id_bytes + truncate(digest, bits)
+
+
+def truncate(digest: bytes, bits: int) -> bytes:
+    nbytes = -(-bits // 8)
+    out = bytearray(digest[:nbytes])
+    spare = nbytes * 8 - bits
+    if spare:
+        out[-1] &= (0xFF << spare) & 0xFF
+    return bytes(out)
+
+
+def check_bits(bits: int) -> int:
+    if not isinstance(bits, int) or not 8 <= bits <= FULL_BITS:
+        raise ConfigurationError("blind index bits must be an integer from 8 to 256")
+    return bits
+
+
+def recommend_bits(expected_rows: int) -> int:
+    """Index size in bits for a table of ``expected_rows`` (CipherSweet's planner rule).
+
+    Chooses the largest size at which every index value is still expected to be shared
+    by at least 2 rows, and never so small that a lookup returns more than
+    ``sqrt(rows)`` candidates: ``2 <= rows / 2**bits < sqrt(rows)``.
+    """
+    if expected_rows < 16:
+        raise ConfigurationError("recommend_bits needs at least 16 expected rows")
+    bits = int(math.floor(math.log2(expected_rows / 2)))
+    while bits < FULL_BITS and expected_rows / 2**bits >= math.sqrt(expected_rows):
+        bits += 1
+    return max(8, min(bits, FULL_BITS))

@@ -1,0 +1,186 @@
+"""The whole piiguard exception tree.
+
+Every error piiguard raises is a :class:`PIIGuardError`. Messages name the rule, the
+``table.column``, the key id and the operation that failed, never the value and never key
+bytes, so they are safe to log::
+
+    PIIGuardError
+    ├── InvalidInputError (also ValueError)      a value was refused before encryption
+    │   ├── InvalidFormatError                   wrong characters or shape
+    │   ├── InvalidLengthError                   wrong number of characters
+    │   ├── InvalidChecksumError                 check digit(s) do not match
+    │   ├── InvalidComponentError                unknown province, postal code mismatch …
+    │   └── MaskedValueError                     a masked view was written back
+    ├── ConfigurationError                       a Guard, column, policy or key file is mis-set
+    │   └── PolicyError (also ValueError)        a masking policy could not be loaded
+    ├── CryptoError
+    │   ├── EnvelopeFormatError (also ValueError) bytes are not a well-formed envelope
+    │   ├── DecryptionError                      authentication failed: tampered or misplaced
+    │   └── AlreadyEncryptedError (also ValueError) refusing to encrypt an envelope again
+    ├── KeyStateError
+    │   ├── UnknownKeyError                      no such DEK / master key
+    │   ├── KeyDestroyedError                    the key was crypto-shredded
+    │   └── KeyInUseError                        retiring a key that rows still use
+    └── KMSError
+        ├── KMSUnavailableError                  KMS unreachable, timed out or throttled
+        └── KMSAccessError                       KMS refused: disabled key, access denied …
+
+Validation errors are ``ValueError`` so that pydantic turns them into its own
+``ValidationError``; piiguard never defines a class named ``ValidationError``.
+
+>>> err = InvalidChecksumError("checksum", column="customers.national_id")
+>>> str(err)
+'invalid value for customers.national_id: checksum rule failed'
+>>> isinstance(err, ValueError) and isinstance(err, PIIGuardError)
+True
+>>> err.rule
+'checksum'
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PIIGuardError",
+    "InvalidInputError",
+    "InvalidFormatError",
+    "InvalidLengthError",
+    "InvalidChecksumError",
+    "InvalidComponentError",
+    "MaskedValueError",
+    "ConfigurationError",
+    "PolicyError",
+    "CryptoError",
+    "EnvelopeFormatError",
+    "DecryptionError",
+    "AlreadyEncryptedError",
+    "KeyStateError",
+    "UnknownKeyError",
+    "KeyDestroyedError",
+    "KeyInUseError",
+    "KMSError",
+    "KMSUnavailableError",
+    "KMSAccessError",
+]
+
+
+class PIIGuardError(Exception):
+    """Base of every piiguard error.
+
+    Carries structured, value-free context: ``column`` (``table.column``), ``key_id``
+    and ``operation``. The message is built from these, never from user data.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        column: str | None = None,
+        key_id: str | int | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.column = column
+        self.key_id = None if key_id is None else str(key_id)
+        self.operation = operation
+        parts = [message]
+        if column:
+            parts.append(f"column={column}")
+        if self.key_id is not None:
+            parts.append(f"key_id={self.key_id}")
+        if operation:
+            parts.append(f"operation={operation}")
+        self._detail = message
+        super().__init__(" ".join(parts) if len(parts) > 1 else message)
+
+
+class InvalidInputError(PIIGuardError, ValueError):
+    """A value was refused before encryption; ``rule`` names the rule that failed."""
+
+    kind = "invalid"
+
+    def __init__(self, rule: str, *, column: str | None = None, detail: str | None = None,
+                 operation: str | None = None) -> None:
+        self.rule = rule
+        where = f" for {column}" if column else ""
+        msg = f"invalid value{where}: {rule} rule failed"
+        if detail:
+            msg += f" ({detail})"
+        PIIGuardError.__init__(self, msg, operation=operation)
+        self.column = column
+
+    def with_column(self, column: str) -> "InvalidInputError":
+        """Return a copy of this error that names ``column`` (``table.column``)."""
+        detail = self._detail.split(" (", 1)[1][:-1] if " (" in self._detail else None
+        return type(self)(self.rule, column=column, detail=detail, operation=self.operation)
+
+
+class InvalidFormatError(InvalidInputError):
+    """Wrong characters or shape (letters in a number, non-ASCII digits, bad syntax)."""
+
+
+class InvalidLengthError(InvalidInputError):
+    """Wrong number of characters or digits."""
+
+
+class InvalidChecksumError(InvalidInputError):
+    """The check digit(s) do not match."""
+
+
+class InvalidComponentError(InvalidInputError):
+    """A part is unknown or inconsistent: unknown province, postal code mismatch, region."""
+
+
+class MaskedValueError(InvalidInputError):
+    """A masked view of a value (``1********46``) was about to be written back."""
+
+
+class ConfigurationError(PIIGuardError):
+    """A Guard, column type, policy or key file is configured wrongly."""
+
+
+class PolicyError(ConfigurationError, ValueError):
+    """A masking policy is invalid (unknown mask, unknown kind, bad syntax)."""
+
+
+class CryptoError(PIIGuardError):
+    """Base of envelope and decryption errors."""
+
+
+class EnvelopeFormatError(CryptoError, ValueError):
+    """The bytes are not a well-formed piiguard envelope (version, length, encoding)."""
+
+
+class DecryptionError(CryptoError):
+    """Authentication failed: the value was tampered with, truncated, or moved from
+    another column, table or key. One opaque error for every cause."""
+
+
+class AlreadyEncryptedError(CryptoError, ValueError):
+    """Refusing to encrypt a value that already parses as an envelope."""
+
+
+class KeyStateError(PIIGuardError):
+    """Base of errors about a key's existence or lifecycle state."""
+
+
+class UnknownKeyError(KeyStateError):
+    """No such data key or master key."""
+
+
+class KeyDestroyedError(KeyStateError):
+    """The key was destroyed (crypto-shredded): data under it is gone for good."""
+
+
+class KeyInUseError(KeyStateError):
+    """The key cannot be retired or destroyed while rows still use it."""
+
+
+class KMSError(PIIGuardError):
+    """Base of errors from the key management service."""
+
+
+class KMSUnavailableError(KMSError):
+    """The KMS could not be reached in time, or throttled us beyond the retry budget."""
+
+
+class KMSAccessError(KMSError):
+    """The KMS answered but refused: disabled or missing key, access denied, bad context."""

@@ -1,0 +1,293 @@
+"""Guard: the one object an application owns to encrypt its PII.
+
+A Guard ties together a KMS provider, the key table in the application's database, the
+in-memory key cache, the masking policy and the audit trail. Two Guards in one process
+share nothing::
+
+    >>> from sqlalchemy import create_engine
+    >>> guard = Guard(kms=LocalKMS.generate()).bind(create_engine("sqlite://"))
+    >>> cipher = guard.field("customers", "national_id")
+    >>> blob = cipher.encrypt_str("10000000146")
+    >>> len(blob)
+    44
+    >>> cipher.decrypt_str(blob)
+    '10000000146'
+    >>> guard.field("customers", "phone").decrypt_str(blob)
+    Traceback (most recent call last):
+    ...
+    piiguard.errors.DecryptionError: decryption failed column=customers.phone key_id=1 operation=decrypt
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import datetime
+from typing import Any, Callable
+
+from cryptography.exceptions import InvalidTag
+from sqlalchemy.engine import Engine
+
+from piiguard.crypto.blind_index import BlindIndexKey, check_bits
+from piiguard.crypto.envelope import (FLAG_PADDED, FORMAT_V1, MAX_SIZE, MIN_SIZE, TEXT_PREFIX,
+                                      FieldContext, decode_text, encode_text,
+                                      looks_like_envelope)
+from piiguard.crypto.padding import pad, unpad
+from piiguard.errors import (AlreadyEncryptedError, ConfigurationError, DecryptionError,
+                             EnvelopeFormatError, PIIGuardError)
+from piiguard.keys.cache import CacheLimits
+from piiguard.keys.manager import KeyManager, _utcnow
+from piiguard.kms.base import KeyProvider
+from piiguard.kms.local import LocalKMS
+from piiguard.masking.audit import AuditTrail
+
+__all__ = ["Guard", "FieldCipher", "FieldIndex"]
+
+_FMT_PLAIN = bytes((FORMAT_V1,))
+_FMT_PADDED = bytes((FORMAT_V1 | FLAG_PADDED,))
+
+
+class FieldCipher:
+    """Encrypts and decrypts the values of one field, bound to where it lives.
+
+    Made by :meth:`Guard.field`; the hot path is one key-cache lookup and one AES-GCM
+    call. Errors name ``table.column`` and the key id, never the value.
+    """
+
+    __slots__ = ("_keys", "ctx", "scope", "padded", "label", "_aad", "_fmt")
+
+    def __init__(self, keys: KeyManager, ctx: FieldContext, scope: str, padded: bool) -> None:
+        self._keys = keys
+        self.ctx = ctx
+        self.scope = scope
+        self.padded = padded
+        self.label = ctx.label
+        self._aad = ctx.aad
+        self._fmt = _FMT_PADDED if padded else _FMT_PLAIN
+
+    def __repr__(self) -> str:
+        return f"FieldCipher({self.label!r}, scope={self.scope!r}, padded={self.padded})"
+
+    # -- binary envelopes ------------------------------------------------------------------
+    def encrypt(self, plaintext: bytes, *, scope: str | None = None) -> bytes:
+        """Binary envelope of ``plaintext`` under the active DEK of the field's scope."""
+        key = self._keys.active_dek(scope or self.scope)
+        header = self._fmt + key.id_bytes
+        nonce = key._nonce(12)
+        if self.padded:
+            plaintext = pad(plaintext)
+        return header + nonce + key._aead.encrypt(nonce, plaintext, header + self._aad)
+
+    def decrypt(self, blob: bytes) -> bytes:
+        """Plaintext of a binary envelope; one opaque :class:`DecryptionError` if it was
+        tampered with, truncated or made for another field."""
+        if type(blob) is not bytes:
+            blob = bytes(blob)
+        n = len(blob)
+        if n < MIN_SIZE or n > MAX_SIZE or blob[0] & 0xFE != FORMAT_V1:
+            raise EnvelopeFormatError("stored value is not a piiguard envelope",
+                                      column=self.label, operation="decrypt")
+        key_id = int.from_bytes(blob[1:5], "big")
+        try:
+            key = self._keys.dek(key_id)
+        except PIIGuardError as exc:
+            exc.column = exc.column or self.label
+            raise
+        try:
+            data = key._aead.decrypt(blob[5:17], blob[17:], blob[:5] + self._aad)
+        except InvalidTag:
+            raise DecryptionError("decryption failed", column=self.label, key_id=key_id,
+                                  operation="decrypt") from None
+        if blob[0] & FLAG_PADDED:
+            try:
+                return unpad(data)
+            except DecryptionError:
+                raise DecryptionError("decryption failed", column=self.label,
+                                      key_id=key_id, operation="decrypt") from None
+        return data
+
+    # -- strings -----------------------------------------------------------------------------
+    def encrypt_str(self, value: str, *, scope: str | None = None) -> bytes:
+        if value.startswith(TEXT_PREFIX) and looks_like_envelope(value):
+            raise AlreadyEncryptedError("refusing to encrypt a value that is already an "
+                                        "envelope", column=self.label, operation="encrypt")
+        return self.encrypt(value.encode("utf-8"), scope=scope)
+
+    def decrypt_str(self, blob: bytes) -> str:
+        return self.decrypt(blob).decode("utf-8")
+
+    def encrypt_text(self, value: str, *, scope: str | None = None) -> str:
+        """Text envelope (``pg1:...``) for VARCHAR/TEXT columns and JSON."""
+        return encode_text(self.encrypt_str(value, scope=scope))
+
+    def decrypt_text(self, text: str) -> str:
+        try:
+            blob = decode_text(text)
+        except EnvelopeFormatError as exc:
+            raise EnvelopeFormatError(exc._detail, column=self.label,
+                                      operation="decrypt") from None
+        return self.decrypt_str(blob)
+
+    @staticmethod
+    def key_id_of(blob: bytes | str) -> int:
+        """The DEK id an envelope names (no decryption)."""
+        if isinstance(blob, str):
+            blob = decode_text(blob)
+        return int.from_bytes(bytes(blob[1:5]), "big")
+
+
+class FieldIndex:
+    """Blind index of one field: keyed HMAC of the canonical value.
+
+    ``compute`` uses the active index key (for writes); ``candidates`` gives the values
+    under every usable index key (active and, during an index-key rotation, the previous
+    ones), for lookups.
+    """
+
+    __slots__ = ("_keys", "scope", "bits", "label", "_ctx")
+
+    def __init__(self, keys: KeyManager, table: str, column: str, scope: str,
+                 bits: int) -> None:
+        self._keys = keys
+        self.scope = scope
+        self.bits = check_bits(bits)
+        self.label = f"{table}.{column}"
+        self._ctx = self.label.encode("utf-8")
+
+    def __repr__(self) -> str:
+        return f"FieldIndex({self.label!r}, scope={self.scope!r}, bits={self.bits})"
+
+    def compute(self, canonical: str) -> bytes:
+        key: BlindIndexKey = self._keys.active_index_key(self.scope)
+        return key.compute(self._ctx, canonical.encode("utf-8"), self.bits)
+
+    def candidates(self, canonical: str) -> list[bytes]:
+        raw = canonical.encode("utf-8")
+        return [k.compute(self._ctx, raw, self.bits)
+                for k in self._keys.usable_index_keys(self.scope)]
+
+    def with_key(self, key_id: int, canonical: str) -> bytes:
+        return self._keys.index_key(key_id).compute(self._ctx, canonical.encode("utf-8"),
+                                                   self.bits)
+
+
+class Guard:
+    """Field encryption for one application: KMS + key table + cache + policy + audit.
+
+    - ``kms``: a :class:`~piiguard.kms.KeyProvider` (``LocalKMS`` or ``AwsKMS``).
+    - ``cache``: :class:`~piiguard.keys.CacheLimits` for plaintext DEKs in memory.
+    - ``policy``: a :class:`~piiguard.MaskingPolicy`; ``None`` means reveal everything
+      (encryption-only mode).
+    - ``clock`` / ``wall_clock`` / ``nonce_source``: injectable for tests.
+
+    Call :meth:`bind` with the application's engine before the first value is written.
+    """
+
+    def __init__(self, kms: KeyProvider, *, cache: CacheLimits | None = None,
+                 policy: Any = None, key_table: str = "piiguard_data_keys",
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], datetime] = _utcnow,
+                 nonce_source: Callable[[int], bytes] | None = None,
+                 audit: AuditTrail | None = None, default_scope: str | None = None) -> None:
+        for attr in ("generate_data_key", "decrypt_data_key", "rewrap"):
+            if not callable(getattr(kms, attr, None)):
+                raise ConfigurationError(f"kms must be a KeyProvider (missing {attr}())")
+        if nonce_source is not None and nonce_source is not os.urandom and not callable(
+                nonce_source):
+            raise ConfigurationError("nonce_source must be callable")
+        self.kms = kms
+        self.audit = audit or AuditTrail()
+        self.keys = KeyManager(kms, limits=cache, clock=clock, wall_clock=wall_clock,
+                               nonce_source=nonce_source, table_name=key_table,
+                               on_event=self._key_event)
+        self.default_scope = default_scope
+        self._policy = None
+        self.policy = policy
+        self._fields: dict[tuple, FieldCipher] = {}
+        self._indexes: dict[tuple, FieldIndex] = {}
+        self._scopes: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self.columns: list[Any] = []  # column types registered by piiguard.sqlalchemy
+
+    def __repr__(self) -> str:
+        bound = self.keys.engine.url.render_as_string(hide_password=True) \
+            if self.keys.engine is not None else None
+        return f"Guard(kms={self.kms!r}, bound={bound!r})"
+
+    # -- configuration -----------------------------------------------------------------------
+    @property
+    def policy(self):
+        return self._policy
+
+    @policy.setter
+    def policy(self, value) -> None:
+        if value is not None and not callable(getattr(value, "mask_for", None)):
+            raise ConfigurationError("policy must be a MaskingPolicy (or None to reveal)")
+        self._policy = value
+
+    def bind(self, engine: Any) -> "Guard":
+        """Use ``engine``'s database for the key table (created if missing) and make sure
+        every registered field has its keys. Accepts sync and async engines."""
+        sync = getattr(engine, "sync_engine", engine)
+        if not isinstance(sync, Engine):
+            raise ConfigurationError("guard.bind() needs a SQLAlchemy Engine")
+        self.keys.bind(sync)
+        self.audit.bind(sync)
+        for kind, scope in sorted(self._scopes):
+            self.keys.ensure_active(kind, scope)
+        return self
+
+    @property
+    def engine(self) -> Engine | None:
+        return self.keys.engine
+
+    def register_scope(self, kind: str, scope: str) -> None:
+        """Ask for an active key of ``kind`` in ``scope`` (created at :meth:`bind`, so
+        key creation never happens inside an application's write transaction)."""
+        self._scopes.add((kind, scope))
+        if self.keys.engine is not None:
+            self.keys.ensure_active(kind, scope)
+
+    # -- fields ----------------------------------------------------------------------------
+    def scope_for(self, table: str) -> str:
+        return self.default_scope or table
+
+    def field(self, table: str, column: str, *, scope: str | None = None,
+              padded: bool = False, domain: str = "sql") -> FieldCipher:
+        """The cipher for ``table.column`` (cached; cheap to call)."""
+        scope = scope or self.scope_for(table)
+        k = (domain, table, column, scope, padded)
+        cipher = self._fields.get(k)
+        if cipher is None:
+            with self._lock:
+                cipher = self._fields.get(k)
+                if cipher is None:
+                    cipher = FieldCipher(self.keys, FieldContext(domain, table, column),
+                                         scope, padded)
+                    self._fields[k] = cipher
+        return cipher
+
+    def blind_index(self, table: str, column: str, *, bits: int = 256,
+                    scope: str | None = None) -> FieldIndex:
+        scope = scope or self.scope_for(table)
+        k = (table, column, scope, bits)
+        idx = self._indexes.get(k)
+        if idx is None:
+            with self._lock:
+                idx = self._indexes.setdefault(k, FieldIndex(self.keys, table, column,
+                                                             scope, bits))
+        return idx
+
+    # -- audit -----------------------------------------------------------------------------
+    def _key_event(self, action: str, **fields: Any) -> None:
+        self.audit.emit(action, outcome="ok", **fields)
+
+    def close(self) -> None:
+        """Record use counts and drop every plaintext key from memory."""
+        if self.keys.engine is not None:
+            self.keys.clear_cache()
+
+
+# Re-exported for ``from piiguard.guard import LocalKMS`` convenience in docs.
+_ = LocalKMS

@@ -1,0 +1,449 @@
+"""KeyManager: the key table, the in-memory key cache and the key lifecycle.
+
+The KMS is called per key, never per value: a key is unwrapped once and then served
+from memory within :class:`~piiguard.keys.cache.CacheLimits`. The hot paths
+(:meth:`KeyManager.active_dek` for writes, :meth:`KeyManager.dek` for reads) are a dict
+lookup and a clock read; everything else takes a lock and may touch the database or KMS.
+
+Lifecycle of a key: ``active`` (encrypts; one per kind and scope) -> ``decrypt_only``
+(after rotation) -> ``retired`` (no row uses it; kept for the record) or ``destroyed``
+(crypto-shredded: the wrapped key is erased, data under it is unreadable for good).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+
+from piiguard.crypto.aead import DataKey
+from piiguard.crypto.blind_index import BlindIndexKey
+from piiguard.errors import (ConfigurationError, KeyDestroyedError, KeyInUseError, KMSError,
+                             KMSUnavailableError, UnknownKeyError)
+from piiguard.keys.cache import CacheLimits, Entry
+from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTROYED, KINDS,
+                                 RETIRED, key_table)
+
+log = logging.getLogger("piiguard.keys")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One key table row, without key material (what ``keys status`` shows)."""
+
+    id: int
+    kind: str
+    scope: str
+    state: str
+    master_key_id: str
+    created_at: datetime
+    state_changed_at: datetime | None
+    destroyed_at: datetime | None
+    encryption_count: int
+
+
+def kms_context(kind: str, scope: str) -> dict[str, str]:
+    """The encryption context the KMS binds to a wrapped key."""
+    return {"piiguard:kind": kind, "piiguard:scope": scope}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class KeyManager:
+    """Owns one key table in one database and the plaintext keys cached from it."""
+
+    def __init__(self, kms: Any, *, limits: CacheLimits | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], datetime] = _utcnow,
+                 nonce_source: Callable[[int], bytes] | None = None,
+                 table_name: str = DEFAULT_TABLE_NAME,
+                 on_event: Callable[..., None] | None = None) -> None:
+        self.kms = kms
+        self.limits = limits or CacheLimits()
+        self._clock = clock
+        self._wall = wall_clock
+        self._nonce = nonce_source
+        self.table = key_table(table_name)
+        self.engine: Engine | None = None
+        self._lock = threading.RLock()
+        self._by_id: dict[int, Entry] = {}
+        self._active: dict[tuple[str, str], Entry] = {}
+        self._on_event = on_event or (lambda *a, **k: None)
+
+    def __repr__(self) -> str:
+        return (f"KeyManager(table={self.table.name!r}, cached={len(self._by_id)}, "
+                f"kms={self.kms!r})")
+
+    # -- binding ---------------------------------------------------------------------------
+    def bind(self, engine: Engine) -> None:
+        """Use ``engine``'s database for the key table, creating the table if missing."""
+        try:
+            self.table.create(engine, checkfirst=True)
+        except (OperationalError, ProgrammingError, IntegrityError):
+            # Another process created it between our check and our CREATE.
+            with engine.connect() as conn:
+                if not engine.dialect.has_table(conn, self.table.name):
+                    raise
+        self.engine = engine
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise ConfigurationError("this Guard is not bound to a database: call "
+                                     "guard.bind(engine) first", operation="key lookup")
+        return self.engine
+
+    # -- hot paths -------------------------------------------------------------------------
+    def active_dek(self, scope: str) -> DataKey:
+        """The DEK that encrypts new values in ``scope`` (counts one use)."""
+        entry = self._active.get(("dek", scope))
+        if entry is not None:
+            now = self._clock()
+            if (now - entry.checked < self.limits.soft_ttl
+                    and now - entry.loaded < self.limits.hard_ttl
+                    and entry.uses < self.limits.max_uses):
+                entry.uses += 1
+                return entry.key
+        entry = self._refresh_active("dek", scope)
+        entry.uses += 1
+        return entry.key
+
+    def dek(self, key_id: int) -> DataKey:
+        """The DEK with ``key_id``, for decryption (any state but destroyed)."""
+        entry = self._by_id.get(key_id)
+        if entry is not None:
+            now = self._clock()
+            if (now - entry.checked < self.limits.soft_ttl
+                    and now - entry.loaded < self.limits.hard_ttl):
+                return entry.key
+        return self._load(key_id, "dek").key
+
+    def active_index_key(self, scope: str) -> BlindIndexKey:
+        entry = self._active.get(("index", scope))
+        if entry is not None:
+            now = self._clock()
+            if (now - entry.checked < self.limits.soft_ttl
+                    and now - entry.loaded < self.limits.hard_ttl):
+                return entry.key
+        return self._refresh_active("index", scope).key
+
+    def index_key(self, key_id: int) -> BlindIndexKey:
+        entry = self._by_id.get(key_id)
+        if entry is not None:
+            now = self._clock()
+            if (now - entry.checked < self.limits.soft_ttl
+                    and now - entry.loaded < self.limits.hard_ttl):
+                return entry.key
+        return self._load(key_id, "index").key
+
+    def usable_index_keys(self, scope: str) -> list[BlindIndexKey]:
+        """Index keys that lookups consult: the active one first, then every
+        decrypt-only one (the blind-index rotation window)."""
+        active = self.active_index_key(scope)
+        others = [self.index_key(r.id) for r in self.keys(kind="index", scope=scope)
+                  if r.state == DECRYPT_ONLY]
+        return [active, *others]
+
+    def pseudonym_key(self, scope: str = "default") -> BlindIndexKey:
+        return self.active_index_like("pseudonym", scope)
+
+    def active_index_like(self, kind: str, scope: str) -> BlindIndexKey:
+        entry = self._active.get((kind, scope))
+        if entry is not None and self._clock() - entry.loaded < self.limits.hard_ttl:
+            return entry.key
+        return self._refresh_active(kind, scope).key
+
+    # -- slow paths ------------------------------------------------------------------------
+    def _make_key(self, kind: str, key_id: int, material: bytes):
+        if kind == "dek":
+            if self._nonce is not None:
+                return DataKey(key_id, material, nonce_source=self._nonce)
+            return DataKey(key_id, material)
+        return BlindIndexKey(key_id, material)
+
+    def _unwrap(self, row: Any) -> Entry:
+        if row.state == DESTROYED or row.wrapped_key is None:
+            raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=row.id,
+                                    operation="decrypt")
+        material = self.kms.decrypt_data_key(bytes(row.wrapped_key), row.master_key_id,
+                                             kms_context(row.kind, row.scope))
+        entry = Entry(self._make_key(row.kind, row.id, material), row.kind, row.scope,
+                      row.state, self._clock(), row.encryption_count or 0)
+        self._by_id[row.id] = entry
+        return entry
+
+    def _row(self, conn, key_id: int):
+        return conn.execute(select(self.table).where(self.table.c.id == key_id)).first()
+
+    def _load(self, key_id: int, kind: str) -> Entry:
+        with self._lock:
+            try:
+                with self._engine().connect() as conn:
+                    row = self._row(conn, key_id)
+            except SQLAlchemyError:
+                cached = self._by_id.get(key_id)
+                if cached is not None and self._clock() - cached.loaded < self.limits.hard_ttl:
+                    log.warning("key table unreachable; using cached key id=%s", key_id)
+                    return cached
+                raise
+            if row is None or row.kind != kind:
+                self._by_id.pop(key_id, None)
+                raise UnknownKeyError(f"no {kind} key with this id", key_id=key_id,
+                                      operation="decrypt")
+            if row.state == DESTROYED:
+                self._forget(key_id)
+                raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=key_id,
+                                        operation="decrypt")
+            cached = self._by_id.get(key_id)
+            now = self._clock()
+            if cached is not None and now - cached.loaded < self.limits.hard_ttl:
+                cached.checked = now
+                cached.state = row.state
+                return cached
+            self._by_id.pop(key_id, None)
+            return self._unwrap(row)
+
+    def _forget(self, key_id: int) -> None:
+        entry = self._by_id.pop(key_id, None)
+        if entry is not None and self._active.get((entry.kind, entry.scope)) is entry:
+            del self._active[(entry.kind, entry.scope)]
+
+    def _refresh_active(self, kind: str, scope: str) -> Entry:
+        with self._lock:
+            old = self._active.get((kind, scope))
+            now = self._clock()
+            if old is not None and (now - old.checked < self.limits.soft_ttl
+                                    and now - old.loaded < self.limits.hard_ttl
+                                    and old.uses < self.limits.max_uses):
+                return old  # another thread refreshed it while we waited
+            try:
+                self._flush_uses(old)
+                row = self._active_row(kind, scope)
+                if row is not None and kind == "dek" and old is not None and row.id == old.id \
+                        and old.uses >= self.limits.max_uses:
+                    row = self._rotate(kind, scope, expect_id=row.id, reason="max_uses")
+                elif row is None:
+                    row = self._create_active(kind, scope)
+            except SQLAlchemyError:
+                if old is not None and now - old.loaded < self.limits.hard_ttl \
+                        and old.uses < self.limits.max_uses:
+                    log.warning("key table unreachable; keeping cached %s key id=%s",
+                                kind, old.id)
+                    old.checked = now
+                    return old
+                raise
+            if old is not None and row.id == old.id and now - old.loaded < self.limits.hard_ttl:
+                old.checked = now
+                return old
+            cached = self._by_id.get(row.id)
+            if cached is not None and now - cached.loaded < self.limits.hard_ttl:
+                entry = cached
+                entry.checked = now
+            else:
+                try:
+                    entry = self._unwrap(row)
+                except KMSUnavailableError:
+                    # A new active key we cannot unwrap yet: keep writing under the
+                    # previous key (still decryptable) until the hard TTL.
+                    if old is not None and now - old.loaded < self.limits.hard_ttl \
+                            and old.uses < self.limits.max_uses:
+                        log.warning("KMS unavailable; still encrypting under key id=%s",
+                                    old.id)
+                        return old
+                    raise
+            entry.state = ACTIVE
+            self._active[(kind, scope)] = entry
+            return entry
+
+    def _active_row(self, kind: str, scope: str):
+        t = self.table
+        with self._engine().connect() as conn:
+            return conn.execute(select(t).where(t.c.active_slot == f"{kind}:{scope}")).first()
+
+    def _create_active(self, kind: str, scope: str, conn=None):
+        """Insert a new active key for ``kind``/``scope``; on a race, use the winner's."""
+        if kind not in KINDS:
+            raise ConfigurationError(f"unknown key kind {kind!r}")
+        pair = self.kms.generate_data_key(kms_context(kind, scope))
+        values = dict(kind=kind, scope=scope, state=ACTIVE, active_slot=f"{kind}:{scope}",
+                      wrapped_key=pair.wrapped, master_key_id=pair.master_key_id,
+                      created_at=self._wall(), encryption_count=0)
+        try:
+            if conn is not None:
+                new_id = conn.execute(self.table.insert().values(**values)).inserted_primary_key[0]
+            else:
+                with self._engine().begin() as c:
+                    new_id = c.execute(self.table.insert().values(**values)).inserted_primary_key[0]
+        except IntegrityError:
+            if conn is not None:
+                raise
+            row = self._active_row(kind, scope)
+            if row is None:
+                raise
+            return row
+        self._on_event("key.create", key_id=new_id, kind=kind, scope=scope,
+                       master_key_id=pair.master_key_id)
+        # Cache the plaintext we already hold: no KMS call to unwrap what we just made.
+        entry = Entry(self._make_key(kind, new_id, pair.plaintext), kind, scope, ACTIVE,
+                      self._clock())
+        self._by_id[new_id] = entry
+        with self._engine().connect() as c:
+            return self._row(c, new_id)
+
+    def _flush_uses(self, entry: Entry | None) -> None:
+        if entry is None or entry.kind != "dek":
+            return
+        delta = entry.uses - entry.flushed_uses
+        if delta <= 0:
+            return
+        t = self.table
+        with self._engine().begin() as conn:
+            conn.execute(update(t).where(t.c.id == entry.id)
+                         .values(encryption_count=t.c.encryption_count + delta))
+        entry.flushed_uses = entry.uses
+
+    def flush(self) -> None:
+        """Record in the key table how many encryptions each cached DEK has done."""
+        with self._lock:
+            for entry in list(self._by_id.values()):
+                try:
+                    self._flush_uses(entry)
+                except SQLAlchemyError:
+                    log.warning("could not record the use count of key id=%s", entry.id)
+
+    def clear_cache(self) -> None:
+        """Drop every plaintext key from memory (next use unwraps through the KMS)."""
+        with self._lock:
+            self.flush()
+            self._by_id.clear()
+            self._active.clear()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def ensure_active(self, kind: str, scope: str) -> int:
+        """Make sure ``kind``/``scope`` has an active key (no KMS call if it has one)."""
+        with self._lock:
+            row = self._active_row(kind, scope)
+            if row is None:
+                row = self._create_active(kind, scope)
+            return row.id
+
+    def _rotate(self, kind: str, scope: str, *, expect_id: int | None, reason: str):
+        t = self.table
+        pair = self.kms.generate_data_key(kms_context(kind, scope))
+        now = self._wall()
+        with self._engine().begin() as conn:
+            cond = t.c.active_slot == f"{kind}:{scope}"
+            if expect_id is not None:
+                cond = and_(cond, t.c.id == expect_id)
+            demoted = conn.execute(update(t).where(cond).values(
+                state=DECRYPT_ONLY, active_slot=None, state_changed_at=now)).rowcount
+            if expect_id is not None and demoted == 0:
+                new_row = None  # someone else rotated first; use theirs
+            else:
+                new_id = conn.execute(t.insert().values(
+                    kind=kind, scope=scope, state=ACTIVE, active_slot=f"{kind}:{scope}",
+                    wrapped_key=pair.wrapped, master_key_id=pair.master_key_id,
+                    created_at=now, encryption_count=0)).inserted_primary_key[0]
+                new_row = self._row(conn, new_id)
+        if new_row is None:
+            return self._active_row(kind, scope)
+        for entry in self._by_id.values():
+            if entry.kind == kind and entry.scope == scope and entry.id != new_row.id:
+                entry.state = DECRYPT_ONLY
+        self._by_id[new_row.id] = Entry(self._make_key(kind, new_row.id, pair.plaintext),
+                                        kind, scope, ACTIVE, self._clock())
+        self._active[(kind, scope)] = self._by_id[new_row.id]
+        self._on_event("key.rotate", key_id=new_row.id, kind=kind, scope=scope,
+                       previous_key_id=expect_id, reason=reason)
+        return new_row
+
+    def rotate(self, kind: str = "dek", scope: str = "default") -> int:
+        """Create a new active key; the previous one becomes decrypt-only."""
+        with self._lock:
+            self._flush_uses(self._active.get((kind, scope)))
+            return self._rotate(kind, scope, expect_id=None, reason="requested").id
+
+    def keys(self, *, kind: str | None = None, scope: str | None = None,
+             states: Iterable[str] | None = None) -> list[KeyInfo]:
+        t = self.table
+        q = select(t).order_by(t.c.id)
+        if kind is not None:
+            q = q.where(t.c.kind == kind)
+        if scope is not None:
+            q = q.where(t.c.scope == scope)
+        if states is not None:
+            q = q.where(t.c.state.in_(list(states)))
+        with self._engine().connect() as conn:
+            rows = conn.execute(q).all()
+        return [KeyInfo(r.id, r.kind, r.scope, r.state, r.master_key_id, r.created_at,
+                        r.state_changed_at, r.destroyed_at, r.encryption_count or 0)
+                for r in rows]
+
+    def set_state(self, key_id: int, state: str, *, expect: Iterable[str]) -> None:
+        t = self.table
+        values: dict[str, Any] = dict(state=state, state_changed_at=self._wall(),
+                                      active_slot=None)
+        if state == DESTROYED:
+            values.update(wrapped_key=None, destroyed_at=self._wall())
+        with self._engine().begin() as conn:
+            n = conn.execute(update(t).where(t.c.id == key_id, t.c.state.in_(list(expect)))
+                             .values(**values)).rowcount
+            if n == 0:
+                row = self._row(conn, key_id)
+                if row is None:
+                    raise UnknownKeyError("no key with this id", key_id=key_id,
+                                          operation=f"set state {state}")
+                raise KeyInUseError(f"key is {row.state}; cannot become {state}",
+                                    key_id=key_id, operation=f"set state {state}")
+        with self._lock:
+            if state in (DESTROYED, RETIRED):
+                self._forget(key_id)
+
+    def retire(self, key_id: int) -> None:
+        """Mark a decrypt-only key retired (the caller checks no row uses it)."""
+        self.set_state(key_id, RETIRED, expect=(DECRYPT_ONLY,))
+        self._on_event("key.retire", key_id=key_id)
+
+    def destroy(self, key_id: int) -> None:
+        """Crypto-shred: erase the wrapped key; data under it can never be read again."""
+        self.set_state(key_id, DESTROYED, expect=(ACTIVE, DECRYPT_ONLY, RETIRED))
+        self._on_event("key.destroy", key_id=key_id)
+
+    def rewrap(self, dest_master_key_id: str, *, batch: int = 100,
+               progress: Callable[[int], None] | None = None) -> int:
+        """Rewrap every stored key under ``dest_master_key_id``; resumable (rows already
+        under the destination key are skipped). Returns how many keys were rewrapped."""
+        t = self.table
+        done = 0
+        while True:
+            with self._engine().connect() as conn:
+                rows = conn.execute(select(t).where(
+                    t.c.master_key_id != dest_master_key_id, t.c.wrapped_key.is_not(None))
+                    .order_by(t.c.id).limit(batch)).all()
+            if not rows:
+                break
+            for row in rows:
+                try:
+                    wrapped = self.kms.rewrap(bytes(row.wrapped_key), row.master_key_id,
+                                              dest_master_key_id,
+                                              kms_context(row.kind, row.scope))
+                except KMSError:
+                    raise
+                with self._engine().begin() as conn:
+                    conn.execute(update(t).where(t.c.id == row.id,
+                                                 t.c.master_key_id == row.master_key_id)
+                                 .values(wrapped_key=wrapped, master_key_id=dest_master_key_id))
+                done += 1
+                self._on_event("key.rewrap", key_id=row.id, master_key_id=dest_master_key_id,
+                               previous_master_key_id=row.master_key_id)
+                if progress:
+                    progress(1)
+        return done

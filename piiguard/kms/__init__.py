@@ -1,0 +1,20 @@
+"""KMS providers: where master keys live and how data keys are wrapped.
+
+:class:`KeyProvider` is the small protocol every provider implements; ``LocalKMS`` keeps
+master keys in a local key file (the embedded default); ``AwsKMS`` calls AWS KMS through
+boto3 and is the only module that imports it.
+"""
+
+from piiguard.kms.base import DataKeyPair, KeyProvider
+from piiguard.kms.local import LocalKMS
+
+
+def __getattr__(name: str):  # AwsKMS imports boto3 only when asked for
+    if name == "AwsKMS":
+        from piiguard.kms.aws import AwsKMS
+
+        return AwsKMS
+    raise AttributeError(name)
+
+
+__all__ = ["KeyProvider", "DataKeyPair", "LocalKMS", "AwsKMS"]

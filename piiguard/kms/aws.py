@@ -1,0 +1,101 @@
+"""AwsKMS: data keys from AWS KMS through boto3 (the only module that imports boto3).
+
+``GenerateDataKey`` makes a DEK, ``Decrypt`` (always with ``KeyId``) unwraps it and
+``ReEncrypt`` moves it to another master key without the plaintext leaving KMS. Every
+call carries the encryption context. The client gets short timeouts and a bounded retry
+budget, because boto3's defaults can hang a request for minutes::
+
+    kms = AwsKMS(key_id="alias/app-pii", region_name="eu-central-1")
+    guard = Guard(kms=kms)
+
+botocore errors are translated at this boundary: unreachable, timed out or throttled
+becomes :class:`~piiguard.errors.KMSUnavailableError`; refused (disabled key, access
+denied, wrong context) becomes :class:`~piiguard.errors.KMSAccessError`; both name the
+key id and the operation and chain the original with ``from``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+from piiguard.errors import ConfigurationError, KMSAccessError, KMSUnavailableError
+from piiguard.kms.base import Context, DataKeyPair
+
+#: Error codes that mean "try again later" rather than "no".
+_TRANSIENT = frozenset({
+    "ThrottlingException", "Throttling", "RequestLimitExceeded", "LimitExceededException",
+    "KMSInternalException", "DependencyTimeoutException", "ServiceUnavailable",
+    "InternalFailure", "RequestTimeout",
+})
+
+
+class AwsKMS:
+    """AWS KMS as a :class:`~piiguard.kms.KeyProvider`.
+
+    ``client`` may be injected (tests, custom sessions); otherwise one is built with
+    ``connect_timeout`` / ``read_timeout`` seconds and ``max_attempts`` tries in total.
+    """
+
+    def __init__(self, key_id: str, *, client: Any = None, region_name: str | None = None,
+                 connect_timeout: float = 2.0, read_timeout: float = 5.0,
+                 max_attempts: int = 3, endpoint_url: str | None = None) -> None:
+        if not key_id or not isinstance(key_id, str):
+            raise ConfigurationError("AwsKMS needs a key_id (key id, ARN or alias/...)")
+        if max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        self.master_key_id = key_id
+        if client is None:
+            config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                            retries={"max_attempts": max_attempts, "mode": "standard"})
+            client = boto3.client("kms", region_name=region_name, config=config,
+                                  endpoint_url=endpoint_url)
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"AwsKMS(key_id={self.master_key_id!r})"
+
+    def _call(self, operation: str, key_id: str, **kwargs: Any) -> dict:
+        method = getattr(self.client, operation)
+        try:
+            return method(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in _TRANSIENT:
+                raise KMSUnavailableError(f"KMS is unavailable ({code})", key_id=key_id,
+                                          operation=operation) from exc
+            raise KMSAccessError(f"KMS refused the request ({code or 'unknown'})",
+                                 key_id=key_id, operation=operation) from exc
+        except (BotoConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
+            raise KMSUnavailableError("KMS could not be reached in time", key_id=key_id,
+                                      operation=operation) from exc
+        except BotoCoreError as exc:
+            raise KMSUnavailableError(f"KMS call failed ({type(exc).__name__})",
+                                      key_id=key_id, operation=operation) from exc
+
+    def generate_data_key(self, context: Context) -> DataKeyPair:
+        resp = self._call("generate_data_key", self.master_key_id, KeyId=self.master_key_id,
+                          KeySpec="AES_256", EncryptionContext=dict(context))
+        return DataKeyPair(resp["Plaintext"], resp["CiphertextBlob"],
+                           resp.get("KeyId") or self.master_key_id)
+
+    def decrypt_data_key(self, wrapped: bytes, master_key_id: str, context: Context) -> bytes:
+        resp = self._call("decrypt", master_key_id, CiphertextBlob=bytes(wrapped),
+                          KeyId=master_key_id, EncryptionContext=dict(context))
+        return resp["Plaintext"]
+
+    def rewrap(self, wrapped: bytes, source_key_id: str, dest_key_id: str,
+               context: Context) -> bytes:
+        resp = self._call("re_encrypt", source_key_id, CiphertextBlob=bytes(wrapped),
+                          SourceKeyId=source_key_id, DestinationKeyId=dest_key_id,
+                          SourceEncryptionContext=dict(context),
+                          DestinationEncryptionContext=dict(context))
+        return resp["CiphertextBlob"]
+
+    def resolve_key_id(self, key_id: str) -> str:
+        """The key ARN for an alias or id (what the key table records)."""
+        return self._call("describe_key", key_id, KeyId=key_id)["KeyMetadata"]["Arn"]

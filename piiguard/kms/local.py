@@ -1,0 +1,233 @@
+"""LocalKMS: master keys in a local key file, the embedded default.
+
+The key file is JSON, created with mode 0600, holding one or more 256-bit master keys
+by id and which one is current. Data keys are wrapped with AES-256-GCM, the encryption
+context bound as associated data::
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "master.key")
+    >>> kms = LocalKMS.from_file(path, create=True)
+    >>> oct(os.stat(path).st_mode & 0o777)
+    '0o600'
+    >>> pair = kms.generate_data_key({"piiguard:scope": "customers"})
+    >>> kms.decrypt_data_key(pair.wrapped, pair.master_key_id,
+    ...                      {"piiguard:scope": "customers"}) == pair.plaintext
+    True
+    >>> kms.decrypt_data_key(pair.wrapped, pair.master_key_id, {"piiguard:scope": "x"})
+    Traceback (most recent call last):
+    ...
+    piiguard.errors.KMSAccessError: local KMS could not unwrap the data key key_id=... operation=decrypt
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from piiguard.errors import ConfigurationError, KMSAccessError, UnknownKeyError
+from piiguard.kms.base import Context, DataKeyPair
+
+_WRAP_VERSION = 1
+_FILE_VERSION = 1
+
+
+def _context_aad(key_id: str, context: Context) -> bytes:
+    out = bytearray()
+    for part in (key_id, *(x for kv in sorted(context.items()) for x in kv)):
+        raw = part.encode("utf-8")
+        out += len(raw).to_bytes(2, "big") + raw
+    return bytes(out)
+
+
+class LocalKMS:
+    """Master keys held in memory (from a key file, or given directly for tests).
+
+    Wrapped key layout: version byte 1, 1-byte length + master key id (ASCII),
+    12-byte nonce, AES-256-GCM(ciphertext of the 32-byte DEK + tag); associated data is
+    the master key id and the sorted context, each length-prefixed.
+    """
+
+    def __init__(self, keys: dict[str, bytes], current: str, *, path: Path | None = None,
+                 disabled: set[str] | None = None) -> None:
+        if current not in keys:
+            raise ConfigurationError("current master key is not among the keys",
+                                     key_id=current)
+        for kid, material in keys.items():
+            if len(material) != 32:
+                raise ConfigurationError("a master key must be 32 bytes", key_id=kid)
+        self._keys = dict(keys)
+        self._aeads = {kid: AESGCM(material) for kid, material in keys.items()}
+        self.master_key_id = current
+        self.path = path
+        self.disabled: set[str] = set(disabled or ())
+
+    def __repr__(self) -> str:
+        where = f" path={str(self.path)!r}" if self.path else ""
+        return (f"LocalKMS(current={self.master_key_id!r}, keys={sorted(self._keys)},"
+                f"{where} material=<redacted>)")
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def generate(cls) -> "LocalKMS":
+        """A key-file-less LocalKMS with one fresh master key (tests, demos)."""
+        kid = _new_key_id()
+        return cls({kid: secrets.token_bytes(32)}, kid)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, *, create: bool = False) -> "LocalKMS":
+        """Load a key file; with ``create=True`` make one (mode 0600) if it is missing."""
+        p = Path(path)
+        if not p.exists():
+            if not create:
+                raise ConfigurationError(
+                    f"key file {str(p)!r} does not exist (run `piiguard init` or pass "
+                    "create=True)")
+            kms = cls.generate()
+            kms.path = p
+            kms.save()
+            return kms
+        mode = p.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"key file {str(p)!r} is readable by others (mode {oct(mode)}); chmod 600 it")
+        try:
+            doc = json.loads(p.read_text("utf-8"))
+            keys = {kid: base64.b64decode(entry["material"], validate=True)
+                    for kid, entry in doc["keys"].items()}
+            disabled = {kid for kid, entry in doc["keys"].items()
+                        if entry.get("state") == "disabled"}
+            current = doc["current"]
+            if doc.get("version") != _FILE_VERSION:
+                raise ValueError("version")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ConfigurationError(f"key file {str(p)!r} is not a valid piiguard key file") \
+                from None
+        return cls(keys, current, path=p, disabled=disabled)
+
+    def save(self) -> None:
+        """Write the key file atomically with mode 0600."""
+        if self.path is None:
+            raise ConfigurationError("this LocalKMS has no key file path")
+        doc = {
+            "version": _FILE_VERSION,
+            "current": self.master_key_id,
+            "keys": {
+                kid: {"material": base64.b64encode(m).decode(),
+                      "state": "disabled" if kid in self.disabled else "enabled"}
+                for kid, m in self._keys.items()
+            },
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".master.key.")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=2)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # -- master key lifecycle ------------------------------------------------------------
+    @property
+    def key_ids(self) -> list[str]:
+        return sorted(self._keys)
+
+    def add_master_key(self, *, make_current: bool = False) -> str:
+        """Create a new master key; returns its id (saved if the KMS has a file)."""
+        kid = _new_key_id()
+        material = secrets.token_bytes(32)
+        self._keys[kid] = material
+        self._aeads[kid] = AESGCM(material)
+        if make_current:
+            self.master_key_id = kid
+        if self.path is not None:
+            self.save()
+        return kid
+
+    def set_current(self, key_id: str) -> None:
+        self._aead(key_id)
+        self.master_key_id = key_id
+        if self.path is not None:
+            self.save()
+
+    def disable(self, key_id: str) -> None:
+        """Refuse every later use of ``key_id`` (like disabling a key in AWS KMS)."""
+        self._aead(key_id)
+        self.disabled.add(key_id)
+        if self.path is not None:
+            self.save()
+
+    def enable(self, key_id: str) -> None:
+        self._aead(key_id)
+        self.disabled.discard(key_id)
+        if self.path is not None:
+            self.save()
+
+    def _aead(self, key_id: str) -> AESGCM:
+        try:
+            return self._aeads[key_id]
+        except KeyError:
+            raise UnknownKeyError("unknown master key", key_id=key_id) from None
+
+    def _usable(self, key_id: str, operation: str) -> AESGCM:
+        aead = self._aead(key_id)
+        if key_id in self.disabled:
+            raise KMSAccessError("master key is disabled", key_id=key_id, operation=operation)
+        return aead
+
+    # -- KeyProvider -----------------------------------------------------------------------
+    def generate_data_key(self, context: Context) -> DataKeyPair:
+        plaintext = secrets.token_bytes(32)
+        return DataKeyPair(plaintext, self._wrap(self.master_key_id, plaintext, context,
+                                                 "generate_data_key"), self.master_key_id)
+
+    def decrypt_data_key(self, wrapped: bytes, master_key_id: str, context: Context) -> bytes:
+        kid, nonce, body = self._parse(wrapped, master_key_id)
+        aead = self._usable(kid, "decrypt")
+        try:
+            return aead.decrypt(nonce, body, _context_aad(kid, context))
+        except InvalidTag:
+            raise KMSAccessError("local KMS could not unwrap the data key", key_id=kid,
+                                 operation="decrypt") from None
+
+    def rewrap(self, wrapped: bytes, source_key_id: str, dest_key_id: str,
+               context: Context) -> bytes:
+        plaintext = self.decrypt_data_key(wrapped, source_key_id, context)
+        return self._wrap(dest_key_id, plaintext, context, "rewrap")
+
+    def _wrap(self, key_id: str, plaintext: bytes, context: Context, operation: str) -> bytes:
+        aead = self._usable(key_id, operation)
+        nonce = os.urandom(12)
+        kid = key_id.encode("ascii")
+        return (bytes((_WRAP_VERSION, len(kid))) + kid + nonce
+                + aead.encrypt(nonce, plaintext, _context_aad(key_id, context)))
+
+    @staticmethod
+    def _parse(wrapped: bytes, expected: str) -> tuple[str, bytes, bytes]:
+        wrapped = bytes(wrapped)
+        if len(wrapped) < 2 or wrapped[0] != _WRAP_VERSION:
+            raise KMSAccessError("wrapped key has an unknown format", key_id=expected,
+                                 operation="decrypt")
+        n = wrapped[1]
+        if len(wrapped) < 2 + n + 12 + 16:
+            raise KMSAccessError("wrapped key is truncated", key_id=expected,
+                                 operation="decrypt")
+        kid = wrapped[2:2 + n].decode("ascii", "replace")
+        if kid != expected:
+            raise KMSAccessError("wrapped key names another master key", key_id=expected,
+                                 operation="decrypt")
+        return kid, wrapped[2 + n:14 + n], wrapped[14 + n:]
+
+
+def _new_key_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d")
+    return f"mk-{stamp}-{secrets.token_hex(4)}"

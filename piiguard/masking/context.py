@@ -1,0 +1,84 @@
+"""The role in effect: ``acting_as(role, purpose=...)``, built on ``contextvars``.
+
+Correct across threads and asyncio tasks: each task sees the role it set. Works as a
+context manager and as a decorator::
+
+    >>> current_role() is None
+    True
+    >>> with acting_as("support", purpose="ticket-42"):
+    ...     current_role(), current_purpose()
+    ('support', 'ticket-42')
+    >>> @acting_as("admin")
+    ... def f():
+    ...     return current_role()
+    >>> f(), current_role()
+    ('admin', None)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from typing import Any, Callable, TypeVar
+
+from piiguard.errors import ConfigurationError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_role: contextvars.ContextVar[str | None] = contextvars.ContextVar("piiguard_role",
+                                                                  default=None)
+_purpose: contextvars.ContextVar[str | None] = contextvars.ContextVar("piiguard_purpose",
+                                                                     default=None)
+
+
+def current_role() -> str | None:
+    """The role in effect here, or ``None`` when no role was set."""
+    return _role.get()
+
+
+def current_purpose() -> str | None:
+    return _purpose.get()
+
+
+class acting_as:  # noqa: N801 - reads as a verb at the call site, like contextlib's
+    """Run the enclosed code (or the decorated function) as ``role``."""
+
+    def __init__(self, role: str, *, purpose: str | None = None) -> None:
+        if not isinstance(role, str) or not role:
+            raise ConfigurationError("acting_as needs a non-empty role name")
+        self.role = role
+        self.purpose = purpose
+        self._tokens: list[tuple[contextvars.Token, contextvars.Token]] = []
+
+    def __repr__(self) -> str:
+        return f"acting_as({self.role!r}, purpose={self.purpose!r})"
+
+    def __enter__(self) -> "acting_as":
+        self._tokens.append((_role.set(self.role), _purpose.set(self.purpose)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        role_token, purpose_token = self._tokens.pop()
+        _purpose.reset(purpose_token)
+        _role.reset(role_token)
+
+    async def __aenter__(self) -> "acting_as":
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)
+
+    def __call__(self, fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with acting_as(self.role, purpose=self.purpose):
+                    return await fn(*args, **kwargs)
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with acting_as(self.role, purpose=self.purpose):
+                return fn(*args, **kwargs)
+        return wrapper  # type: ignore[return-value]
