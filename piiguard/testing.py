@@ -1,0 +1,166 @@
+"""Test helpers: a local KMS, a real moto server KMS, KMS call counting, fault injection.
+
+Use them as pytest fixtures (``pytest_plugins = ["piiguard.testing"]``) or directly.
+moto never fails on its own (it does not enforce key states, outages or throttling), so
+faults are injected with botocore event hooks on the client (``client.meta.events``):
+
+    kms = AwsKMS(key_id=key_id, client=client)
+    counter = KMSCallCounter(client)          # counts every KMS API call
+    with inject_kms_fault(client, "ThrottlingException"):
+        ...                                   # every call now fails as throttled
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from typing import Any, Iterator
+
+import pytest
+
+TEST_REGION = "eu-central-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fake_credentials() -> None:
+    # moto accepts any credentials; set dummies so boto3 never looks further.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", TEST_REGION)
+
+
+class MotoServer:
+    """A real ``moto_server`` process on 127.0.0.1 and a free port; stopped by pid."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> "MotoServer":
+        exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "moto.server"]
+        self.proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("moto_server exited at start")
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("moto_server did not start in time")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+    def client(self, **config: Any):
+        import boto3
+        from botocore.config import Config
+
+        _fake_credentials()
+        cfg = Config(connect_timeout=config.pop("connect_timeout", 2),
+                     read_timeout=config.pop("read_timeout", 5),
+                     retries={"max_attempts": config.pop("max_attempts", 2),
+                              "mode": "standard"})
+        return boto3.client("kms", region_name=TEST_REGION, endpoint_url=self.url,
+                            config=cfg)
+
+
+class KMSCallCounter:
+    """Counts KMS API calls made through ``client`` (a botocore event hook)."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: Counter[str] = Counter()
+        client.meta.events.register("before-call.kms", self._count)
+
+    def _count(self, model: Any = None, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+
+@contextlib.contextmanager
+def inject_kms_fault(client: Any, code: str = "ServiceUnavailable", *,
+                     operations: set[str] | None = None,
+                     exception: BaseException | None = None) -> Iterator[Counter]:
+    """Make KMS calls fail while the block runs (moto cannot fail on its own).
+
+    With ``code`` the call returns that AWS error (``ThrottlingException``,
+    ``DisabledException`` …); with ``exception`` it raises it (e.g. botocore's
+    ``EndpointConnectionError``). Yields a counter of the failed attempts by operation.
+    """
+    failed: Counter[str] = Counter()
+
+    def hook(model: Any = None, **_: Any):
+        if operations and model.name not in operations:
+            return None
+        failed[model.name] += 1
+        if exception is not None:
+            raise exception
+        return ({"status_code": 400 if "Exception" in code else 503, "headers": {},
+                 "body": b""},
+                {"Error": {"Code": code, "Message": "injected by piiguard.testing"},
+                 "ResponseMetadata": {"HTTPStatusCode": 400}})
+
+    client.meta.events.register_first("before-call.kms", hook)
+    try:
+        yield failed
+    finally:
+        client.meta.events.unregister("before-call.kms", hook)
+
+
+# -- pytest fixtures -------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """A moto server process for the whole test session."""
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_kms(moto_server: MotoServer):
+    """``(AwsKMS, client, counter)`` against the moto server, with a fresh master key."""
+    from piiguard.kms.aws import AwsKMS
+
+    client = moto_server.client()
+    key_id = client.create_key(Description="piiguard test")["KeyMetadata"]["Arn"]
+    counter = KMSCallCounter(client)
+    return AwsKMS(key_id=key_id, client=client), client, counter
+
+
+@pytest.fixture
+def local_kms():
+    from piiguard.kms.local import LocalKMS
+
+    return LocalKMS.generate()
