@@ -1,0 +1,424 @@
+"""Turkish postal addresses: structured (:class:`TurkishAddress`) or free text.
+
+An address is a street line (neighbourhood, street, building and door), an optional
+district (ilçe), a province (il) and an optional 5-digit postal code. The province is
+checked against the 81 provinces (:data:`PROVINCES`, with their plate codes); a postal
+code must start with its province's plate code (``34710`` is in İstanbul, plate 34).
+
+Normalisation makes one string of the many ways to write the same address: Unicode NFC,
+invisible format characters removed, runs of whitespace collapsed, spaces around ``,``
+``/`` and ``:`` made uniform, and Turkish upper case (``i→İ``, ``ı→I``; plain
+``str.upper()``/``str.lower()`` get these wrong). Province names are recognised with
+or without Turkish letters and in any case (``Istanbul``, ``istanbul``, ``İSTANBUL``)
+and written in their official form. Digits from other scripts (``٣``, ``３``, ``²``)
+and control characters are refused. Abbreviations (``MAH.``/``MAHALLESİ``) are kept as
+written.
+
+The canonical text puts the district and province last, after the final ``", "``, the
+way Turkish mail is addressed, so both are recoverable (:func:`province_of`,
+:func:`district_of`)::
+
+    <STREET LINE>, [<POSTAL CODE> ][<DISTRICT>/]<PROVINCE>
+
+Free text is read from its end: the last word must be a province (a trailing
+``TÜRKİYE`` and a postal code after the province are allowed); a district is recognised
+in the ``District/Province`` form, and when the district has several words it must
+follow a comma or the postal code (otherwise only its last word is taken).
+
+>>> validate('Atatürk Mah. Cumhuriyet Cad. No: 5 D: 3, 34710 Kadıköy / İstanbul')
+'ATATÜRK MAH. CUMHURİYET CAD. NO:5 D:3, 34710 KADIKÖY/İSTANBUL'
+>>> validate('atatürk mah. cumhuriyet cad. no:5 d:3 34710 kadıköy/istanbul')
+'ATATÜRK MAH. CUMHURİYET CAD. NO:5 D:3, 34710 KADIKÖY/İSTANBUL'
+>>> a = TurkishAddress(street='Kızılay Mah. Atatürk Blv. No:1', district='Çankaya',
+...                    province='Ankara', postal_code='06420')
+>>> a.format()
+'KIZILAY MAH. ATATÜRK BLV. NO:1, 06420 ÇANKAYA/ANKARA'
+>>> TurkishAddress.parse(a.format()) == TurkishAddress.parse(str(a.format()))
+True
+>>> province_of(a.format()), district_of(a.format())
+('ANKARA', 'ÇANKAYA')
+>>> validate('Cumhuriyet Cad. No:5, Gotham')
+Traceback (most recent call last):
+    ...
+piiguard.errors.InvalidComponentError: invalid value: province rule failed (address does not end with one of the 81 provinces)
+>>> validate('Cumhuriyet Cad. No:5, 06710 Kadıköy/İstanbul')
+Traceback (most recent call last):
+    ...
+piiguard.errors.InvalidComponentError: invalid value: postal_code rule failed (postal code does not start with the province's plate code)
+>>> validate('Kadıköy/İstanbul')
+Traceback (most recent call last):
+    ...
+piiguard.errors.InvalidComponentError: invalid value: street rule failed (address has no street line)
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from piiguard.errors import InvalidComponentError, InvalidFormatError, InvalidLengthError
+from piiguard.validators._util import require_str
+
+__all__ = [
+    "Province",
+    "PROVINCES",
+    "TurkishAddress",
+    "validate",
+    "is_valid",
+    "normalize",
+    "province_of",
+    "district_of",
+    "province_by_code",
+    "province_by_name",
+    "tr_upper",
+    "tr_lower",
+    "MAX_LENGTH",
+]
+
+#: Longest address text accepted, in characters.
+MAX_LENGTH = 500
+_NAME = "address"
+
+
+class Province(NamedTuple):
+    """One of the 81 provinces (il): its plate code (``34``) and official name."""
+
+    code: int
+    name: str
+
+    @property
+    def canonical(self) -> str:
+        """The name as it appears in canonical address text (Turkish upper case)."""
+        return tr_upper(self.name)
+
+
+#: The 81 provinces of Türkiye with their licence-plate codes (also the first two
+#: digits of their postal codes), in plate order.
+PROVINCES: tuple[Province, ...] = tuple(Province(c, n) for c, n in (
+    (1, "Adana"), (2, "Adıyaman"), (3, "Afyonkarahisar"), (4, "Ağrı"), (5, "Amasya"),
+    (6, "Ankara"), (7, "Antalya"), (8, "Artvin"), (9, "Aydın"), (10, "Balıkesir"),
+    (11, "Bilecik"), (12, "Bingöl"), (13, "Bitlis"), (14, "Bolu"), (15, "Burdur"),
+    (16, "Bursa"), (17, "Çanakkale"), (18, "Çankırı"), (19, "Çorum"), (20, "Denizli"),
+    (21, "Diyarbakır"), (22, "Edirne"), (23, "Elazığ"), (24, "Erzincan"), (25, "Erzurum"),
+    (26, "Eskişehir"), (27, "Gaziantep"), (28, "Giresun"), (29, "Gümüşhane"),
+    (30, "Hakkari"), (31, "Hatay"), (32, "Isparta"), (33, "Mersin"), (34, "İstanbul"),
+    (35, "İzmir"), (36, "Kars"), (37, "Kastamonu"), (38, "Kayseri"), (39, "Kırklareli"),
+    (40, "Kırşehir"), (41, "Kocaeli"), (42, "Konya"), (43, "Kütahya"), (44, "Malatya"),
+    (45, "Manisa"), (46, "Kahramanmaraş"), (47, "Mardin"), (48, "Muğla"), (49, "Muş"),
+    (50, "Nevşehir"), (51, "Niğde"), (52, "Ordu"), (53, "Rize"), (54, "Sakarya"),
+    (55, "Samsun"), (56, "Siirt"), (57, "Sinop"), (58, "Sivas"), (59, "Tekirdağ"),
+    (60, "Tokat"), (61, "Trabzon"), (62, "Tunceli"), (63, "Şanlıurfa"), (64, "Uşak"),
+    (65, "Van"), (66, "Yozgat"), (67, "Zonguldak"), (68, "Aksaray"), (69, "Bayburt"),
+    (70, "Karaman"), (71, "Kırıkkale"), (72, "Batman"), (73, "Şırnak"), (74, "Bartın"),
+    (75, "Ardahan"), (76, "Iğdır"), (77, "Yalova"), (78, "Karabük"), (79, "Kilis"),
+    (80, "Osmaniye"), (81, "Düzce"),
+))
+
+# Former or colloquial names still seen on addresses.
+_ALIASES = {"İçel": 33, "Hakkâri": 30, "Afyon": 3, "K.Maraş": 46, "Maraş": 46,
+            "Urfa": 63, "Antep": 27}
+
+
+# --------------------------------------------------------------------------- casing
+
+def tr_upper(s: str) -> str:
+    """Upper-case ``s`` by Turkish rules: ``i→İ``, ``ı→I`` (NFC result).
+
+    >>> tr_upper('istanbul ılgaz'), 'istanbul'.upper()
+    ('İSTANBUL ILGAZ', 'ISTANBUL')
+    """
+    return unicodedata.normalize("NFC", s.replace("i", "İ").replace("ı", "I").upper())
+
+
+def tr_lower(s: str) -> str:
+    """Lower-case ``s`` by Turkish rules: ``İ→i``, ``I→ı`` (NFC result).
+
+    >>> tr_lower('İSTANBUL ILGAZ'), len('İ'.lower())
+    ('istanbul ılgaz', 2)
+    """
+    s = unicodedata.normalize("NFC", s)
+    return unicodedata.normalize("NFC", s.replace("İ", "i").replace("I", "ı").lower())
+
+
+_FOLD = str.maketrans({"İ": "I", "Ş": "S", "Ğ": "G", "Ü": "U", "Ö": "O", "Ç": "C",
+                       "Â": "A", "Î": "I", "Û": "U"})
+
+
+def _fold(s: str) -> str:
+    """Key for lenient name matching: Turkish upper case without Turkish letters."""
+    return tr_upper(s).translate(_FOLD)
+
+
+_BY_KEY: dict[str, Province] = {_fold(p.name): p for p in PROVINCES}
+_BY_KEY.update({_fold(a): PROVINCES[c - 1] for a, c in _ALIASES.items()})
+
+
+def province_by_code(code: int) -> Province:
+    """The province with plate code ``code`` (1 … 81).
+
+    >>> province_by_code(34)
+    Province(code=34, name='İstanbul')
+    """
+    if type(code) is not int or not 1 <= code <= 81:
+        raise InvalidComponentError("province", detail="plate codes are 1 to 81")
+    return PROVINCES[code - 1]
+
+
+def province_by_name(name: str) -> Province:
+    """The province called ``name``, in any case, with or without Turkish letters.
+
+    >>> province_by_name('ISTANBUL').code, province_by_name('şanlıurfa').code, province_by_name('Içel').name
+    (34, 63, 'Mersin')
+    """
+    name = require_str(name, "province", 64)
+    p = _BY_KEY.get(_fold(name.strip().rstrip(".")))
+    if p is None:
+        raise InvalidComponentError("province", detail="not one of the 81 provinces")
+    return p
+
+
+# --------------------------------------------------------------------------- normalising
+
+_WS = re.compile(r"\s+")
+_COMMA = re.compile(r" ?,[ ,]*")
+_SLASH = re.compile(r" ?/ ?")
+_COLON = re.compile(r" ?: ?")
+_POSTAL = re.compile(r"[0-9]{5}")
+
+
+def normalize(text: str) -> str:
+    """One spelling for one address text (no structure check; see :func:`validate`).
+
+    >>> normalize('  kızılay  mah. ,atatürk blv.\\tno : 1 / 2 ')
+    'KIZILAY MAH., ATATÜRK BLV. NO:1/2'
+    >>> normalize('No:٣')
+    Traceback (most recent call last):
+        ...
+    piiguard.errors.InvalidFormatError: invalid value: characters rule failed (address has digits from another script)
+    """
+    text = require_str(text, _NAME, MAX_LENGTH)
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text.replace("i\u0307", "i"))
+        kept = []
+        for ch in text:
+            if ch.isascii():
+                kept.append(ch)
+                continue
+            cat = unicodedata.category(ch)
+            if cat in ("Nd", "No", "Nl"):
+                raise InvalidFormatError("characters", detail=f"{_NAME} has digits from another script")
+            if cat == "Cf":
+                continue            # zero-width spaces, soft hyphens, BOM, direction marks
+            if cat in ("Cc", "Cs", "Co", "Cn"):
+                raise InvalidFormatError("characters", detail=f"{_NAME} has control characters")
+            kept.append(ch)
+        text = "".join(kept)
+    for ch in text:
+        if ch < " " and ch not in "\t\n\r":
+            raise InvalidFormatError("characters", detail=f"{_NAME} has control characters")
+    if "\x7f" in text:
+        raise InvalidFormatError("characters", detail=f"{_NAME} has control characters")
+    text = _WS.sub(" ", tr_upper(text)).strip()
+    text = _COLON.sub(":", _SLASH.sub("/", _COMMA.sub(", ", text)))
+    return text.strip(" ,")
+
+
+# --------------------------------------------------------------------------- structure
+
+@dataclass(frozen=True, kw_only=True)
+class TurkishAddress:
+    """A structured Turkish address; :meth:`parse` reads text, :meth:`format` writes
+    the canonical text. Instances made with :meth:`parse` or :meth:`normalized` hold
+    normalised, checked parts. The ``repr`` shows the province only.
+
+    >>> TurkishAddress(street='Bağdat Cad. No:1', province='istanbul')
+    TurkishAddress(street=<redacted>, district=<redacted>, province='istanbul', postal_code=<redacted>)
+    >>> TurkishAddress(street='Bağdat Cad. No:1', province='istanbul').format()
+    'BAĞDAT CAD. NO:1, İSTANBUL'
+    >>> TurkishAddress(street='Bağdat Cad. No:1', province='istanbul', postal_code='3471').format()
+    Traceback (most recent call last):
+        ...
+    piiguard.errors.InvalidFormatError: invalid value: postal_code rule failed (postal code has 5 ASCII digits)
+    """
+
+    street: str = field(repr=False)
+    province: str | int
+    district: str | None = field(default=None, repr=False)
+    postal_code: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return (f"TurkishAddress(street=<redacted>, district=<redacted>, "
+                f"province={self.province!r}, postal_code=<redacted>)")
+
+    @property
+    def plate_code(self) -> int:
+        """The province's plate code."""
+        return self._province().code
+
+    def _province(self) -> Province:
+        if isinstance(self.province, int) and not isinstance(self.province, bool):
+            return province_by_code(self.province)
+        return province_by_name(self.province)  # type: ignore[arg-type]
+
+    def normalized(self) -> "TurkishAddress":
+        """Check every part and return the address with normalised parts."""
+        street = normalize(self.street)
+        if not any(ch.isalnum() for ch in street):
+            raise InvalidComponentError("street", detail=f"{_NAME} has no street line")
+        province = self._province()
+        district = None
+        if self.district is not None:
+            district = normalize(self.district) or None
+            if district is not None and (
+                    "," in district or "/" in district or any(c in "0123456789" for c in district)):
+                raise InvalidComponentError("district", detail="district name has no digits, commas or slashes")
+        postal = None
+        if self.postal_code is not None:
+            postal = require_str(self.postal_code, "postal code", 16).strip() or None
+            if postal is not None:
+                if len(postal) != 5 or not (postal.isascii() and postal.isdigit()):
+                    raise InvalidFormatError("postal_code", detail="postal code has 5 ASCII digits")
+                if int(postal[:2]) != province.code:
+                    raise InvalidComponentError(
+                        "postal_code", detail="postal code does not start with the province's plate code")
+        return TurkishAddress(street=street, province=province.canonical, district=district,
+                              postal_code=postal)
+
+    def format(self) -> str:
+        """The canonical text: ``STREET, [POSTAL ][DISTRICT/]PROVINCE``."""
+        a = self.normalized()
+        tail = a.province
+        if a.district:
+            tail = f"{a.district}/{tail}"
+        if a.postal_code:
+            tail = f"{a.postal_code} {tail}"
+        return f"{a.street}, {tail}"
+
+    @classmethod
+    def parse(cls, text: str) -> "TurkishAddress":
+        """Read free text or canonical text into a normalised :class:`TurkishAddress`.
+
+        >>> TurkishAddress.parse('Bağdat Cad. No:1 Kadıköy/Istanbul Türkiye').district
+        'KADIKÖY'
+        """
+        return cls._from_text(normalize(text)).normalized()
+
+    @classmethod
+    def _from_text(cls, t: str) -> "TurkishAddress":
+        postal: str | None = None
+        # Trailing country name and postal code after the province.
+        for _ in range(2):
+            head, tok = _split_last(t)
+            if _fold(tok.rstrip(".")) in ("TURKIYE", "TURKEY"):
+                t = head.rstrip(" ,")
+            elif postal is None and _POSTAL.fullmatch(tok):
+                postal, t = tok, head.rstrip(" ,")
+        head, tok = _split_last(t)
+        p = _BY_KEY.get(_fold(tok.rstrip(".")))
+        if p is None:
+            raise InvalidComponentError(
+                "province", detail=f"{_NAME} does not end with one of the 81 provinces")
+        district = None
+        if head.endswith("/"):
+            h = head[:-1]
+            j = h.rfind(", ")
+            seg, prefix = (h[j + 2:], h[:j]) if j >= 0 else (h, "")
+            m = None
+            for m in re.finditer(r"(?:^| )([0-9]{5})(?= |$)", seg):
+                pass
+            if m is not None:
+                span, before = seg[m.end():].strip(), seg[:m.start()]
+                postal = _merge_postal(postal, m.group(1))
+            elif j >= 0:
+                span, before = seg, ""
+            else:
+                before, _, span = seg.rpartition(" ")
+            if span and not any(c in "0123456789" for c in span):
+                district = span
+            else:
+                before = f"{before} {span}".strip()
+            street = ", ".join(x for x in (prefix, before.strip()) if x)
+        else:
+            h = head.rstrip(" ,")
+            j = h.rfind(", ")
+            seg, prefix = (h[j + 2:], h[:j]) if j >= 0 else (h, "")
+            if head.endswith(" ") and not head.endswith(", ") and (
+                    _POSTAL.fullmatch(seg[-5:]) and (len(seg) == 5 or seg[-6] == " ")):
+                postal = _merge_postal(postal, seg[-5:])
+                seg = seg[:-5].strip()
+            street = ", ".join(x for x in (prefix, seg) if x)
+        street = street.strip(" ,")
+        if not street:
+            raise InvalidComponentError("street", detail=f"{_NAME} has no street line")
+        return cls(street=street, province=p.canonical, district=district, postal_code=postal)
+
+
+def _split_last(t: str) -> tuple[str, str]:
+    i = max(t.rfind(" "), t.rfind(","), t.rfind("/"))
+    return t[:i + 1], t[i + 1:]
+
+
+def _merge_postal(a: str | None, b: str) -> str:
+    if a is not None and a != b:
+        raise InvalidComponentError("postal_code", detail=f"{_NAME} has two different postal codes")
+    return b
+
+
+# --------------------------------------------------------------------------- API
+
+def validate(value: "str | TurkishAddress | Mapping[str, object]") -> str:
+    """Check an address (text, :class:`TurkishAddress` or a mapping of its fields) and
+    return the canonical text.
+
+    Raises :class:`~piiguard.errors.InvalidFormatError` (type, characters, postal code
+    shape), :class:`~piiguard.errors.InvalidLengthError` or
+    :class:`~piiguard.errors.InvalidComponentError` (``province``, ``postal_code``,
+    ``district``, ``street``); messages never contain the address.
+
+    >>> validate({'street': 'Alsancak Mah. 1470 Sk. No:3', 'district': 'Konak',
+    ...           'province': 35, 'postal_code': '35220'})
+    'ALSANCAK MAH. 1470 SK. NO:3, 35220 KONAK/İZMİR'
+    """
+    if isinstance(value, TurkishAddress):
+        return value.format()
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"street", "district", "province", "postal_code"}
+        if unknown or "street" not in value or "province" not in value:
+            raise InvalidFormatError(
+                "structure", detail="address fields are street, district, province, postal_code")
+        return TurkishAddress(**value).format()  # type: ignore[arg-type]
+    return TurkishAddress.parse(value).format()
+
+
+def is_valid(value: object) -> bool:
+    """True if :func:`validate` accepts ``value``; never raises.
+
+    >>> is_valid('Bağdat Cad. No:1, İstanbul'), is_valid('Bağdat Cad.'), is_valid(None)
+    (True, False, False)
+    """
+    try:
+        validate(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def province_of(canonical: str) -> str:
+    """The province of an address, as in canonical text (for a ``city`` mask).
+
+    >>> province_of('BAĞDAT CAD. NO:1, 34728 KADIKÖY/İSTANBUL')
+    'İSTANBUL'
+    """
+    return TurkishAddress.parse(canonical).province  # type: ignore[return-value]
+
+
+def district_of(canonical: str) -> str | None:
+    """The district of an address, or None when it has none (for a ``city`` mask).
+
+    >>> district_of('BAĞDAT CAD. NO:1, 34728 KADIKÖY/İSTANBUL'), district_of('BAĞDAT CAD. NO:1, İSTANBUL')
+    ('KADIKÖY', None)
+    """
+    return TurkishAddress.parse(canonical).district
