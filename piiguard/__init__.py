@@ -2,7 +2,7 @@
 
 >>> import piiguard
 >>> sorted(piiguard.__all__)[:4]
-['AwsKMS', 'CacheLimits', 'Guard', 'LocalKMS']
+['AuditTrail', 'AwsKMS', 'CacheLimits', 'Guard']
 """
 
 from piiguard import errors

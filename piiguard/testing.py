@@ -125,10 +125,12 @@ def inject_kms_fault(client: Any, code: str = "ServiceUnavailable", *,
         failed[model.name] += 1
         if exception is not None:
             raise exception
-        return ({"status_code": 400 if "Exception" in code else 503, "headers": {},
-                 "body": b""},
+        from botocore.awsrequest import AWSResponse
+
+        status = 400 if "Exception" in code else 503
+        return (AWSResponse("", status, {}, None),
                 {"Error": {"Code": code, "Message": "injected by piiguard.testing"},
-                 "ResponseMetadata": {"HTTPStatusCode": 400}})
+                 "ResponseMetadata": {"HTTPStatusCode": status}})
 
     client.meta.events.register_first("before-call.kms", hook)
     try:
