@@ -51,11 +51,13 @@ _FMT_PADDED = bytes((FORMAT_V1 | FLAG_PADDED,))
 class FieldCipher:
     """Encrypts and decrypts the values of one field, bound to where it lives.
 
-    Made by :meth:`Guard.field`; the hot path is one key-cache lookup and one AES-GCM
-    call. Errors name ``table.column`` and the key id, never the value.
+    Made by :meth:`Guard.field`. The hot path is one cached key entry, one clock read
+    and one AES-GCM call: the header and associated data are built once per key, not
+    per value. Errors name ``table.column`` and the key id, never the value.
     """
 
-    __slots__ = ("_keys", "ctx", "scope", "padded", "label", "_aad", "_fmt")
+    __slots__ = ("_keys", "ctx", "scope", "padded", "label", "_aad", "_fmt", "_clock",
+                 "_max_uses", "_we", "_whdr", "_waad", "_wnonce", "_reads", "_last")
 
     def __init__(self, keys: KeyManager, ctx: FieldContext, scope: str, padded: bool) -> None:
         self._keys = keys
@@ -65,6 +67,14 @@ class FieldCipher:
         self.label = ctx.label
         self._aad = ctx.aad
         self._fmt = _FMT_PADDED if padded else _FMT_PLAIN
+        self._clock = keys._clock
+        self._max_uses = keys.limits.max_uses
+        self._we = None          # cache entry of the DEK we write with
+        self._whdr = b""         # its envelope header
+        self._waad = b""         # header + context
+        self._wnonce = os.urandom
+        self._reads: dict[bytes, tuple] = {}  # header -> (header, entry, aad, padded)
+        self._last: tuple = (b"\xff", None, b"", False)  # matches no envelope
 
     def __repr__(self) -> str:
         return f"FieldCipher({self.label!r}, scope={self.scope!r}, padded={self.padded})"
@@ -72,40 +82,76 @@ class FieldCipher:
     # -- binary envelopes ------------------------------------------------------------------
     def encrypt(self, plaintext: bytes, *, scope: str | None = None) -> bytes:
         """Binary envelope of ``plaintext`` under the active DEK of the field's scope."""
-        key = self._keys.active_dek(scope or self.scope)
-        header = self._fmt + key.id_bytes
-        nonce = key._nonce(12)
+        if scope is not None and scope != self.scope:
+            return self._encrypt_in(scope, plaintext)
+        e = self._we
+        if e is None or e.uses >= self._max_uses or self._clock() >= e.wexpires:
+            e = self._write_entry()
+        e.uses += 1
+        nonce = self._wnonce(12)
         if self.padded:
             plaintext = pad(plaintext)
-        return header + nonce + key._aead.encrypt(nonce, plaintext, header + self._aad)
+        return self._whdr + nonce + e.aead.encrypt(nonce, plaintext, self._waad)
+
+    def _write_entry(self):
+        e = self._keys.write_entry(self.scope)
+        self._whdr = self._fmt + e.key.id_bytes
+        self._waad = self._whdr + self._aad
+        self._wnonce = e.key._nonce
+        self._we = e
+        return e
+
+    def _encrypt_in(self, scope: str, plaintext: bytes) -> bytes:
+        key = self._keys.active_dek(scope)
+        header = self._fmt + key.id_bytes
+        nonce = key.new_nonce()
+        if self.padded:
+            plaintext = pad(plaintext)
+        return header + nonce + key.seal(nonce, plaintext, header + self._aad)
 
     def decrypt(self, blob: bytes) -> bytes:
         """Plaintext of a binary envelope; one opaque :class:`DecryptionError` if it was
         tampered with, truncated or made for another field."""
         if type(blob) is not bytes:
             blob = bytes(blob)
-        n = len(blob)
-        if n < MIN_SIZE or n > MAX_SIZE or blob[0] & 0xFE != FORMAT_V1:
-            raise EnvelopeFormatError("stored value is not a piiguard envelope",
-                                      column=self.label, operation="decrypt")
-        key_id = int.from_bytes(blob[1:5], "big")
+        r = self._last  # (header, entry, aad, padded) of the key used last time
+        if len(blob) < 33 or not blob.startswith(r[0]) or self._clock() >= r[1].expires:
+            r = self._read_entry(blob)
         try:
-            key = self._keys.dek(key_id)
-        except PIIGuardError as exc:
-            exc.column = exc.column or self.label
-            raise
-        try:
-            data = key._aead.decrypt(blob[5:17], blob[17:], blob[:5] + self._aad)
+            data = r[1].aead.decrypt(blob[5:17], blob[17:], r[2])
         except InvalidTag:
-            raise DecryptionError("decryption failed", column=self.label, key_id=key_id,
+            raise DecryptionError("decryption failed", column=self.label, key_id=r[1].id,
                                   operation="decrypt") from None
-        if blob[0] & FLAG_PADDED:
+        if r[3]:
             try:
                 return unpad(data)
             except DecryptionError:
                 raise DecryptionError("decryption failed", column=self.label,
-                                      key_id=key_id, operation="decrypt") from None
+                                      key_id=r[1].id, operation="decrypt") from None
         return data
+
+    def _read_entry(self, blob: bytes) -> tuple:
+        if not MIN_SIZE <= len(blob) <= MAX_SIZE:
+            raise EnvelopeFormatError("stored value is not a piiguard envelope",
+                                      column=self.label, operation="decrypt")
+        hdr = blob[:5]
+        if hdr[0] & 0xFE != FORMAT_V1:
+            raise EnvelopeFormatError("stored value is not a piiguard envelope: unknown "
+                                      "format version", column=self.label,
+                                      operation="decrypt")
+        r = self._reads.get(hdr)
+        if r is None or self._clock() >= r[1].expires:
+            try:
+                e = self._keys.read_entry(int.from_bytes(hdr[1:5], "big"))
+            except PIIGuardError as exc:
+                exc.column = exc.column or self.label
+                raise
+            r = (hdr, e, hdr + self._aad, bool(hdr[0] & FLAG_PADDED))
+            if len(self._reads) > 64:  # many keys seen: keep the map small
+                self._reads.clear()
+            self._reads[hdr] = r
+        self._last = r
+        return r
 
     # -- strings -----------------------------------------------------------------------------
     def encrypt_str(self, value: str, *, scope: str | None = None) -> bytes:

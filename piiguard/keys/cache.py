@@ -42,20 +42,38 @@ class Entry:
     """One cached plaintext key and its bookkeeping (never printed with its key)."""
 
     __slots__ = ("key", "id", "kind", "scope", "state", "loaded", "checked", "uses",
-                 "persisted_uses", "flushed_uses")
+                 "persisted_uses", "flushed_uses", "expires", "wexpires", "_limits", "aead")
 
     def __init__(self, key, kind: str, scope: str, state: str, now: float,
-                 persisted_uses: int = 0) -> None:
+                 limits: CacheLimits, persisted_uses: int = 0) -> None:
         self.key = key
         self.id = key.id
+        self.aead = getattr(key, "_aead", None)
         self.kind = kind
         self.scope = scope
         self.state = state
+        self._limits = limits
         self.loaded = now
-        self.checked = now
         self.uses = 0
         self.flushed_uses = 0
         self.persisted_uses = persisted_uses
+        self.touch(now)
+
+    def touch(self, now: float) -> None:
+        """The key table was consulted at ``now``: the entry is fresh until ``expires``
+        (the earlier of the soft TTL from now and the hard TTL from loading)."""
+        self.checked = now
+        self.expires = min(now + self._limits.soft_ttl, self.loaded + self._limits.hard_ttl)
+        self.wexpires = self.expires if self.state == "active" else float("-inf")
+
+    def set_state(self, state: str) -> None:
+        self.state = state
+        if state != "active":
+            self.wexpires = float("-inf")
+
+    def invalidate(self) -> None:
+        """Make every holder of this entry take the slow path next time."""
+        self.expires = self.wexpires = float("-inf")
 
     def __repr__(self) -> str:
         return f"Entry(id={self.id}, kind={self.kind}, scope={self.scope}, state={self.state})"

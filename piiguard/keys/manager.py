@@ -102,47 +102,39 @@ class KeyManager:
         return self.engine
 
     # -- hot paths -------------------------------------------------------------------------
+    # An entry is fresh while clock() < entry.expires (soft TTL since the key table was
+    # last consulted, hard TTL since the KMS unwrapped it); entry.wexpires is the same
+    # for writing and -inf once the key is no longer the active one.
+    def write_entry(self, scope: str, kind: str = "dek") -> Entry:
+        """The cache entry of the active key of ``kind`` in ``scope`` (no use counted)."""
+        entry = self._active.get((kind, scope))
+        if entry is not None and entry.uses < self.limits.max_uses \
+                and self._clock() < entry.wexpires:
+            return entry
+        return self._refresh_active(kind, scope)
+
+    def read_entry(self, key_id: int, kind: str = "dek") -> Entry:
+        """The cache entry of key ``key_id`` for decryption (any state but destroyed)."""
+        entry = self._by_id.get(key_id)
+        if entry is not None and entry.kind == kind and self._clock() < entry.expires:
+            return entry
+        return self._load(key_id, kind)
+
     def active_dek(self, scope: str) -> DataKey:
         """The DEK that encrypts new values in ``scope`` (counts one use)."""
-        entry = self._active.get(("dek", scope))
-        if entry is not None:
-            now = self._clock()
-            if (now - entry.checked < self.limits.soft_ttl
-                    and now - entry.loaded < self.limits.hard_ttl
-                    and entry.uses < self.limits.max_uses):
-                entry.uses += 1
-                return entry.key
-        entry = self._refresh_active("dek", scope)
+        entry = self.write_entry(scope)
         entry.uses += 1
         return entry.key
 
     def dek(self, key_id: int) -> DataKey:
         """The DEK with ``key_id``, for decryption (any state but destroyed)."""
-        entry = self._by_id.get(key_id)
-        if entry is not None:
-            now = self._clock()
-            if (now - entry.checked < self.limits.soft_ttl
-                    and now - entry.loaded < self.limits.hard_ttl):
-                return entry.key
-        return self._load(key_id, "dek").key
+        return self.read_entry(key_id).key
 
     def active_index_key(self, scope: str) -> BlindIndexKey:
-        entry = self._active.get(("index", scope))
-        if entry is not None:
-            now = self._clock()
-            if (now - entry.checked < self.limits.soft_ttl
-                    and now - entry.loaded < self.limits.hard_ttl):
-                return entry.key
-        return self._refresh_active("index", scope).key
+        return self.write_entry(scope, "index").key
 
     def index_key(self, key_id: int) -> BlindIndexKey:
-        entry = self._by_id.get(key_id)
-        if entry is not None:
-            now = self._clock()
-            if (now - entry.checked < self.limits.soft_ttl
-                    and now - entry.loaded < self.limits.hard_ttl):
-                return entry.key
-        return self._load(key_id, "index").key
+        return self.read_entry(key_id, "index").key
 
     def usable_index_keys(self, scope: str) -> list[BlindIndexKey]:
         """Index keys that lookups consult: the active one first, then every
@@ -156,10 +148,7 @@ class KeyManager:
         return self.active_index_like("pseudonym", scope)
 
     def active_index_like(self, kind: str, scope: str) -> BlindIndexKey:
-        entry = self._active.get((kind, scope))
-        if entry is not None and self._clock() - entry.loaded < self.limits.hard_ttl:
-            return entry.key
-        return self._refresh_active(kind, scope).key
+        return self.write_entry(scope, kind).key
 
     # -- slow paths ------------------------------------------------------------------------
     def _make_key(self, kind: str, key_id: int, material: bytes):
@@ -176,7 +165,8 @@ class KeyManager:
         material = self.kms.decrypt_data_key(bytes(row.wrapped_key), row.master_key_id,
                                              kms_context(row.kind, row.scope))
         entry = Entry(self._make_key(row.kind, row.id, material), row.kind, row.scope,
-                      row.state, self._clock(), row.encryption_count or 0)
+                      row.state, self._clock(), self.limits,
+                      row.encryption_count or 0)
         self._by_id[row.id] = entry
         return entry
 
@@ -195,7 +185,7 @@ class KeyManager:
                     return cached
                 raise
             if row is None or row.kind != kind:
-                self._by_id.pop(key_id, None)
+                self._forget(key_id)
                 raise UnknownKeyError(f"no {kind} key with this id", key_id=key_id,
                                       operation="decrypt")
             if row.state == DESTROYED:
@@ -205,16 +195,18 @@ class KeyManager:
             cached = self._by_id.get(key_id)
             now = self._clock()
             if cached is not None and now - cached.loaded < self.limits.hard_ttl:
-                cached.checked = now
-                cached.state = row.state
+                cached.set_state(row.state)
+                cached.touch(now)
                 return cached
-            self._by_id.pop(key_id, None)
+            self._forget(key_id)
             return self._unwrap(row)
 
     def _forget(self, key_id: int) -> None:
         entry = self._by_id.pop(key_id, None)
-        if entry is not None and self._active.get((entry.kind, entry.scope)) is entry:
-            del self._active[(entry.kind, entry.scope)]
+        if entry is not None:
+            entry.invalidate()
+            if self._active.get((entry.kind, entry.scope)) is entry:
+                del self._active[(entry.kind, entry.scope)]
 
     def _refresh_active(self, kind: str, scope: str) -> Entry:
         with self._lock:
@@ -237,16 +229,16 @@ class KeyManager:
                         and old.uses < self.limits.max_uses:
                     log.warning("key table unreachable; keeping cached %s key id=%s",
                                 kind, old.id)
-                    old.checked = now
+                    old.touch(now)
                     return old
                 raise
             if old is not None and row.id == old.id and now - old.loaded < self.limits.hard_ttl:
-                old.checked = now
+                old.touch(now)
                 return old
             cached = self._by_id.get(row.id)
             if cached is not None and now - cached.loaded < self.limits.hard_ttl:
                 entry = cached
-                entry.checked = now
+                entry.touch(now)
             else:
                 try:
                     entry = self._unwrap(row)
@@ -257,9 +249,13 @@ class KeyManager:
                             and old.uses < self.limits.max_uses:
                         log.warning("KMS unavailable; still encrypting under key id=%s",
                                     old.id)
+                        old.touch(now)  # retry after the soft TTL, not on every write
                         return old
                     raise
-            entry.state = ACTIVE
+            if old is not None and old is not entry:
+                old.set_state(DECRYPT_ONLY)
+            entry.set_state(ACTIVE)
+            entry.touch(now)
             self._active[(kind, scope)] = entry
             return entry
 
@@ -293,7 +289,7 @@ class KeyManager:
                        master_key_id=pair.master_key_id)
         # Cache the plaintext we already hold: no KMS call to unwrap what we just made.
         entry = Entry(self._make_key(kind, new_id, pair.plaintext), kind, scope, ACTIVE,
-                      self._clock())
+                      self._clock(), self.limits)
         self._by_id[new_id] = entry
         with self._engine().connect() as c:
             return self._row(c, new_id)
@@ -323,6 +319,8 @@ class KeyManager:
         """Drop every plaintext key from memory (next use unwraps through the KMS)."""
         with self._lock:
             self.flush()
+            for entry in self._by_id.values():
+                entry.invalidate()
             self._by_id.clear()
             self._active.clear()
 
@@ -357,9 +355,9 @@ class KeyManager:
             return self._active_row(kind, scope)
         for entry in self._by_id.values():
             if entry.kind == kind and entry.scope == scope and entry.id != new_row.id:
-                entry.state = DECRYPT_ONLY
+                entry.set_state(DECRYPT_ONLY)
         self._by_id[new_row.id] = Entry(self._make_key(kind, new_row.id, pair.plaintext),
-                                        kind, scope, ACTIVE, self._clock())
+                                        kind, scope, ACTIVE, self._clock(), self.limits)
         self._active[(kind, scope)] = self._by_id[new_row.id]
         self._on_event("key.rotate", key_id=new_row.id, kind=kind, scope=scope,
                        previous_key_id=expect_id, reason=reason)
