@@ -77,6 +77,8 @@ class KeyManager:
         self._lock = threading.RLock()
         self._by_id: dict[int, Entry] = {}
         self._active: dict[tuple[str, str], Entry] = {}
+        # scope -> (active index entry, fresh until, [usable index keys])
+        self._index_sets: dict[str, tuple] = {}
         self._on_event = on_event or (lambda *a, **k: None)
 
     def __repr__(self) -> str:
@@ -139,10 +141,16 @@ class KeyManager:
     def usable_index_keys(self, scope: str) -> list[BlindIndexKey]:
         """Index keys that lookups consult: the active one first, then every
         decrypt-only one (the blind-index rotation window)."""
-        active = self.active_index_key(scope)
+        active = self.write_entry(scope, "index")
+        cached = self._index_sets.get(scope)
+        now = self._clock()
+        if cached is not None and cached[0] is active and now < cached[1]:
+            return cached[2]
         others = [self.index_key(r.id) for r in self.keys(kind="index", scope=scope)
                   if r.state == DECRYPT_ONLY]
-        return [active, *others]
+        keys = [active.key, *others]
+        self._index_sets[scope] = (active, now + self.limits.soft_ttl, keys)
+        return keys
 
     def pseudonym_key(self, scope: str = "default") -> BlindIndexKey:
         return self.active_index_like("pseudonym", scope)
@@ -386,6 +394,7 @@ class KeyManager:
                 for r in rows]
 
     def set_state(self, key_id: int, state: str, *, expect: Iterable[str]) -> None:
+        self._index_sets.clear()
         t = self.table
         values: dict[str, Any] = dict(state=state, state_changed_at=self._wall(),
                                       active_slot=None)
