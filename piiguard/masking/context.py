@@ -31,6 +31,10 @@ _role: contextvars.ContextVar[str | None] = contextvars.ContextVar("piiguard_rol
 _purpose: contextvars.ContextVar[str | None] = contextvars.ContextVar("piiguard_purpose",
                                                                      default=None)
 
+# Called when an acting_as block ends (the audit trail flushes its pending reveal
+# counts there); hooks must not raise.
+_exit_hooks: list[Callable[[], None]] = []
+
 
 def current_role() -> str | None:
     """The role in effect here, or ``None`` when no role was set."""
@@ -60,8 +64,12 @@ class acting_as:  # noqa: N801 - reads as a verb at the call site, like contextl
 
     def __exit__(self, *exc: object) -> None:
         role_token, purpose_token = self._tokens.pop()
-        _purpose.reset(purpose_token)
-        _role.reset(role_token)
+        try:
+            for hook in _exit_hooks:
+                hook()
+        finally:
+            _purpose.reset(purpose_token)
+            _role.reset(role_token)
 
     async def __aenter__(self) -> "acting_as":
         return self.__enter__()

@@ -1,0 +1,95 @@
+"""What a reader sees: :func:`render` applies the guard's policy for the role in effect.
+
+:func:`render` is the one place where the SQLAlchemy column types and the pydantic types
+turn a stored value into what the current role may see:
+
+- no policy on the Guard (``guard.policy is None``): the plaintext, no audit event
+  (encryption-only mode);
+- ``reveal``: the plaintext, and one counted reveal in the audit trail
+  (:meth:`~piiguard.masking.audit.AuditTrail.record_reveal`);
+- ``redact``, ``null`` and custom masks made with ``needs_plaintext=False``: the mask's
+  output *without calling* ``plaintext_fn`` — nothing is decrypted, no key is loaded,
+  no KMS call happens;
+- every other mask: the mask applied to ``plaintext_fn()``.
+
+Masked output is a :class:`MaskedStr`, a ``str`` marked as not being a real value: the
+column types and encrypted pydantic fields refuse to write one back
+(:class:`~piiguard.errors.MaskedValueError`).
+
+>>> from sqlalchemy import create_engine
+>>> from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as
+>>> guard = Guard(kms=LocalKMS.generate()).bind(create_engine('sqlite://'))
+>>> show = lambda: render(guard, kind='national_id', column='customers.national_id',
+...                       plaintext_fn=lambda: '10000000146')
+>>> show()
+'10000000146'
+>>> guard.policy = MaskingPolicy.from_dict({'default': 'redact',
+...                                         'national_id': {'support': 'partial:1:2'}})
+>>> with acting_as('support'):
+...     show()
+'1********46'
+>>> show(), type(show()).__name__
+('[REDACTED]', 'MaskedStr')
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from piiguard.errors import PIIGuardError
+from piiguard.masking.context import _purpose, _role
+
+__all__ = ["MaskedStr", "render", "is_masked"]
+
+
+class MaskedStr(str):
+    """A masked view of a value (``'1********46'``, ``'[REDACTED]'``, a pseudonym).
+
+    It behaves as the ``str`` it shows (its ``repr`` is the masked text) and marks that
+    it is not the real value, so piiguard refuses to store it.
+
+    >>> m = MaskedStr('1********46')
+    >>> m, m == '1********46', is_masked(m), is_masked('1********46')
+    ('1********46', True, True, False)
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self):  # keep the marker through pickle and copy
+        return (MaskedStr, (str(self),))
+
+
+def is_masked(value: object) -> bool:
+    """True for a :class:`MaskedStr` (a value that must never be written back)."""
+    return isinstance(value, MaskedStr)
+
+
+def render(guard: Any, *, kind: str, column: str | None,
+           plaintext_fn: Callable[[], str | None], row_key: Any = None,
+           key_id: int | None = None) -> str | None:
+    """What the role in effect may see of one stored value.
+
+    ``plaintext_fn`` decrypts the value (called at most once, and never for masks that
+    need no plaintext); ``column`` is ``table.column`` or ``Model.field``; ``row_key``
+    (the primary key, where known) and ``key_id`` (the DEK id in the envelope) go to
+    the audit trail with reveals. Call it for non-NULL stored values only.
+    """
+    policy = guard.policy
+    if policy is None:
+        return plaintext_fn()
+    role = _role.get()
+    mask = policy.mask_for(kind=kind, column=column, role=role)
+    if mask.is_reveal:
+        try:
+            value = plaintext_fn()
+        except PIIGuardError as exc:
+            guard.audit.emit("reveal", outcome="error", column=column, key_id=key_id,
+                             row_keys=None if row_key is None else [row_key], count=1,
+                             error=type(exc).__name__)
+            raise
+        if value is not None:
+            guard.audit.record_reveal(column, key_id, row_key, role, _purpose.get())
+        return value
+    if not mask.needs_plaintext:
+        return mask(None, kind=kind, guard=guard, column=column)
+    return mask(plaintext_fn(), kind=kind, guard=guard, column=column)
