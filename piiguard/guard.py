@@ -35,7 +35,7 @@ from piiguard.crypto.envelope import (FLAG_PADDED, FORMAT_V1, MAX_SIZE, MIN_SIZE
                                       looks_like_envelope)
 from piiguard.crypto.padding import pad, unpad
 from piiguard.errors import (AlreadyEncryptedError, ConfigurationError, DecryptionError,
-                             EnvelopeFormatError, PIIGuardError)
+                             EnvelopeFormatError, PIIGuardError, UnknownKeyError)
 from piiguard.keys.cache import CacheLimits
 from piiguard.keys.manager import KeyManager, _utcnow
 from piiguard.kms.base import KeyProvider
@@ -46,6 +46,34 @@ __all__ = ["Guard", "FieldCipher", "FieldIndex"]
 
 _FMT_PLAIN = bytes((FORMAT_V1,))
 _FMT_PADDED = bytes((FORMAT_V1 | FLAG_PADDED,))
+_PREFIX_BYTES = TEXT_PREFIX.encode()
+#: First bytes of a binary envelope (0x10, 0x11) or of a text one ("p" of "pg1:").
+_ENVELOPE_FIRST = frozenset((FORMAT_V1, FORMAT_V1 | FLAG_PADDED, _PREFIX_BYTES[0]))
+
+
+def _is_envelope(data: bytes) -> bool:
+    """True if ``data`` parses as a binary envelope or is the bytes of a text one."""
+    if data[0] == _PREFIX_BYTES[0]:
+        if not data.startswith(_PREFIX_BYTES):
+            return False
+        try:
+            return looks_like_envelope(bytes(data).decode("ascii"))
+        except UnicodeDecodeError:
+            return False
+    return looks_like_envelope(data)
+
+
+def _name_column(exc: PIIGuardError, label: str) -> PIIGuardError:
+    """Name ``table.column`` in an error raised below the cipher (in its message too)."""
+    if exc.column is None:
+        exc.column = label
+        parts = [exc._detail, f"column={label}"]
+        if exc.key_id is not None:
+            parts.append(f"key_id={exc.key_id}")
+        if exc.operation:
+            parts.append(f"operation={exc.operation}")
+        exc.args = (" ".join(parts),)
+    return exc
 
 
 class FieldCipher:
@@ -81,7 +109,13 @@ class FieldCipher:
 
     # -- binary envelopes ------------------------------------------------------------------
     def encrypt(self, plaintext: bytes, *, scope: str | None = None) -> bytes:
-        """Binary envelope of ``plaintext`` under the active DEK of the field's scope."""
+        """Binary envelope of ``plaintext`` under the active DEK of the field's scope.
+
+        Refuses (:class:`AlreadyEncryptedError`) a value that already parses as an
+        envelope, binary or text."""
+        if plaintext and plaintext[0] in _ENVELOPE_FIRST and _is_envelope(plaintext):
+            raise AlreadyEncryptedError("refusing to encrypt a value that is already an "
+                                        "envelope", column=self.label, operation="encrypt")
         if scope is not None and scope != self.scope:
             return self._encrypt_in(scope, plaintext)
         e = self._we
@@ -94,7 +128,11 @@ class FieldCipher:
         return self._whdr + nonce + e.aead.encrypt(nonce, plaintext, self._waad)
 
     def _write_entry(self):
-        e = self._keys.write_entry(self.scope)
+        try:
+            e = self._keys.write_entry(self.scope)
+        except PIIGuardError as exc:
+            _name_column(exc, self.label)
+            raise
         self._whdr = self._fmt + e.key.id_bytes
         self._waad = self._whdr + self._aad
         self._wnonce = e.key._nonce
@@ -102,7 +140,11 @@ class FieldCipher:
         return e
 
     def _encrypt_in(self, scope: str, plaintext: bytes) -> bytes:
-        key = self._keys.active_dek(scope)
+        try:
+            key = self._keys.active_dek(scope)
+        except PIIGuardError as exc:
+            _name_column(exc, self.label)
+            raise
         header = self._fmt + key.id_bytes
         nonce = key.new_nonce()
         if self.padded:
@@ -141,10 +183,17 @@ class FieldCipher:
                                       operation="decrypt")
         r = self._reads.get(hdr)
         if r is None or self._clock() >= r[1].expires:
+            key_id = int.from_bytes(hdr[1:5], "big")
             try:
-                e = self._keys.read_entry(int.from_bytes(hdr[1:5], "big"))
+                e = self._keys.read_entry(key_id)
+            except UnknownKeyError:
+                # No such data key here: tampered with, or copied from another database.
+                # Same opaque error as a failed tag (DecryptionError's contract).
+                raise DecryptionError("decryption failed: no data key with this id",
+                                      column=self.label, key_id=key_id,
+                                      operation="decrypt") from None
             except PIIGuardError as exc:
-                exc.column = exc.column or self.label
+                _name_column(exc, self.label)
                 raise
             r = (hdr, e, hdr + self._aad, bool(hdr[0] & FLAG_PADDED))
             if len(self._reads) > 64:  # many keys seen: keep the map small
@@ -155,9 +204,7 @@ class FieldCipher:
 
     # -- strings -----------------------------------------------------------------------------
     def encrypt_str(self, value: str, *, scope: str | None = None) -> bytes:
-        if value.startswith(TEXT_PREFIX) and looks_like_envelope(value):
-            raise AlreadyEncryptedError("refusing to encrypt a value that is already an "
-                                        "envelope", column=self.label, operation="encrypt")
+        # encrypt() refuses the UTF-8 of a text envelope ("pg1:...") as well.
         return self.encrypt(value.encode("utf-8"), scope=scope)
 
     def decrypt_str(self, blob: bytes) -> str:
