@@ -141,57 +141,64 @@ def _build_tr_fast_path():
         lengths = tuple(d.possible_length or ())
         if lengths and 10 not in lengths:
             return None          # never matches a ten-digit national number
-        return re.compile(d.national_number_pattern)
+        if re.compile(d.national_number_pattern).groups:
+            raise ValueError("capturing groups")
+        return d.national_number_pattern
 
-    general = desc(md.general_desc)
+    try:
+        general = desc(md.general_desc)
+        # phonenumbers' order (_number_type_helper): the special types, then fixed
+        # line, then mobile; the first type whose pattern matches wins.
+        ordered = [
+            (PhoneNumberType.PREMIUM_RATE, desc(md.premium_rate)),
+            (PhoneNumberType.TOLL_FREE, desc(md.toll_free)),
+            (PhoneNumberType.SHARED_COST, desc(md.shared_cost)),
+            (PhoneNumberType.VOIP, desc(md.voip)),
+            (PhoneNumberType.PERSONAL_NUMBER, desc(md.personal_number)),
+            (PhoneNumberType.PAGER, desc(md.pager)),
+            (PhoneNumberType.UAN, desc(md.uan)),
+            (PhoneNumberType.VOICEMAIL, desc(md.voicemail)),
+            (PhoneNumberType.FIXED_LINE, desc(md.fixed_line)),
+            (PhoneNumberType.MOBILE, desc(md.mobile)),
+        ]
+        mobile = desc(md.mobile)
+    except ValueError:
+        return None
     if general is None:
         return None
-    ordered = [
-        (PhoneNumberType.PREMIUM_RATE, desc(md.premium_rate)),
-        (PhoneNumberType.TOLL_FREE, desc(md.toll_free)),
-        (PhoneNumberType.SHARED_COST, desc(md.shared_cost)),
-        (PhoneNumberType.VOIP, desc(md.voip)),
-        (PhoneNumberType.PERSONAL_NUMBER, desc(md.personal_number)),
-        (PhoneNumberType.PAGER, desc(md.pager)),
-        (PhoneNumberType.UAN, desc(md.uan)),
-        (PhoneNumberType.VOICEMAIL, desc(md.voicemail)),
-    ]
-    ordered = [(t, p.fullmatch) for t, p in ordered if p is not None]
-    fixed = desc(md.fixed_line)
-    mobile = desc(md.mobile)
-    fixed_match = fixed.fullmatch if fixed is not None else (lambda s: None)
-    mobile_match = mobile.fullmatch if mobile is not None else (lambda s: None)
-    general_match = general.fullmatch
+    ordered = [(t, p) for t, p in ordered if p is not None]
+    # One regex: the general pattern as a lookahead, then the types as alternatives in
+    # phonenumbers' order. Alternation tries left to right, so the first alternative
+    # that matches the whole national number names the type, as in phonenumbers.
+    alternatives = "|".join(f"(?P<t{t}>{p})" for t, p in ordered)
+    combined = re.compile(f"(?=(?:{general})\\Z)(?:{alternatives})\\Z")
+    types = {f"t{t}": t for t, _ in ordered}
+    mobile_match = re.compile(mobile).fullmatch if mobile is not None else (lambda s: None)
+    return combined.match, types, mobile_match
 
-    def tr_type(nsn: str) -> int:
-        """Type of a ten-digit TR national number (ASCII digits, not starting with 0)."""
-        if general_match(nsn) is None:
-            return PhoneNumberType.UNKNOWN
-        # Mobiles are by far the most common input: they match neither of the special
-        # types nor fixed line (checked by the agreement test), so test them first.
-        if mobile_match(nsn) is not None and fixed_match(nsn) is None:
-            for t, m in ordered:
-                if m(nsn) is not None:
-                    return t
-            return PhoneNumberType.MOBILE
-        for t, m in ordered:
-            if m(nsn) is not None:
-                return t
-        if fixed_match(nsn) is not None:
-            return (PhoneNumberType.FIXED_LINE_OR_MOBILE if mobile_match(nsn) is not None
-                    else PhoneNumberType.FIXED_LINE)
+
+_FAST = _build_tr_fast_path()
+
+
+def _tr_type(number: str, pos: int) -> int:
+    """Type of the ten-digit TR national number ``number[pos:]`` (already checked to be
+    ASCII digits), or UNKNOWN."""
+    match, types, mobile_match = _FAST  # type: ignore[misc]
+    m = match(number, pos)
+    if m is None:
         return PhoneNumberType.UNKNOWN
+    t = types[m.lastgroup]
+    if t == PhoneNumberType.FIXED_LINE and mobile_match(number[pos:]) is not None:
+        return PhoneNumberType.FIXED_LINE_OR_MOBILE
+    return t
 
-    return tr_type
 
-
-_tr_type = _build_tr_fast_path()
-_NSN_FIRST = frozenset("12345678")
+_NSN_FIRST = frozenset("123456789")
 
 
 def _fast(number: str, region: str | None) -> _Checked | None:
     """Accept canonical TR input quickly; None means "ask phonenumbers"."""
-    if _tr_type is None or len(number) > 24 or not number.isascii():
+    if _FAST is None or len(number) > 24 or not number.isascii():
         return None
     if len(number) == 13 and number.startswith("+90") and number[1:].isdigit():
         nsn = number[3:]
@@ -205,9 +212,9 @@ def _fast(number: str, region: str | None) -> _Checked | None:
             nsn = c[3:]
         elif region != "TR" or not c.isdigit():
             return None
-        elif len(c) == 10:
+        elif len(c) == 10 and c[0] != "9":
             nsn = c
-        elif len(c) == 11 and c[0] == "0":
+        elif len(c) == 11 and c[0] == "0" and c[1] != "9":
             nsn = c[1:]
         elif len(c) == 12 and c.startswith("90"):
             nsn = c[2:]
@@ -215,7 +222,7 @@ def _fast(number: str, region: str | None) -> _Checked | None:
             return None
     if nsn[0] not in _NSN_FIRST:
         return None
-    t = _tr_type(nsn)
+    t = _tr_type(nsn, 0)
     if t == PhoneNumberType.UNKNOWN:
         return None
     return _Checked("+90" + nsn, t, "TR")
@@ -302,6 +309,18 @@ def validate(number: str, region: str | None = "TR", *, only_region: str | None 
         check_region(region)
     if only_region is not None and only_region != "TR":
         check_region(only_region)
+    # Hot path: TR E.164 as stored and as most APIs send it.
+    if (type(number) is str and len(number) == 13 and number.startswith("+90")
+            and number.isascii() and number[1:].isdigit() and number[3] != "0"
+            and _FAST is not None):
+        t = _tr_type(number, 3)
+        if t != PhoneNumberType.UNKNOWN:
+            if only_region is not None and only_region != "TR":
+                raise InvalidComponentError(
+                    "region", detail=f"{_NAME} is not from the required region")
+            if mobile_only and t not in _MOBILE_TYPES:
+                raise InvalidComponentError("mobile", detail=f"{_NAME} is not a mobile number")
+            return number
     return _apply_options(_check(number, region), only_region, mobile_only)
 
 
