@@ -54,8 +54,10 @@ class Entry:
         self.state = state
         self._limits = limits
         self.loaded = now
-        self.uses = 0
-        self.flushed_uses = 0
+        # ``uses`` counts every encryption under this key known here (the key table's
+        # count when loaded, plus ours), so max_uses holds across reloads and restarts.
+        self.uses = persisted_uses
+        self.flushed_uses = persisted_uses
         self.persisted_uses = persisted_uses
         self.touch(now)
 

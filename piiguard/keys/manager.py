@@ -166,7 +166,7 @@ class KeyManager:
             return DataKey(key_id, material)
         return BlindIndexKey(key_id, material)
 
-    def _unwrap(self, row: Any) -> Entry:
+    def _unwrap(self, row: Any, prev: Entry | None = None) -> Entry:
         if row.state == DESTROYED or row.wrapped_key is None:
             raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=row.id,
                                     operation="decrypt")
@@ -175,6 +175,8 @@ class KeyManager:
         entry = Entry(self._make_key(row.kind, row.id, material), row.kind, row.scope,
                       row.state, self._clock(), self.limits,
                       row.encryption_count or 0)
+        if prev is not None and prev.id == row.id and prev.uses > prev.flushed_uses:
+            entry.uses += prev.uses - prev.flushed_uses  # counted, not yet in the table
         self._by_id[row.id] = entry
         return entry
 
@@ -207,7 +209,7 @@ class KeyManager:
                 cached.touch(now)
                 return cached
             self._forget(key_id)
-            return self._unwrap(row)
+            return self._unwrap(row, cached)
 
     def _forget(self, key_id: int) -> None:
         entry = self._by_id.pop(key_id, None)
@@ -227,9 +229,15 @@ class KeyManager:
             try:
                 self._flush_uses(old)
                 row = self._active_row(kind, scope)
-                if row is not None and kind == "dek" and old is not None and row.id == old.id \
-                        and old.uses >= self.limits.max_uses:
-                    row = self._rotate(kind, scope, expect_id=row.id, reason="max_uses")
+                if row is not None and kind == "dek":
+                    used = row.encryption_count or 0
+                    if old is not None and row.id == old.id:
+                        if used > old.flushed_uses:  # other Guards/processes count too
+                            old.uses += used - old.flushed_uses
+                            old.flushed_uses = used
+                        used = old.uses
+                    if used >= self.limits.max_uses:
+                        row = self._rotate(kind, scope, expect_id=row.id, reason="max_uses")
                 elif row is None:
                     row = self._create_active(kind, scope)
             except SQLAlchemyError:
@@ -249,7 +257,7 @@ class KeyManager:
                 entry.touch(now)
             else:
                 try:
-                    entry = self._unwrap(row)
+                    entry = self._unwrap(row, cached)
                 except KMSUnavailableError:
                     # A new active key we cannot unwrap yet: keep writing under the
                     # previous key (still decryptable) until the hard TTL.
