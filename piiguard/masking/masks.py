@@ -121,7 +121,7 @@ class Mask:
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Mask) and other.spec == self.spec
-                and other._fn is self._fn)
+                and (other._fn is self._fn or self.name in BUILTIN_MASKS))
 
     def __hash__(self) -> int:
         return hash(self.spec)
@@ -130,7 +130,9 @@ class Mask:
                  column: str | None = None) -> str | None:
         if self.is_reveal:
             return plaintext
-        if plaintext is None and self.needs_plaintext:
+        if not self.needs_plaintext:
+            plaintext = None      # such a mask never sees the value, even if it is at hand
+        elif plaintext is None:
             return None
         out = self._fn(plaintext, kind, guard, column)
         if out is None:

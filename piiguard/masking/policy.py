@@ -185,6 +185,9 @@ class MaskingPolicy:
                 self._kinds[key] = self._rule(value, key, key)
             elif _COLUMN_RE.fullmatch(key):
                 self._columns[key] = self._rule(value, None, key)
+            elif "." in key:
+                raise PolicyError(f"{_where(key)}: {key!r} is not a table.column (one dot "
+                                  "between two non-empty names)")
             else:
                 raise PolicyError(f"{_where(key)}: unknown kind {key!r} (kinds: "
                                   f"{', '.join(KINDS)}; or a table.column)")
