@@ -21,11 +21,16 @@ never contain the value. **pydantic itself echoes the input** in the text of a
 ``ValidationError`` (``input_value='10000000147'``) and in ``errors()`` (``'input'``)
 unless the model sets ``model_config = ConfigDict(hide_input_in_errors=True)``: set it
 on every model that holds PII (a ``TypeAdapter`` takes ``config=`` the same way).
+FastAPI's default 422 handler copies each error's ``input`` into the response body
+whatever the model config says; register a ``RequestValidationError`` handler that
+drops ``input`` if responses may be logged.
 
 ``repr(model)`` never shows these fields: each type carries ``Field(repr=False)``.
 pydantic ignores field metadata on a member of a union, so for optional fields use
 :func:`optional` (``national_id: optional(NationalId) = None``), or write
-``Annotated[NationalIdValue | None, Field(repr=False)]`` yourself.
+``Annotated[NationalIdValue | None, Field(repr=False)]`` yourself. The ``…Value``
+types (no field metadata) are for containers and ``TypeAdapter``
+(``list[PhoneValue]``); ``TypeAdapter(NationalId)`` warns that ``repr`` has no effect.
 
 Options are annotations: ``Annotated[Phone, PhoneOptions(mobile_only=True)]`` (a later
 piiguard annotation replaces the earlier one of the same type, so options are not
