@@ -8,7 +8,9 @@
   the unsigned committing suite ``AES_256_GCM_HKDF_SHA512_COMMIT_KEY`` (the SDK's
   default commitment policy ``REQUIRE_ENCRYPT_REQUIRE_DECRYPT`` allows only committing
   suites; the signed one would add an ECDSA signature per value). No encryption context
-  is passed (it would be stored in every message and make it bigger).
+  is passed (it would be stored in every message and make it bigger). The cache limits
+  are piiguard's defaults (an hour, 2**30 messages per data key), so neither side is
+  held to a stricter limit than the other.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class AwsSdk:
     """aws-encryption-sdk: a client, a materials manager and the suite used everywhere."""
 
     def __init__(self, master_key: Any = None, *, caching: bool = True,
-                 max_age: float = 600.0, capacity: int = 100) -> None:
+                 max_age: float = 3600.0, max_messages: int = 2**30,
+                 capacity: int = 100) -> None:
         import aws_encryption_sdk
         from aws_encryption_sdk import (CachingCryptoMaterialsManager, CommitmentPolicy,
                                         DefaultCryptoMaterialsManager,
@@ -77,7 +80,7 @@ class AwsSdk:
             self.cmm = CachingCryptoMaterialsManager(
                 master_key_provider=self.master_key,
                 cache=LocalCryptoMaterialsCache(capacity=capacity), max_age=max_age,
-                max_messages_encrypted=2**32)
+                max_messages_encrypted=max_messages)
         else:
             self.cmm = DefaultCryptoMaterialsManager(master_key_provider=self.master_key)
 
