@@ -67,7 +67,7 @@ False
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, ClassVar, Optional, get_args, get_origin
+from typing import Annotated, Any, ClassVar, get_args, get_origin
 
 from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.fields import FieldInfo
@@ -82,23 +82,23 @@ from piiguard.validators import tckn as _tckn
 from piiguard.validators import vkn as _vkn
 
 __all__ = [
-    "NationalId",
-    "TaxId",
-    "Phone",
-    "MobilePhone",
     "Address",
-    "Email",
-    "NationalIdValue",
-    "TaxIdValue",
-    "PhoneValue",
-    "AddressValue",
-    "EmailValue",
-    "PIIAnnotation",
-    "NationalIdRules",
-    "TaxIdRules",
-    "PhoneOptions",
     "AddressRules",
+    "AddressValue",
+    "Email",
     "EmailOptions",
+    "EmailValue",
+    "MobilePhone",
+    "NationalId",
+    "NationalIdRules",
+    "NationalIdValue",
+    "PIIAnnotation",
+    "Phone",
+    "PhoneOptions",
+    "PhoneValue",
+    "TaxId",
+    "TaxIdRules",
+    "TaxIdValue",
     "optional",
 ]
 
@@ -285,4 +285,4 @@ def optional(tp: Any) -> Any:
     base, *meta = get_args(tp)
     kept = [m for m in meta if not isinstance(m, FieldInfo)]
     value_type = Annotated[(base, *kept)] if kept else base  # type: ignore[valid-type]
-    return Annotated[Optional[value_type], Field(repr=False)]  # noqa: UP007
+    return Annotated[value_type | None, Field(repr=False)]

@@ -18,4 +18,4 @@ Each module has ``validate(value) -> str`` (the canonical form, or a
 
 from piiguard.validators import address, email, phone, tckn, vkn
 
-__all__ = ["tckn", "vkn", "phone", "address", "email"]
+__all__ = ["address", "email", "phone", "tckn", "vkn"]

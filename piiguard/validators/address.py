@@ -59,23 +59,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from piiguard.errors import InvalidComponentError, InvalidFormatError, InvalidLengthError
+from piiguard.errors import (
+    InvalidComponentError,
+    InvalidFormatError,
+)
 from piiguard.validators._util import require_str
 
 __all__ = [
-    "Province",
+    "MAX_LENGTH",
     "PROVINCES",
+    "Province",
     "TurkishAddress",
-    "validate",
+    "district_of",
     "is_valid",
     "normalize",
-    "province_of",
-    "district_of",
     "province_by_code",
     "province_by_name",
-    "tr_upper",
+    "province_of",
     "tr_lower",
-    "MAX_LENGTH",
+    "tr_upper",
+    "validate",
 ]
 
 #: Longest address text accepted, in characters.
@@ -263,7 +266,7 @@ class TurkishAddress:
             return province_by_code(self.province)
         return province_by_name(self.province)  # type: ignore[arg-type]
 
-    def normalized(self) -> "TurkishAddress":
+    def normalized(self) -> TurkishAddress:
         """Check every part and return the address with normalised parts."""
         street = normalize(self.street)
         if not any(ch.isalnum() for ch in street):
@@ -298,7 +301,7 @@ class TurkishAddress:
         return f"{a.street}, {tail}"
 
     @classmethod
-    def parse(cls, text: str) -> "TurkishAddress":
+    def parse(cls, text: str) -> TurkishAddress:
         """Read free text or canonical text into a normalised :class:`TurkishAddress`.
 
         >>> TurkishAddress.parse('Bağdat Cad. No:1 Kadıköy/Istanbul Türkiye').district
@@ -307,7 +310,7 @@ class TurkishAddress:
         return cls._from_text(normalize(text)).normalized()
 
     @classmethod
-    def _from_text(cls, t: str) -> "TurkishAddress":
+    def _from_text(cls, t: str) -> TurkishAddress:
         postal: str | None = None
         # Trailing country name and postal code after the province.
         for _ in range(2):
@@ -369,7 +372,7 @@ def _merge_postal(a: str | None, b: str) -> str:
 
 # --------------------------------------------------------------------------- API
 
-def validate(value: "str | TurkishAddress | Mapping[str, object]") -> str:
+def validate(value: str | TurkishAddress | Mapping[str, object]) -> str:
     """Check an address (text, :class:`TurkishAddress` or a mapping of its fields) and
     return the canonical text.
 

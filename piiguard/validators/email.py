@@ -31,7 +31,7 @@ from email_validator import EmailNotValidError, validate_email
 from piiguard.errors import InvalidFormatError, InvalidLengthError, MaskedValueError
 from piiguard.validators._util import require_str
 
-__all__ = ["validate", "is_valid", "local_part", "domain", "MAX_LENGTH"]
+__all__ = ["MAX_LENGTH", "domain", "is_valid", "local_part", "validate"]
 
 _NAME = "e-mail address"
 #: Longest address accepted (RFC 5321 path limit is 256 octets including ``<>``).

@@ -55,7 +55,12 @@ import re
 from typing import NamedTuple
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat, PhoneNumberType
+from phonenumbers import (
+    NumberParseException,
+    PhoneMetadata,
+    PhoneNumberFormat,
+    PhoneNumberType,
+)
 
 from piiguard.errors import (
     ConfigurationError,
@@ -67,14 +72,14 @@ from piiguard.errors import (
 from piiguard.validators._util import require_str
 
 __all__ = [
+    "TYPE_NAMES",
+    "check_region",
     "compact",
-    "validate",
+    "format",
     "is_valid",
     "number_type",
     "region_of",
-    "format",
-    "check_region",
-    "TYPE_NAMES",
+    "validate",
 ]
 
 _NAME = "phone number"

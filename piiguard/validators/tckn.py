@@ -50,7 +50,7 @@ from __future__ import annotations
 from piiguard.errors import InvalidChecksumError, InvalidFormatError, InvalidLengthError
 from piiguard.validators._util import is_ascii_digits, require_str, strip_separators
 
-__all__ = ["compact", "calc_check_digits", "validate", "is_valid", "kind", "format"]
+__all__ = ["calc_check_digits", "compact", "format", "is_valid", "kind", "validate"]
 
 _NAME = "T.C. Kimlik No"
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 from piiguard.errors import InvalidChecksumError, InvalidFormatError, InvalidLengthError
 from piiguard.validators._util import is_ascii_digits, require_str, strip_separators
 
-__all__ = ["compact", "calc_check_digit", "validate", "is_valid", "format"]
+__all__ = ["calc_check_digit", "compact", "format", "is_valid", "validate"]
 
 _NAME = "VKN"
 
