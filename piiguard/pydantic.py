@@ -38,12 +38,16 @@ applied twice); :data:`MobilePhone` is Turkish mobiles only. Options are checked
 the annotation is built, not at first use.
 
 JSON schema works (FastAPI): validation mode describes what is accepted (``format``,
-``examples``), serialization mode adds the ``pattern`` of the canonical output.
+``examples``); serialization mode has no ``pattern``: output is the canonical form or,
+under a masking policy, a masked view (or ``null`` for the ``null`` mask).
 
-Masking by role arrives with the masking issue: every annotation has a ``kind``
-(``'national_id'``, ``'tax_id'``, ``'phone'``, ``'address'``, ``'email'``), recorded
-as ``metadata['piiguard_kind']`` in its core schema, and :meth:`PIIAnnotation.serializer`
-is the single hook where a role-aware serializer will be returned (None today).
+Masking by role: every annotation has a ``kind`` (``'national_id'``, ``'tax_id'``,
+``'phone'``, ``'address'``, ``'email'``), recorded as ``metadata['piiguard_kind']`` in
+its core schema; :meth:`PIIAnnotation.serializer` returns the role-aware serializer of
+:mod:`piiguard.masking.serialization`: ``model_dump``/``model_dump_json``/FastAPI
+responses show what the role in effect may see under the policy of the Guard set with
+``masking(guard)`` (or ``context={"piiguard": guard}``, or ``Masked(guard)``); with no
+Guard in effect values are serialised as they are.
 
 >>> from pydantic import BaseModel, ConfigDict, ValidationError
 >>> class Customer(BaseModel):
@@ -75,6 +79,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from piiguard.errors import ConfigurationError, InvalidInputError
+from piiguard.masking.serialization import Masked, masking
 from piiguard.validators import address as _address
 from piiguard.validators import email as _email
 from piiguard.validators import phone as _phone
@@ -100,6 +105,8 @@ __all__ = [
     "TaxIdRules",
     "TaxIdValue",
     "optional",
+    "masking",
+    "Masked",
 ]
 
 
@@ -119,9 +126,12 @@ class PIIAnnotation:
         """Validate ``value`` and return its canonical form (raises piiguard errors)."""
         raise NotImplementedError
 
-    def serializer(self) -> core_schema.SerSchema | None:
-        """Hook for role-aware masking on output; plain values (None) until then."""
-        return None
+    def serializer(self, label: str | None = None) -> core_schema.SerSchema | None:
+        """Role-aware masking on output (:mod:`piiguard.masking.serialization`);
+        ``label`` is ``Model.field``, the column name policy rules can use."""
+        from piiguard.masking.serialization import serializer_schema
+
+        return serializer_schema(self.kind, label)
 
     def _validate(self, value: str) -> str:
         try:
@@ -132,14 +142,19 @@ class PIIAnnotation:
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler
                                      ) -> core_schema.CoreSchema:
+        from piiguard.masking.serialization import field_label, keep_masked
+
         inner = handler(source)
         # A later piiguard annotation replaces an earlier one: Annotated[Phone, PhoneOptions(...)].
-        while (inner.get("type") == "function-after"
+        while (inner.get("type") in ("function-after", "function-wrap")
                and "piiguard_kind" in (inner.get("metadata") or {})):
             inner = inner["schema"]  # type: ignore[typeddict-item]
-        return core_schema.no_info_after_validator_function(
-            self._validate, inner, metadata={"piiguard_kind": self.kind},
-            serialization=self.serializer())
+        meta = {"piiguard_kind": self.kind}
+        # keep_masked: a MaskedStr (a masked view, e.g. from an ORM attribute read under a
+        # role) passes validation as it is, so response models can be built from it.
+        return keep_masked(core_schema.no_info_after_validator_function(
+            self._validate, inner, metadata=meta,
+            serialization=self.serializer(field_label(handler))), meta)
 
     def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
                                      handler: GetJsonSchemaHandler) -> JsonSchemaValue:
@@ -148,8 +163,8 @@ class PIIAnnotation:
         js.update(format=self.json_format, examples=[self.json_example])
         if self.description and "description" not in js:
             js["description"] = self.description
-        if self.json_pattern and handler.mode == "serialization":
-            js["pattern"] = self.json_pattern
+        # json_pattern describes the canonical form; serialisation output may also be a
+        # masked view ('1********46', '[REDACTED]', null) by role, so no pattern there.
         return js
 
     def __repr__(self) -> str:

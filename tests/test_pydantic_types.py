@@ -152,12 +152,10 @@ def test_json_schema():
     assert props["email"]["format"] == "email"
     assert props["address"]["type"] == "string"
     ser = Customer.model_json_schema(mode="serialization")["properties"]
-    assert ser["national_id"]["pattern"] == "^[1-9][0-9]{10}$"
-    import re
-    for name, value in CANON.items():
-        pattern = ser[name].get("pattern")
-        if pattern:
-            assert re.fullmatch(pattern, value)
+    # Serialised values are canonical or, under a masking policy, masked views
+    # ('1********46', null): no pattern in serialization mode (changed by the masking issue).
+    assert ser["national_id"]["format"] == "tckn" and "pattern" not in ser["national_id"]
+    assert {"type": "null"} in ser["national_id"]["anyOf"]
     # examples are themselves valid
     Customer(**{k: v["examples"][0] for k, v in props.items()})
     json.dumps(schema)

@@ -1,0 +1,204 @@
+"""Role-aware serialisation for the pydantic types: ``model_dump``, ``model_dump_json``
+and FastAPI responses show what the role in effect may see.
+
+The pydantic types (:mod:`piiguard.pydantic`) are plain annotations: they do not hold a
+Guard. When a model is serialised, each piiguard field looks for the Guard whose policy
+applies, in this order:
+
+1. the serialisation context: ``model.model_dump(context={"piiguard": guard})``
+   (``{"piiguard": None}`` serialises the values as they are, for internal use);
+2. a Guard bound to the field type: ``Annotated[NationalId, Masked(guard)]``;
+3. the Guard in effect: ``with masking(guard): ...`` (a context variable, so it is
+   per thread and per asyncio task; a FastAPI dependency sets it for a request).
+
+With no Guard found, or a Guard without a policy, values are serialised as they are
+(like a Guard in encryption-only mode). Otherwise the value goes through
+:func:`~piiguard.masking.view.render` with the field's kind and ``Model.field`` as its
+column name (so a policy can have ``"Customer.national_id"`` rules), under the role in
+effect *at serialisation time*; reveals are audited like reads from the database.
+
+A masked value (:class:`~piiguard.masking.view.MaskedStr`, e.g. read from a masked ORM
+attribute) is kept as it is on validation and on serialisation: a response model can be
+built from masked data, and nothing is masked twice.
+
+>>> from pydantic import BaseModel
+>>> from sqlalchemy import create_engine
+>>> from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as
+>>> from piiguard.pydantic import NationalId
+>>> class Customer(BaseModel):
+...     national_id: NationalId
+>>> guard = Guard(kms=LocalKMS.generate()).bind(create_engine("sqlite://"))
+>>> guard.policy = MaskingPolicy.from_dict({"national_id": {"support": "partial:1:2"}})
+>>> c = Customer(national_id="100 000 001 46")
+>>> c.model_dump()
+{'national_id': '10000000146'}
+>>> with masking(guard), acting_as("support"):
+...     c.model_dump_json()
+'{"national_id":"1********46"}'
+>>> with masking(guard):
+...     c.model_dump(), c.model_dump(context={"piiguard": None})
+({'national_id': '[REDACTED]'}, {'national_id': '10000000146'})
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from typing import Any, Callable, TypeVar
+
+from pydantic_core import core_schema
+
+from piiguard.errors import ConfigurationError
+from piiguard.masking.view import MaskedStr, render
+
+__all__ = ["masking", "current_guard", "Masked", "serializer_schema", "field_label",
+           "keep_masked"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_guard: contextvars.ContextVar[Any] = contextvars.ContextVar("piiguard_masking_guard",
+                                                            default=None)
+_UNSET: Any = object()
+CONTEXT_KEY = "piiguard"
+
+
+def current_guard() -> Any:
+    """The Guard set by :class:`masking` here, or None."""
+    return _guard.get()
+
+
+def _check_guard(guard: Any) -> Any:
+    if guard is not None and not callable(getattr(getattr(guard, "audit", None),
+                                                  "record_reveal", None)):
+        raise ConfigurationError("masking() needs a piiguard Guard (or None)")
+    return guard
+
+
+class masking:  # noqa: N801 - reads like acting_as at the call site
+    """Serialise piiguard pydantic fields under ``guard``'s policy in the enclosed code
+    (context manager, ``async with``, or decorator of sync and async functions)."""
+
+    def __init__(self, guard: Any) -> None:
+        self.guard = _check_guard(guard)
+        self._tokens: list[contextvars.Token] = []
+
+    def __repr__(self) -> str:
+        return f"masking({self.guard!r})"
+
+    def __enter__(self) -> "masking":
+        self._tokens.append(_guard.set(self.guard))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _guard.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> "masking":
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)
+
+    def __call__(self, fn: F) -> F:
+        guard = self.guard
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with masking(guard):
+                    return await fn(*args, **kwargs)
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with masking(guard):
+                return fn(*args, **kwargs)
+        return wrapper  # type: ignore[return-value]
+
+
+def field_label(handler: Any) -> str | None:
+    """``Model.field`` for the field whose schema ``handler`` is building (or the field
+    name alone, or None for a bare ``TypeAdapter``)."""
+    name = getattr(handler, "field_name", None)
+    model = None
+    try:  # pydantic keeps the model being built on a private stack; optional
+        model = handler._generate_schema.model_type_stack.get()
+    except Exception:  # noqa: BLE001 - private API: degrade to the field name
+        model = None
+    if name and model is not None:
+        return f"{model.__name__}.{name}"
+    return name or None
+
+
+def serializer_schema(kind: str, label: str | None, guard: Any = None
+                      ) -> core_schema.SerSchema:
+    """The pydantic-core serialisation schema that masks a ``kind`` value by role."""
+    bound = _check_guard(guard)
+
+    def serialize(value: Any, info: core_schema.SerializationInfo) -> Any:
+        if value is None or type(value) is MaskedStr or not isinstance(value, str):
+            return value
+        ctx = info.context
+        g = ctx.get(CONTEXT_KEY, _UNSET) if isinstance(ctx, dict) else _UNSET
+        if g is _UNSET:
+            g = bound if bound is not None else _guard.get()
+        if not g or g.policy is None:
+            return value
+        return render(g, kind=kind, column=label, plaintext_fn=lambda: value)
+
+    return core_schema.plain_serializer_function_ser_schema(
+        serialize, info_arg=True, when_used="always",
+        return_schema=core_schema.nullable_schema(core_schema.str_schema()))
+
+
+def keep_masked(schema: core_schema.CoreSchema, metadata: dict | None = None
+                ) -> core_schema.CoreSchema:
+    """Wrap a validation schema so that a :class:`MaskedStr` passes as it is (it is a
+    masked view, not input to check), keeping the schema's serialisation."""
+
+    def validate(value: Any, handler: core_schema.ValidatorFunctionWrapHandler) -> Any:
+        if type(value) is MaskedStr:
+            return value
+        return handler(value)
+
+    return core_schema.no_info_wrap_validator_function(
+        validate, schema, metadata=metadata, serialization=schema.get("serialization"))
+
+
+class Masked:
+    """Bind a Guard (and optionally a column name for policy rules) to a piiguard
+    pydantic type: ``Annotated[NationalId, Masked(guard)]``. Put it after the piiguard
+    type in ``Annotated``.
+
+    >>> Masked("not a guard")
+    Traceback (most recent call last):
+        ...
+    piiguard.errors.ConfigurationError: masking() needs a piiguard Guard (or None)
+    """
+
+    def __init__(self, guard: Any = None, *, column: str | None = None) -> None:
+        self.guard = _check_guard(guard)
+        self.column = column
+
+    def __repr__(self) -> str:
+        return f"Masked(column={self.column!r})"
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any
+                                     ) -> core_schema.CoreSchema:
+        schema = handler(source)
+        kind = _kind_of(schema)
+        if kind is None:
+            raise ConfigurationError("Masked() goes after a piiguard pydantic type, e.g. "
+                                     "Annotated[NationalId, Masked(guard)]")
+        schema = dict(schema)  # type: ignore[assignment]
+        schema["serialization"] = serializer_schema(kind, self.column or field_label(handler),
+                                                    self.guard)
+        return schema  # type: ignore[return-value]
+
+
+def _kind_of(schema: Any) -> str | None:
+    while isinstance(schema, dict):
+        kind = (schema.get("metadata") or {}).get("piiguard_kind")
+        if kind:
+            return kind
+        schema = schema.get("schema")
+    return None
