@@ -38,11 +38,14 @@ class AwsKMS:
     """AWS KMS as a :class:`~piiguard.kms.KeyProvider`.
 
     ``client`` may be injected (tests, custom sessions); otherwise one is built with
-    ``connect_timeout`` / ``read_timeout`` seconds and ``max_attempts`` tries in total.
+    ``connect_timeout`` / ``read_timeout`` seconds and ``max_attempts`` tries in total
+    (botocore's ``total_max_attempts``; its ``max_attempts`` would count retries only),
+    so a KMS that accepts connections and never answers fails in about
+    ``max_attempts * read_timeout`` seconds plus a short backoff.
     """
 
     def __init__(self, key_id: str, *, client: Any = None, region_name: str | None = None,
-                 connect_timeout: float = 2.0, read_timeout: float = 5.0,
+                 connect_timeout: float = 2.0, read_timeout: float = 3.0,
                  max_attempts: int = 3, endpoint_url: str | None = None) -> None:
         if not key_id or not isinstance(key_id, str):
             raise ConfigurationError("AwsKMS needs a key_id (key id, ARN or alias/...)")
@@ -51,7 +54,8 @@ class AwsKMS:
         self.master_key_id = key_id
         if client is None:
             config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                            retries={"max_attempts": max_attempts, "mode": "standard"})
+                            retries={"total_max_attempts": max_attempts,
+                                     "mode": "standard"})
             client = boto3.client("kms", region_name=region_name, config=config,
                                   endpoint_url=endpoint_url)
         self.client = client
