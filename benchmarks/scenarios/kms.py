@@ -1,7 +1,8 @@
 """Scenario 4: KMS calls and KMS time for writing and reading the table, on a moto server.
 
 KMS is a real ``moto_server`` process on 127.0.0.1 (:class:`piiguard.testing.MotoServer`)
-reached over HTTP through boto3; calls are counted with a botocore event hook
+reached over HTTP through boto3 (``--quick`` uses moto in-process instead, to stay
+fast: a smoke run's figures mean nothing anyway); calls are counted with a botocore event hook
 (:class:`piiguard.testing.KMSCallCounter`) and timed between the ``before-call`` and
 ``after-call`` events of the client.
 
@@ -197,18 +198,47 @@ def _aws_sdk(server, n: int, rows: list[dict], records: list[dict], *, caching: 
            wall_rw * scale, n, note, ex)
 
 
+class InProcessMoto:
+    """moto in-process (``mock_aws``) with MotoServer's interface: used by ``--quick``
+    only, where starting a server process (~3 s) would be most of the smoke run."""
+
+    url = "in-process"
+
+    def start(self) -> "InProcessMoto":
+        import moto
+
+        from piiguard.testing import _fake_credentials
+
+        _fake_credentials()
+        self._mock = moto.mock_aws()
+        self._mock.start()
+        return self
+
+    def client(self):
+        import boto3
+
+        from piiguard.testing import TEST_REGION
+
+        return boto3.client("kms", region_name=TEST_REGION)
+
+    def stop(self) -> None:
+        if getattr(self, "_mock", None) is not None:
+            self._mock.stop()
+            self._mock = None
+
+
 def run(ctx: Context) -> list[dict]:
     from piiguard.testing import MotoServer
 
     n = ctx.rows
     rows = make_rows(n, seed=4)
-    server = MotoServer().start()
+    server = (InProcessMoto() if ctx.quick else MotoServer()).start()
     ctx.defer(server.stop)
     records: list[dict] = []
     try:
         _piiguard(ctx, server, n, rows, records)
         if peers.aws_sdk_available() is None:
-            sample = 20 if ctx.quick else NO_CACHE_SAMPLE_ROWS
+            sample = 3 if ctx.quick else NO_CACHE_SAMPLE_ROWS
             _aws_sdk(server, n, rows, records, caching=True, sample=sample)
             _aws_sdk(server, n, rows, records, caching=False, sample=sample)
     finally:
