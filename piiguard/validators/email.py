@@ -2,7 +2,8 @@
 
 Syntax only (no DNS lookups): ``validate_email(s, check_deliverability=False)``. The
 canonical form keeps the local part as written (RFC 5321 says it may be case-sensitive;
-pass ``lowercase_local=True`` to fold it) and lower-cases the domain, with
+pass ``lowercase_local=True`` to fold it; email-validator itself folds RFC 2142 role
+names such as ``POSTMASTER``) and lower-cases the domain, with
 internationalised domains in their Unicode form (NFC). Addresses for special-use
 domains (``.test``, ``localhost``) and IP-literal domains are refused.
 

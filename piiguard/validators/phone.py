@@ -254,12 +254,14 @@ def _slow(number: object, region: str | None) -> _Checked:
             "length", detail=f"{_NAME} has the wrong number of digits") from None
     if n.extension:
         raise InvalidFormatError("format", detail=f"{_NAME} extensions are not supported")
-    reason = phonenumbers.is_possible_number_with_reason(n)
-    if reason == phonenumbers.ValidationResult.INVALID_COUNTRY_CODE:
-        raise InvalidComponentError("country_code", detail=f"{_NAME} has no known country code")
-    if reason not in (phonenumbers.ValidationResult.IS_POSSIBLE,):
-        raise InvalidLengthError("length", detail=f"{_NAME} has the wrong number of digits")
     if not phonenumbers.is_valid_number(n):
+        # Only now ask why, to name the rule (saves a metadata walk on success).
+        reason = phonenumbers.is_possible_number_with_reason(n)
+        if reason == phonenumbers.ValidationResult.INVALID_COUNTRY_CODE:
+            raise InvalidComponentError(
+                "country_code", detail=f"{_NAME} has no known country code")
+        if reason != phonenumbers.ValidationResult.IS_POSSIBLE:
+            raise InvalidLengthError("length", detail=f"{_NAME} has the wrong number of digits")
         raise InvalidComponentError(
             "number_range", detail=f"{_NAME} is not in an assigned range of its country")
     return _Checked(
