@@ -67,6 +67,16 @@ def piiguard_model(guard, table: str = "customers_pg", *, searchable: bool = Fal
     })
 
 
+def piiguard_unvalidated_model(guard, table: str = "customers_pgu"):
+    """The same encryption (kinds, padding, binary storage) through ``EncryptedString``,
+    which only NFC-normalises: a diagnostic that separates validation cost from the
+    cost of encryption. Not a way to use piiguard (it would skip the checks)."""
+    from piiguard.sqlalchemy import EncryptedString
+
+    return _model("PgUnvalidatedCustomer", table, {
+        c: mapped_column(EncryptedString(guard, kind=c)) for c in PII})
+
+
 def piiguard_tables(guard, *, text_form: bool = False, suffix: str = ""):
     return piiguard_model(guard, f"customers_pg{suffix}", text_form=text_form)
 
