@@ -186,7 +186,10 @@ class FieldCipher:
             key_id = int.from_bytes(hdr[1:5], "big")
             try:
                 e = self._keys.read_entry(key_id)
-            except UnknownKeyError:
+            except UnknownKeyError as exc:
+                if exc.key_id != str(key_id):  # e.g. the KMS does not know the master key
+                    _name_column(exc, self.label)
+                    raise
                 # No such data key here: tampered with, or copied from another database.
                 # Same opaque error as a failed tag (DecryptionError's contract).
                 raise DecryptionError("decryption failed: no data key with this id",
