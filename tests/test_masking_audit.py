@@ -6,8 +6,8 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import textwrap
+import threading
 
 import pytest
 from sqlalchemy import select
@@ -173,8 +173,8 @@ def test_key_events_still_carry_role(guard):
     assert created[-1]["kind"] == "pseudonym"
 
 
-@pytest.mark.parametrize("kwargs", [dict(batch_size=0), dict(batch_size=1.5),
-                                    dict(max_delay=-1), dict(max_row_keys=-1)])
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"batch_size": 1.5},
+                                    {"max_delay": -1}, {"max_row_keys": -1}])
 def test_audit_configuration_checked(kwargs):
     with pytest.raises(ConfigurationError):
         AuditTrail(**kwargs)

@@ -10,8 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from piiguard.errors import ConfigurationError, PolicyError
-from piiguard.masking.masks import (PSEUDONYM_PREFIX, REDACTED, Mask, custom, parse_spec,
-                                    partial)
+from piiguard.masking.masks import (
+    PSEUDONYM_PREFIX,
+    REDACTED,
+    Mask,
+    custom,
+    parse_spec,
+    partial,
+)
 from piiguard.masking.view import MaskedStr
 from piiguard.validators import address, email, phone, tckn
 
@@ -188,9 +194,9 @@ def test_pseudonym_is_stable_keyed_and_separate(guard):
     assert parse_spec("pseudonym:analytics")("10000000146", kind="national_id",
                                              guard=guard) != a1
     # its key is of kind 'pseudonym', separate from DEKs and blind-index keys
-    kinds = {k.kind for k in guard.keys.keys()}
+    kinds = {k.kind for k in guard.keys}
     assert "pseudonym" in kinds
-    pkeys = [k for k in guard.keys.keys() if k.kind == "pseudonym"]
+    pkeys = [k for k in guard.keys if k.kind == "pseudonym"]
     assert {k.scope for k in pkeys} == {"default", "analytics"}
     # stable across a cache clear (the key is unwrapped again from the key table)
     guard.keys.clear_cache()

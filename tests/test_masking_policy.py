@@ -155,8 +155,8 @@ def test_custom_masks_are_per_policy():
 
 @pytest.mark.parametrize("rules, message", [
     ({"nationalid": {"admin": "reveal"}},
-     "policy['nationalid']: unknown kind 'nationalid' (kinds: national_id, tax_id, phone, "
-     "address, email, name, text; or a table.column)"),
+     ("policy['nationalid']: unknown kind 'nationalid' (kinds: national_id, tax_id, "
+      "phone, address, email, name, text; or a table.column)")),
     ({"national_id": {"support": "blur"}},
      "policy['national_id']['support']: unknown mask 'blur'"),
     ({"national_id": {"support": "partial:1"}},

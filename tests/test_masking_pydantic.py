@@ -13,8 +13,16 @@ from piiguard import MaskingPolicy, acting_as
 from piiguard.errors import ConfigurationError
 from piiguard.masking.serialization import current_guard
 from piiguard.masking.view import MaskedStr, is_masked
-from piiguard.pydantic import (Address, Email, Masked, NationalId, Phone, TaxId, masking,
-                               optional)
+from piiguard.pydantic import (
+    Address,
+    Email,
+    Masked,
+    NationalId,
+    Phone,
+    TaxId,
+    masking,
+    optional,
+)
 
 POLICY = {
     "default": "redact",
@@ -25,12 +33,12 @@ POLICY = {
     "email": {"admin": "reveal", "default": "email"},
     "Lead.national_id": {"support": "redact"},
 }
-RAW = dict(national_id="100 000 001 46", tax_id="1234567890", phone="0532 123 45 67",
-           email="Şükrü.Öz@Örnek.com.tr",
-           address="Moda Cad. No:5, 34710 Kadıköy/İstanbul")
-CANON = dict(national_id="10000000146", tax_id="1234567890", phone="+905321234567",
-             email="Şükrü.Öz@örnek.com.tr",
-             address="MODA CAD. NO:5, 34710 KADIKÖY/İSTANBUL")
+RAW = {"national_id": "100 000 001 46", "tax_id": "1234567890", "phone": "0532 123 45 67",
+           "email": "Şükrü.Öz@Örnek.com.tr",
+           "address": "Moda Cad. No:5, 34710 Kadıköy/İstanbul"}
+CANON = {"national_id": "10000000146", "tax_id": "1234567890", "phone": "+905321234567",
+             "email": "Şükrü.Öz@örnek.com.tr",
+             "address": "MODA CAD. NO:5, 34710 KADIKÖY/İSTANBUL"}
 
 
 class Customer(BaseModel):
@@ -69,14 +77,14 @@ def test_guard_without_policy_reveals(guard):
 
 @pytest.mark.parametrize("role, expected", [
     ("admin", CANON),
-    ("support", dict(national_id="1********46", tax_id="*******890", phone="+90********67",
-                     email="Ş***@örnek.com.tr", address="KADIKÖY/İSTANBUL")),
-    ("ops", dict(national_id=None, tax_id="[REDACTED]", phone="[REDACTED]",
-                 email="Ş***@örnek.com.tr", address="[REDACTED]")),
-    ("stranger", dict(national_id="[REDACTED]", tax_id="[REDACTED]", phone="[REDACTED]",
-                      email="Ş***@örnek.com.tr", address="[REDACTED]")),
-    (None, dict(national_id="[REDACTED]", tax_id="[REDACTED]", phone="[REDACTED]",
-                email="Ş***@örnek.com.tr", address="[REDACTED]")),
+    ("support", {"national_id": "1********46", "tax_id": "*******890", "phone": "+90********67",
+                     "email": "Ş***@örnek.com.tr", "address": "KADIKÖY/İSTANBUL"}),
+    ("ops", {"national_id": None, "tax_id": "[REDACTED]", "phone": "[REDACTED]",
+                 "email": "Ş***@örnek.com.tr", "address": "[REDACTED]"}),
+    ("stranger", {"national_id": "[REDACTED]", "tax_id": "[REDACTED]", "phone": "[REDACTED]",
+                      "email": "Ş***@örnek.com.tr", "address": "[REDACTED]"}),
+    (None, {"national_id": "[REDACTED]", "tax_id": "[REDACTED]", "phone": "[REDACTED]",
+                "email": "Ş***@örnek.com.tr", "address": "[REDACTED]"}),
 ])
 def test_dump_by_role(pguard, role, expected):
     c = Customer(**RAW)

@@ -31,5 +31,16 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(f"piiguard.masking.{mod}"), name)
 
 
-__all__ = ["AuditTrail", "acting_as", "current_role", "current_purpose", "MaskingPolicy",
-           "Mask", "MaskedStr", "render", "is_masked", "REDACTED", "KINDS"]
+__all__ = [
+    "KINDS",
+    "REDACTED",
+    "AuditTrail",
+    "Mask",
+    "MaskedStr",
+    "MaskingPolicy",
+    "acting_as",
+    "current_purpose",
+    "current_role",
+    "is_masked",
+    "render",
+]

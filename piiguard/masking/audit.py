@@ -52,14 +52,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
 from sqlalchemy.engine import Engine
 
 from piiguard.errors import ConfigurationError
-
 from piiguard.masking import context as _context
 from piiguard.masking.context import acting_as, current_purpose, current_role  # noqa: F401
 
@@ -76,7 +76,7 @@ ALLOWED_FIELDS = frozenset({
 _CURRENT: Any = object()  # "take role / purpose from the context"
 
 # Trails with pending reveal counts (weak: a trail that is gone has nothing to flush).
-_LIVE: "weakref.WeakSet[AuditTrail]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[AuditTrail] = weakref.WeakSet()
 
 
 def flush_all() -> None:
@@ -89,7 +89,7 @@ def flush_all() -> None:
 
 
 class _Batch:
-    __slots__ = ("count", "row_keys", "omitted", "first_at")
+    __slots__ = ("count", "first_at", "omitted", "row_keys")
 
     def __init__(self, first_at: datetime) -> None:
         self.count = 0
@@ -128,7 +128,7 @@ class AuditTrail:
 
     def __init__(self, *, table: bool = False, table_name: str = "piiguard_audit",
                  sinks: list[Callable[[dict], None]] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  batch_size: int = 10_000, max_delay: float = 5.0,
                  max_row_keys: int = 100, keep_last: int = 100,
                  monotonic: Callable[[], float] = time.monotonic) -> None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, Self, TypeVar
 
 from piiguard.errors import ConfigurationError
 
@@ -45,7 +46,7 @@ def current_purpose() -> str | None:
     return _purpose.get()
 
 
-class acting_as:  # noqa: N801 - reads as a verb at the call site, like contextlib's
+class acting_as:
     """Run the enclosed code (or the decorated function) as ``role``."""
 
     def __init__(self, role: str, *, purpose: str | None = None) -> None:
@@ -58,7 +59,7 @@ class acting_as:  # noqa: N801 - reads as a verb at the call site, like contextl
     def __repr__(self) -> str:
         return f"acting_as({self.role!r}, purpose={self.purpose!r})"
 
-    def __enter__(self) -> "acting_as":
+    def __enter__(self) -> Self:
         self._tokens.append((_role.set(self.role), _purpose.set(self.purpose)))
         return self
 
@@ -71,7 +72,7 @@ class acting_as:  # noqa: N801 - reads as a verb at the call site, like contextl
             _purpose.reset(purpose_token)
             _role.reset(role_token)
 
-    async def __aenter__(self) -> "acting_as":
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -55,17 +55,18 @@ import base64
 import inspect
 import re
 import unicodedata
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from piiguard.errors import ConfigurationError, PolicyError
 from piiguard.masking.view import MaskedStr
 
 __all__ = [
-    "Mask",
-    "REDACTED",
-    "PSEUDONYM_PREFIX",
     "BUILTIN_MASKS",
     "KIND_SPECIFIC",
+    "PSEUDONYM_PREFIX",
+    "REDACTED",
+    "Mask",
     "builtin",
     "custom",
     "parse_spec",
@@ -104,7 +105,7 @@ class Mask:
     'MaskedStr'
     """
 
-    __slots__ = ("name", "spec", "args", "needs_plaintext", "is_reveal", "_fn")
+    __slots__ = ("_fn", "args", "is_reveal", "name", "needs_plaintext", "spec")
 
     def __init__(self, name: str, fn: Callable[..., str | None], *,
                  needs_plaintext: bool = True, args: tuple = (),

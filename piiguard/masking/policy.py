@@ -61,14 +61,15 @@ import os
 import re
 import threading
 import tomllib
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from piiguard.errors import PolicyError
 from piiguard.masking import masks as _masks
 from piiguard.masking.masks import Mask, parse_spec, pseudonym_scope
 
-__all__ = ["MaskingPolicy", "KINDS"]
+__all__ = ["KINDS", "MaskingPolicy"]
 
 #: The PII kinds a policy can name.
 KINDS = ("national_id", "tax_id", "phone", "address", "email", "name", "text")
@@ -120,7 +121,7 @@ class MaskingPolicy:
     @classmethod
     def from_dict(cls, rules: Mapping[str, Any], *,
                   masks: Mapping[str, Callable[..., Any] | Mask] | None = None
-                  ) -> "MaskingPolicy":
+                  ) -> MaskingPolicy:
         """A policy from a mapping (see the module docstring for its shape)."""
         if not isinstance(rules, Mapping):
             raise PolicyError(f"a policy is a mapping of rules, not a {type(rules).__name__}")
@@ -129,7 +130,7 @@ class MaskingPolicy:
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str], *,
                   masks: Mapping[str, Callable[..., Any] | Mask] | None = None
-                  ) -> "MaskingPolicy":
+                  ) -> MaskingPolicy:
         """A policy from a TOML file (same shape as :meth:`from_dict`); errors name the
         file and the offending key."""
         name = os.fspath(path)
@@ -145,7 +146,7 @@ class MaskingPolicy:
         except PolicyError as exc:
             raise PolicyError(f"{name}: {exc}") from None
 
-    def with_rules(self, rules: Mapping[str, Any]) -> "MaskingPolicy":
+    def with_rules(self, rules: Mapping[str, Any]) -> MaskingPolicy:
         """A new policy: these rules replace this policy's top-level entries of the same
         name; custom masks are kept."""
         merged = {**self._raw, **dict(rules)}

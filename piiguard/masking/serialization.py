@@ -45,15 +45,22 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, Self, TypeVar
 
 from pydantic_core import core_schema
 
 from piiguard.errors import ConfigurationError
 from piiguard.masking.view import MaskedStr, render
 
-__all__ = ["masking", "current_guard", "Masked", "serializer_schema", "field_label",
-           "keep_masked"]
+__all__ = [
+    "Masked",
+    "current_guard",
+    "field_label",
+    "keep_masked",
+    "masking",
+    "serializer_schema",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,7 +82,7 @@ def _check_guard(guard: Any) -> Any:
     return guard
 
 
-class masking:  # noqa: N801 - reads like acting_as at the call site
+class masking:
     """Serialise piiguard pydantic fields under ``guard``'s policy in the enclosed code
     (context manager, ``async with``, or decorator of sync and async functions)."""
 
@@ -86,14 +93,14 @@ class masking:  # noqa: N801 - reads like acting_as at the call site
     def __repr__(self) -> str:
         return f"masking({self.guard!r})"
 
-    def __enter__(self) -> "masking":
+    def __enter__(self) -> Self:
         self._tokens.append(_guard.set(self.guard))
         return self
 
     def __exit__(self, *exc: object) -> None:
         _guard.reset(self._tokens.pop())
 
-    async def __aenter__(self) -> "masking":
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -34,12 +34,13 @@ column types and encrypted pydantic fields refuse to write one back
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from piiguard.errors import PIIGuardError
 from piiguard.masking.context import _purpose, _role
 
-__all__ = ["MaskedStr", "render", "is_masked"]
+__all__ = ["MaskedStr", "is_masked", "render"]
 
 
 class MaskedStr(str):
