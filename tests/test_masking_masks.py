@@ -194,10 +194,12 @@ def test_pseudonym_is_stable_keyed_and_separate(guard):
     assert parse_spec("pseudonym:analytics")("10000000146", kind="national_id",
                                              guard=guard) != a1
     # its key is of kind 'pseudonym', separate from DEKs and blind-index keys
-    kinds = {k.kind for k in guard.keys}
-    assert "pseudonym" in kinds
-    pkeys = [k for k in guard.keys if k.kind == "pseudonym"]
+    infos = guard.keys.keys()       # KeyManager.keys(): the key table rows
+    assert "pseudonym" in {k.kind for k in infos}
+    pkeys = [k for k in infos if k.kind == "pseudonym"]
     assert {k.scope for k in pkeys} == {"default", "analytics"}
+    other_ids = {k.id for k in infos if k.kind != "pseudonym"}
+    assert not other_ids & {k.id for k in pkeys}
     # stable across a cache clear (the key is unwrapped again from the key table)
     guard.keys.clear_cache()
     assert m("10000000146", kind="national_id", guard=guard) == a1
