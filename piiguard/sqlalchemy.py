@@ -407,6 +407,8 @@ class _ColumnState:
             _plan_for(table).add(self)
             _install_engine_hook()
         guard.columns.append(owner)
+        if not _alembic_registered and "alembic" in sys.modules:
+            _register_alembic()
 
     def _add_index_column(self, table, bits: int):
         name = self.column.name + _INDEX_SUFFIX
@@ -628,7 +630,7 @@ class _ColumnState:
                 return decrypt(value)
             return process
 
-        dek = keys.dek
+        read_entry = keys.read_entry
 
         def process(value):
             if value is None:
@@ -641,7 +643,7 @@ class _ColumnState:
             if n < MIN_SIZE or n > MAX_SIZE or value[0] & 0xFE != FORMAT_V1:
                 return decrypt(value)       # raises the labelled format error
             try:
-                key = dek(int.from_bytes(value[1:5], "big"))
+                key = read_entry(int.from_bytes(value[1:5], "big")).key
                 data = key._aead.decrypt(value[5:17], value[17:], value[:5] + aad)
                 if value[0] & FLAG_PADDED:
                     data = unpad(data)
@@ -680,7 +682,10 @@ class _EncryptedComparator(TypeDecorator.Comparator):
     def operate(self, op, *other, **kw):
         if op is operators.eq or op is operators.ne:
             value = other[0] if other else None
-            if value is None:
+            if value is None or isinstance(value, ClauseElement) or hasattr(
+                    value, "__clause_element__"):
+                # IS NULL, and column-to-column comparisons (SQLAlchemy itself compares
+                # columns this way, e.g. as dictionary keys)
                 return super().operate(op, *other, **kw)
             return self._match([value], negate=op is operators.ne, exact_only=True)
         if op is operators.in_op or op is operators.not_in_op:
@@ -722,10 +727,6 @@ class _EncryptedComparator(TypeDecorator.Comparator):
                                  f"{st.index.bits}): == would also match other values; use "
                                  "piiguard.sqlalchemy.lookup() (re-checks after decryption) "
                                  "or .blind_match() for the raw candidates")
-        for v in values:
-            if hasattr(v, "__clause_element__") or isinstance(v, ClauseElement):
-                raise _compare_error(st, "an encrypted column can only be compared with "
-                                     "plain values, not SQL expressions")
         cands = st.candidates(values)
         col = self._index_col(st)
         return col.not_in(cands) if negate else col.in_(cands)
@@ -880,11 +881,15 @@ class EncryptedString(TypeDecorator):
 
     @property
     def table(self):
-        return self._attached().table
+        """The Table this column belongs to (None until attached)."""
+        st = self._state
+        return None if st is None else st.table
 
     @property
     def column(self):
-        return self._attached().column
+        """The Column (None until attached to a table)."""
+        st = self._state
+        return None if st is None or st.table is None else st.column
 
     @property
     def label(self) -> str:
@@ -1111,7 +1116,27 @@ def _install_engine_hook() -> None:
     with _hook_lock:
         if not _hook_installed:
             event.listen(Engine, "before_execute", _before_execute, retval=True)
+            event.listen(Engine, "handle_error", _unwrap_piiguard_error)
             _hook_installed.append(True)
+
+
+def _clone_error(exc: PIIGuardError) -> PIIGuardError:
+    if isinstance(exc, InvalidInputError):
+        return exc.with_column(exc.column) if exc.column else exc
+    try:
+        return type(exc)(exc._detail, column=exc.column, key_id=exc.key_id,
+                         operation=exc.operation)
+    except TypeError:
+        return exc
+
+
+def _unwrap_piiguard_error(ctx):
+    """Raise piiguard's own errors (a refused value, a decryption failure) as they are,
+    not wrapped in SQLAlchemy's StatementError: an invalid value stays a ValueError."""
+    err = ctx.original_exception
+    if isinstance(err, PIIGuardError) and ctx.sqlalchemy_exception is not None:
+        return _clone_error(err)
+    return None
 
 
 def _param_key(k) -> str | None:
@@ -1397,15 +1422,23 @@ def encrypted_columns(guard: Any) -> list[EncryptedString]:
 # ---------------------------------------------------------------------------------------
 # Alembic: migrations import piiguard.sqlalchemy for the storage types
 # ---------------------------------------------------------------------------------------
+_alembic_registered: list[bool] = []
+
+
 def _register_alembic() -> None:
     """Make ``alembic revision --autogenerate`` add ``import piiguard.sqlalchemy`` to
     migrations whose metadata has encrypted columns (through alembic's global comparator
-    registry, which it keeps for third-party extensions)."""
+    registry, which it keeps for third-party extensions). Runs when this module is
+    imported or a column is declared while alembic is loaded (``env.py`` imports the
+    models after alembic, so the CLI always gets it)."""
+    if _alembic_registered:
+        return
     try:
         from alembic.autogenerate.compare import comparators  # noqa: PLC0415
         from alembic.util import PriorityDispatchResult  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - alembic is optional
+    except ImportError:  # pragma: no cover - alembic is optional or half-imported
         return
+    _alembic_registered.append(True)
 
     @comparators.dispatch_for("schema")
     def _piiguard_imports(autogen_context, upgrade_ops, schemas):
@@ -1422,6 +1455,8 @@ def _register_alembic() -> None:
                     return PriorityDispatchResult.CONTINUE
         return PriorityDispatchResult.CONTINUE
 
+
+_install_engine_hook()
 
 if "alembic" in sys.modules:
     _register_alembic()
