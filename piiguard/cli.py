@@ -1,0 +1,651 @@
+"""The ``piiguard`` ops CLI: keys, rotation, re-encryption, erasure, verification, demo.
+
+It finds the application's Guard (and, through it, the encrypted columns of the models the
+module imports) the way uvicorn and celery find an app::
+
+    piiguard --app myapp.models:guard keys status
+    PIIGUARD_APP=myapp.models:guard piiguard reencrypt --batch-size 2000 --workers 2
+
+and the database from the engine the Guard is bound to, or ``--database-url``. Without
+``--app`` the key commands still work on a local key file (``--key-file``) and
+``--database-url``. ``--json`` prints one JSON document on stdout (no progress bar);
+otherwise tables, and rich progress bars with rows/s and ETA on long work when stderr is
+a terminal. Exit codes: 0 ok, 1 failure (an error, a failed value, work left), 2 usage.
+
+The CLI is thin: it parses, calls :mod:`piiguard.rotation`, and prints. It never prints
+a value or key material: errors name the rule, column, key id and operation.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
+                           ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+from rich.text import Text
+
+from piiguard.errors import ConfigurationError, PIIGuardError
+
+__all__ = ["app", "main", "load_app", "ProgressBar", "print_status"]
+
+DEFAULT_KEY_FILE = ".piiguard/master.key"
+
+app = typer.Typer(
+    name="piiguard", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Operate piiguard: keys, rotation, re-encryption, erasure, verification.")
+keys_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                       help="Inspect, rotate, retire and destroy keys.")
+app.add_typer(keys_app, name="keys")
+
+
+# ---------------------------------------------------------------------------------------
+# finding the Guard
+# ---------------------------------------------------------------------------------------
+def load_app(spec: str) -> Any:
+    """The Guard named by ``package.module:attr`` (``attr`` may be dotted, or a function
+    returning a Guard). The current directory is importable, as with uvicorn.
+
+    >>> try:
+    ...     load_app("piiguard")
+    ... except typer.BadParameter as exc:
+    ...     print(exc.format_message())
+    Invalid value for --app: must look like package.module:attribute (got 'piiguard')
+    """
+    from piiguard.guard import Guard
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise _usage(f"must look like package.module:attribute (got {spec!r})", "--app")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _usage(f"cannot import {module_name!r} ({type(exc).__name__}: {exc})",
+                     "--app") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise _usage(f"{module_name!r} has no attribute {attr!r}", "--app") from None
+    if not isinstance(obj, Guard) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, Guard):
+        raise _usage(f"{spec!r} is not a piiguard Guard (got {type(obj).__name__})",
+                     "--app")
+    return obj
+
+
+class State:
+    """Options shared by every command, and the Guard they resolve to (loaded once)."""
+
+    def __init__(self, app_spec: str | None, database_url: str | None,
+                 key_file: str | None, json_out: bool) -> None:
+        self.app_spec = app_spec
+        self.database_url = database_url
+        self.key_file = key_file
+        self.json = json_out
+        self.out = Console(highlight=False, soft_wrap=False)
+        self.err = Console(stderr=True, highlight=False)
+        self._guard: Any = None
+
+    def guard(self) -> Any:
+        if self._guard is not None:
+            return self._guard
+        from sqlalchemy import create_engine
+
+        if self.app_spec:
+            guard = load_app(self.app_spec)
+        else:
+            from piiguard.guard import Guard
+            from piiguard.kms.local import LocalKMS
+
+            path = self.key_file or DEFAULT_KEY_FILE
+            if not Path(path).exists():
+                raise _usage(f"no --app and no key file at {path!r}: pass --app "
+                             "module:guard, or --key-file (run `piiguard init`)", "--app")
+            guard = Guard(kms=LocalKMS.from_file(path))
+        if self.database_url:
+            guard.bind(create_engine(self.database_url))
+        elif guard.engine is None:
+            raise _usage("no database: pass --database-url (or PIIGUARD_DATABASE_URL), or "
+                         "bind the Guard in the --app module", "--database-url")
+        self._guard = guard
+        return guard
+
+    def progress(self) -> "ProgressBar":
+        return ProgressBar(self.err, enabled=not self.json and self.err.is_terminal)
+
+    def emit(self, doc: dict[str, Any]) -> None:
+        """Print ``doc`` as JSON on stdout (``--json``)."""
+        typer.echo(json.dumps(doc, default=str, sort_keys=False))
+
+
+def _state(ctx: typer.Context) -> State:
+    return ctx.find_root().obj
+
+
+class _RowsPerSecond(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} rows/s", style="cyan")
+
+
+class ProgressBar:
+    """A rich progress bar behind the :class:`~piiguard.rotation.progress.Progress`
+    protocol: one task per phase (table, pass)."""
+
+    def __init__(self, console: Console, *, enabled: bool) -> None:
+        self._p = RichProgress(TextColumn("{task.description}"), BarColumn(),
+                               MofNCompleteColumn(), _RowsPerSecond(),
+                               TimeElapsedColumn(), TextColumn("ETA"),
+                               TimeRemainingColumn(), console=console,
+                               disable=not enabled, transient=False)
+        self._task = None
+
+    def __enter__(self) -> "ProgressBar":
+        self._p.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            task = self._p.tasks[-1]
+            if task.total is not None and task.completed < task.total:
+                self._p.update(self._task, total=task.completed)
+        self._p.stop()
+
+    def start(self, description: str, total: int | None) -> None:
+        if self._task is not None:
+            task = self._p.tasks[-1]
+            if task.total is not None and task.completed < task.total:
+                self._p.update(self._task, total=task.completed)
+        self._task = self._p.add_task(description, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._task is not None:
+            self._p.advance(self._task, n)
+
+
+def _usage(message: str, hint: str) -> typer.BadParameter:
+    """A usage error (exit code 2) about option ``hint``."""
+    return typer.BadParameter(message, param_hint=hint)
+
+
+def command(fn: Callable) -> Callable:
+    """Turn piiguard errors into exit code 1 with a value-free message (every command
+    takes ``ctx`` as its first parameter)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = kwargs.get("ctx") or args[0]
+        st = _state(ctx)
+        try:
+            return fn(*args, **kwargs)
+        except PIIGuardError as exc:
+            if st.json:
+                st.emit({"ok": False, "error": {"type": type(exc).__name__,
+                                                "message": str(exc)}})
+            else:
+                st.err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", markup=True,
+                             highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    td = timedelta(seconds=int(seconds))
+    if td.days:
+        return f"{td.days}d {td.seconds // 3600}h"
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60)}m"
+    if seconds >= 60:
+        return f"{int(seconds // 60)}m {int(seconds % 60)}s"
+    return f"{int(seconds)}s"
+
+
+def _short(key_id: str, n: int = 28) -> str:
+    return key_id if len(key_id) <= n else "…" + key_id[-(n - 1):]
+
+
+def _need_yes(st: State, yes: bool, question: str) -> None:
+    if yes:
+        return
+    if st.json or not sys.stdin.isatty():
+        raise _usage("this destroys keys for good: pass --yes to confirm", "--yes")
+    typer.confirm(question, abort=True)
+
+
+# ---------------------------------------------------------------------------------------
+# global options
+# ---------------------------------------------------------------------------------------
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    app_spec: Annotated[Optional[str], typer.Option(
+        "--app", envvar="PIIGUARD_APP", metavar="MODULE:ATTR",
+        help="The application's Guard, e.g. myapp.models:guard (import your models "
+             "there, so their encrypted columns are known).")] = None,
+    database_url: Annotated[Optional[str], typer.Option(
+        "--database-url", envvar="PIIGUARD_DATABASE_URL",
+        help="SQLAlchemy URL of the database (default: the engine the Guard is bound "
+             "to).")] = None,
+    key_file: Annotated[Optional[str], typer.Option(
+        "--key-file", envvar="PIIGUARD_KEY_FILE",
+        help=f"Local master key file, used without --app (default {DEFAULT_KEY_FILE}).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON document on stdout, no progress bars.")] = False,
+) -> None:
+    """Operate piiguard: keys, rotation, re-encryption, erasure, verification."""
+    ctx.obj = State(app_spec, database_url, key_file, json_out)
+
+
+# ---------------------------------------------------------------------------------------
+# init / demo
+# ---------------------------------------------------------------------------------------
+@app.command()
+@command
+def init(ctx: typer.Context) -> None:
+    """Create the local master key file (mode 0600) and the key table."""
+    from sqlalchemy import create_engine
+
+    from piiguard.guard import Guard
+    from piiguard.kms.local import LocalKMS
+
+    st = _state(ctx)
+    path = Path(st.key_file or DEFAULT_KEY_FILE)
+    created = not path.exists()
+    kms = LocalKMS.from_file(path, create=True)
+    doc: dict[str, Any] = {"ok": True, "key_file": str(path), "created": created,
+                           "master_key_id": kms.master_key_id, "key_table": None}
+    guard = None
+    if st.app_spec:
+        guard = st.guard()
+    elif st.database_url:
+        guard = Guard(kms=kms).bind(create_engine(st.database_url))
+    if guard is not None:
+        doc["key_table"] = guard.keys.table.name
+        doc["database"] = guard.engine.url.render_as_string(hide_password=True)
+        doc["keys"] = len(guard.keys.keys())
+    if st.json:
+        st.emit(doc)
+        return
+    st.out.print(f"{'created' if created else 'kept existing'} key file {path} (mode 0600), "
+                 f"master key {kms.master_key_id}")
+    if guard is not None:
+        st.out.print(f"key table {doc['key_table']} ready in {doc['database']} "
+                     f"({doc['keys']} keys)")
+    else:
+        st.out.print("no --database-url / --app: key table not created")
+
+
+@app.command()
+@command
+def demo(ctx: typer.Context,
+         directory: Annotated[Path, typer.Option(
+             "--dir", help="Where the demo's key file and SQLite database go.")] =
+         Path(".piiguard/demo")) -> None:
+    """A tour on synthetic data: ciphertext in the database beside what the application
+    reads, masking by role, and a key rotation with re-encryption."""
+    from piiguard.demo import run
+
+    st = _state(ctx)
+    run(directory, console=st.out, progress_console=st.err, json_out=st.json)
+
+
+# ---------------------------------------------------------------------------------------
+# keys
+# ---------------------------------------------------------------------------------------
+def _status_table(report: Any, title: str | None = None) -> Table:
+    t = Table(title=title, title_justify="left")
+    t.add_column("id", justify="right", no_wrap=True)
+    t.add_column("kind", no_wrap=True)
+    t.add_column("scope", overflow="fold")
+    t.add_column("state", no_wrap=True)
+    t.add_column("master key", overflow="ellipsis", max_width=16)
+    t.add_column("age", justify="right", no_wrap=True)
+    t.add_column("uses", justify="right", no_wrap=True)
+    t.add_column("values using it", justify="right", no_wrap=True)
+    style = {"active": "green", "decrypt_only": "yellow", "retired": "dim",
+             "destroyed": "red"}
+    for k in report.keys:
+        t.add_row(str(k.id), k.kind, k.scope, Text(k.state, style=style.get(k.state, "")),
+                  _short(k.master_key_id, 16), _age(k.age_seconds), f"{k.uses:,}",
+                  f"{k.total_rows:,}")
+    return t
+
+
+def _usage_table(report: Any) -> Table | None:
+    """Stored values by column (rows) and key id (columns): rotation progress."""
+    key_ids = sorted({kid for c in report.columns for kid in c.by_key})
+    if not report.columns:
+        return None
+    t = Table(title="stored values by column and key id", title_justify="left")
+    t.add_column("column", overflow="fold")
+    for kid in key_ids:
+        t.add_column(f"key {kid}", justify="right", no_wrap=True)
+    plaintext = any(c.plaintext for c in report.columns)
+    if plaintext:
+        t.add_column("plaintext", justify="right", no_wrap=True)
+    for c in report.columns:
+        cells = [f"{c.by_key[k]:,}" if c.by_key.get(k) else "·" for k in key_ids]
+        if plaintext:
+            cells.append(f"{c.plaintext:,}")
+        t.add_row(c.label, *cells)
+    return t
+
+
+def print_status(console: Console, report: Any, title: str | None = None) -> None:
+    """Print a :class:`~piiguard.rotation.status.StatusReport` as tables."""
+    console.print(_status_table(report, title))
+    usage = _usage_table(report)
+    if usage is not None:
+        console.print(usage)
+    for c in report.columns:
+        if c.plaintext and c.role == "ciphertext":
+            console.print(f"[yellow]{c.label}: {c.plaintext:,} value(s) not encrypted yet "
+                          "(run encrypt-existing)[/yellow]")
+    for label, ids in report.unknown_keys().items():
+        console.print(f"[red]{label}: values under unknown key id(s) "
+                      f"{', '.join(map(str, ids))}[/red]")
+
+
+@keys_app.command("status")
+@command
+def keys_status(ctx: typer.Context,
+                table: Annotated[Optional[str], typer.Option(
+                    "--table", help="Count rows of this table only.")] = None) -> None:
+    """Every key: scope, state, master key, age, use count, and the rows that still use
+    it (one GROUP BY per encrypted column: rotation progress as a query)."""
+    from piiguard.rotation.status import key_status
+
+    st = _state(ctx)
+    guard = st.guard()
+    report = key_status(guard, table=table)
+    if st.json:
+        st.emit({"ok": True, **report.to_dict()})
+        return
+    print_status(st.out, report)
+    if not guard.columns:
+        st.out.print("[dim]no encrypted column registered: pass --app to count rows[/dim]")
+
+
+@keys_app.command("rotate")
+@command
+def keys_rotate(ctx: typer.Context,
+                scope: Annotated[Optional[str], typer.Option(
+                    "--scope", help="Rotate this scope only (default: every scope with "
+                                    "an active key of this kind).")] = None,
+                kind: Annotated[str, typer.Option(
+                    "--kind", help="dek (data keys) or index (blind-index keys).")] = "dek",
+                ) -> None:
+    """Create a new active key; the previous one becomes decrypt-only. New writes use
+    the new key at once (other processes within the key cache's soft TTL)."""
+    if kind not in ("dek", "index"):
+        raise _usage("must be dek or index", "--kind")
+    st = _state(ctx)
+    guard = st.guard()
+    active = {k.scope: k.id for k in guard.keys.keys(kind=kind, states=["active"])}
+    scopes = [scope] if scope else sorted(active)
+    if not scopes:
+        raise ConfigurationError(f"no active {kind} key to rotate", operation="rotate")
+    done = []
+    for s in scopes:
+        new_id = guard.keys.rotate(kind, s)
+        done.append({"kind": kind, "scope": s, "previous_key_id": active.get(s),
+                     "key_id": new_id})
+    if st.json:
+        st.emit({"ok": True, "rotated": done})
+        return
+    for d in done:
+        prev = d["previous_key_id"]
+        st.out.print(f"{kind} key for scope {d['scope']!r}: new key {d['key_id']}"
+                     + (f", key {prev} is now decrypt-only" if prev else ""))
+    st.out.print("next: `piiguard reencrypt` moves the rows, then `piiguard keys retire ID`")
+
+
+@keys_app.command("rotate-master")
+@command
+def keys_rotate_master(ctx: typer.Context,
+                       to: Annotated[str, typer.Option(
+                           "--to", help="Destination master key id / ARN / alias; 'new' "
+                                        "creates one in the local key file.")],
+                       disable_old: Annotated[bool, typer.Option(
+                           "--disable-old", help="Local key file: disable the previous "
+                                                 "master keys once nothing uses them.")]
+                       = False) -> None:
+    """Rewrap every stored key under another master key; no data row is touched.
+    Resumable: run it again after an interruption."""
+    from piiguard.rotation.rewrap import rotate_master
+
+    st = _state(ctx)
+    guard = st.guard()
+    with st.progress() as bar:
+        report = rotate_master(guard, to, disable_old=disable_old, progress=bar)
+    if st.json:
+        st.emit(report.to_dict())
+    else:
+        st.out.print(f"rewrapped {report.rewrapped} key(s) under master key "
+                     f"{report.destination}" + (" (new)" if report.created else "")
+                     + f"; {report.remaining} left")
+        if report.disabled:
+            st.out.print(f"disabled master key(s): {', '.join(report.disabled)}")
+        for note in report.notes:
+            st.out.print(f"[yellow]note:[/yellow] {note}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@keys_app.command("retire")
+@command
+def keys_retire(ctx: typer.Context,
+                key_id: Annotated[int, typer.Argument(help="Key id (see keys status).")]
+                ) -> None:
+    """Retire a decrypt-only key; refused (exit 1) while any row still uses it."""
+    from piiguard.rotation.shred import retire_key
+
+    st = _state(ctx)
+    retire_key(st.guard(), key_id)
+    if st.json:
+        st.emit({"ok": True, "retired": key_id})
+    else:
+        st.out.print(f"key {key_id} retired")
+
+
+@keys_app.command("destroy")
+@command
+def keys_destroy(ctx: typer.Context,
+                 key_id: Annotated[int, typer.Argument(help="Key id (see keys status).")],
+                 yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False
+                 ) -> None:
+    """Crypto-shred one key: every value under it becomes unreadable, for good."""
+    from piiguard.rotation.shred import destroy_key
+
+    st = _state(ctx)
+    guard = st.guard()
+    _need_yes(st, yes, f"Destroy key {key_id}? Data under it can never be read again.")
+    report = destroy_key(guard, key_id)
+    if st.json:
+        st.emit({"ok": True, **report.to_dict()})
+    else:
+        st.out.print(f"key {key_id} destroyed; {report.total_values:,} stored value(s) are "
+                     "now unreadable")
+
+
+@app.command()
+@command
+def shred(ctx: typer.Context,
+          scope: Annotated[str, typer.Option(
+              "--scope", help="Key scope to erase, e.g. customers:42 for a key_scope "
+                              "column (see keys status).")],
+          yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+    """Crypto-shredding for an erasure request: destroy every key of a scope."""
+    from piiguard.rotation.shred import shred_scope
+
+    st = _state(ctx)
+    guard = st.guard()
+    _need_yes(st, yes, f"Destroy every key of scope {scope!r}? Its data can never be "
+                       "read again.")
+    report = shred_scope(guard, scope)
+    if st.json:
+        st.emit({"ok": True, **report.to_dict()})
+        return
+    st.out.print(f"scope {scope!r}: destroyed key(s) {', '.join(map(str, report.keys))}")
+    for label, n in report.values.items():
+        st.out.print(f"  {label}: {n:,} value(s) now unreadable")
+
+
+# ---------------------------------------------------------------------------------------
+# jobs
+# ---------------------------------------------------------------------------------------
+def _job_table(tables: list[Any], dry_run: bool) -> Table:
+    t = Table()
+    t.add_column("table")
+    for name in ("would update" if dry_run else "updated", "values", "indexes", "conflicts",
+                 "shredded", "failed", "remaining", "passes"):
+        t.add_column(name, justify="right")
+    for r in tables:
+        t.add_row(r.table, f"{r.updated:,}", f"{r.values:,}", f"{r.indexes:,}",
+                  f"{r.conflicts:,}", f"{r.shredded:,}", f"{len(r.failures):,}",
+                  "-" if dry_run else f"{r.remaining:,}", str(r.passes))
+    return t
+
+
+def _print_failures(console: Console, failures: list[Any], limit: int = 20) -> None:
+    for f in failures[:limit]:
+        console.print(f"[red]failed[/red] {f.column} {f.row}: {f.error}", markup=True,
+                      highlight=False)
+    if len(failures) > limit:
+        console.print(f"… and {len(failures) - limit} more (use --json for all)")
+
+
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1,
+                                        help="Rows per batch (one transaction each).")]
+Workers = Annotated[int, typer.Option("--workers", min=1,
+                                      help="Worker threads, each on a primary key range.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Count, write nothing.")]
+MaxRate = Annotated[Optional[float], typer.Option(
+    "--max-rate", min=1, help="At most this many rows a second.")]
+
+
+@app.command()
+@command
+def reencrypt(ctx: typer.Context,
+              table: Annotated[Optional[str], typer.Option("--table",
+                                                           help="Only this table.")] = None,
+              batch_size: BatchSize = 1000, dry_run: DryRun = False, workers: Workers = 1,
+              max_passes: Annotated[int, typer.Option("--max-passes", min=1)] = 5,
+              max_rate: MaxRate = None) -> None:
+    """Move rows from decrypt-only keys to the active ones (compare-and-swap, resumable)
+    and recompute blind indexes made with an old index key."""
+    from piiguard.rotation.reencrypt import reencrypt as run
+
+    st = _state(ctx)
+    guard = st.guard()
+    with st.progress() as bar:
+        report = run(guard, table=table, batch_size=batch_size, dry_run=dry_run,
+                     workers=workers, progress=bar, max_passes=max_passes,
+                     max_rate=max_rate)
+    if st.json:
+        st.emit(report.to_dict())
+    else:
+        st.out.print(_job_table(report.tables, dry_run))
+        st.out.print(f"{'would update' if dry_run else 'updated'} {report.updated:,} row(s) "
+                     f"in {report.elapsed:.2f} s ({report.rows_per_second:,.0f} rows/s)")
+        _print_failures(st.out, report.failures)
+        if report.remaining:
+            st.out.print(f"[yellow]{report.remaining:,} row(s) still under an old key "
+                         "(concurrent writes): run reencrypt again[/yellow]")
+    if report.failures or (not dry_run and report.remaining):
+        raise typer.Exit(1)
+
+
+@app.command("encrypt-existing")
+@command
+def encrypt_existing(ctx: typer.Context,
+                     table: Annotated[str, typer.Option("--table", help="Table name.")],
+                     column: Annotated[str, typer.Option("--column", help="Column name.")],
+                     batch_size: BatchSize = 1000, dry_run: DryRun = False,
+                     workers: Workers = 1, max_rate: MaxRate = None) -> None:
+    """Encrypt the plaintext values of a column declared with allow_plaintext=True
+    (compare-and-swap, resumable); then run verify."""
+    from piiguard.rotation.migrate import encrypt_existing as run
+
+    st = _state(ctx)
+    guard = st.guard()
+    with st.progress() as bar:
+        report = run(guard, table, column, batch_size=batch_size, dry_run=dry_run,
+                     workers=workers, progress=bar, max_rate=max_rate)
+    if st.json:
+        st.emit(report.to_dict())
+    else:
+        st.out.print(_job_table([report], dry_run))
+        st.out.print(f"{'would encrypt' if dry_run else 'encrypted'} {report.updated:,} "
+                     f"value(s) of {report.column} in {report.elapsed:.2f} s")
+        _print_failures(st.out, report.failures)
+        if not dry_run and report.ok:
+            st.out.print("next: `piiguard verify` confirms nothing plaintext is left")
+    if report.failures or (not dry_run and report.remaining):
+        raise typer.Exit(1)
+
+
+@app.command()
+@command
+def verify(ctx: typer.Context,
+           table: Annotated[Optional[str], typer.Option("--table",
+                                                        help="Only this table.")] = None,
+           batch_size: BatchSize = 1000) -> None:
+    """Decrypt every encrypted value (streaming) and check every blind index; report
+    failures by table.column and row key; exit 1 on any failure."""
+    from piiguard.rotation.verify import verify as run
+
+    st = _state(ctx)
+    guard = st.guard()
+    if not guard.columns:
+        raise ConfigurationError("no encrypted column registered: pass --app with the "
+                                 "models imported", operation="verify")
+    with st.progress() as bar:
+        report = run(guard, table=table, batch_size=batch_size, progress=bar)
+    if st.json:
+        st.emit(report.to_dict())
+    else:
+        t = Table()
+        t.add_column("column")
+        for name in ("checked", "ok", "failed", "plaintext", "shredded", "index checked",
+                     "index failed"):
+            t.add_column(name, justify="right")
+        for c in report.columns:
+            t.add_row(c.label, f"{c.checked:,}", f"{c.ok:,}", f"{c.failed:,}",
+                      f"{c.plaintext:,}", f"{c.shredded:,}", f"{c.index_checked:,}",
+                      f"{c.index_failed:,}")
+        st.out.print(t)
+        _print_failures(st.out, report.failures)
+        st.out.print(("[green]ok[/green]" if report.ok else "[red]FAILED[/red]")
+                     + f": {report.checked:,} value(s) checked in {report.elapsed:.2f} s")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console script entry point (``piiguard``)."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,270 @@
+"""The batch engine the row-rewriting jobs share (``reencrypt``, ``encrypt-existing``).
+
+A job says which rows need work (a SQL predicate) and what the new values of one row are
+(:meth:`BatchJob.work`); the engine does the rest, the same way for every job:
+
+1. ``SELECT pk, columns … WHERE <needs work> AND pk > :last [AND pk <= :upto]
+   ORDER BY pk LIMIT n`` (keyset paging; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+   workers on one or several hosts never wait on, or redo, each other's rows);
+2. compute the new values in Python;
+3. one ``UPDATE … SET col = :new WHERE pk = :pk AND col = :old`` per row, sent as one
+   executemany in the batch's transaction: a compare-and-swap. A row the application
+   wrote since step 1 does not match, is left as the application wrote it, and is
+   counted as a conflict; the next pass picks it up if it still needs work.
+
+No checkpoint is stored anywhere: the rows are the checkpoint, so a killed run starts
+again and finds only what is left, and a run with nothing left changes nothing. Passes
+repeat while the previous pass changed something or lost a swap (``max_passes``).
+Several workers split an integer primary key into ranges; correctness never depends on
+the split (every write is a compare-and-swap).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from piiguard.errors import PIIGuardError
+from piiguard.rotation.progress import Progress
+from piiguard.rotation.sql import Lite
+from piiguard.rotation.targets import EncryptedColumn, TableTarget, row_key
+
+__all__ = ["Failure", "TableReport", "BatchJob", "describe", "run_passes"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A value a job could not handle: where it is and why, never what it is."""
+
+    column: str
+    row: str
+    error: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"column": self.column, "row": self.row, "error": self.error}
+
+
+def describe(exc: BaseException) -> str:
+    """``ErrorClass: message`` (piiguard messages carry no values; others are named by
+    class only, since a driver's message may quote a value)."""
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, PIIGuardError) \
+        else type(exc).__name__
+
+
+@dataclass
+class TableReport:
+    """What a job did to one table (or would do, with ``dry_run``)."""
+
+    table: str
+    candidates: int = 0     # rows selected as needing work (every pass)
+    updated: int = 0        # rows rewritten: the compare-and-swap matched
+    values: int = 0         # ciphertexts written (re-encrypted or newly encrypted)
+    indexes: int = 0        # blind index values (re)computed
+    conflicts: int = 0      # rows a concurrent write got to first (left as written)
+    shredded: int = 0       # values under a destroyed key, left as they are
+    plaintext: int = 0      # values not encrypted yet (reencrypt leaves them)
+    passes: int = 0
+    remaining: int = 0      # rows that still need work when the job stopped
+    failures: list[Failure] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "candidates": self.candidates,
+                "updated": self.updated, "values": self.values, "indexes": self.indexes,
+                "conflicts": self.conflicts, "shredded": self.shredded,
+                "plaintext": self.plaintext, "passes": self.passes,
+                "remaining": self.remaining,
+                "failures": [f.to_dict() for f in self.failures]}
+
+
+class Counts:
+    """Counters of one batch, range or pass (merged with :meth:`add`)."""
+
+    __slots__ = ("candidates", "updated", "values", "indexes", "conflicts", "shredded",
+                 "plaintext", "failures", "stuck")
+
+    _NUMBERS = ("candidates", "updated", "values", "indexes", "conflicts", "shredded",
+                "plaintext")
+
+    def __init__(self) -> None:
+        self.candidates = self.updated = self.values = self.indexes = 0
+        self.conflicts = self.shredded = self.plaintext = 0
+        self.failures: list[Failure] = []
+        self.stuck: set[str] = set()  # rows selected that no pass can change
+
+    def add(self, other: "Counts") -> None:
+        for name in self._NUMBERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.extend(other.failures)
+        self.stuck |= other.stuck
+
+
+class BatchJob:
+    """One table's job: subclasses set :attr:`where` and implement :meth:`work`.
+
+    ``names`` are the columns selected after the primary key (so ``row[npk + i]`` is
+    ``names[i]``)."""
+
+    #: Verb shown on the progress bar.
+    verb = "process"
+
+    def __init__(self, guard: Any, target: TableTarget, *, batch_size: int, dry_run: bool,
+                 progress: Progress, max_rate: float | None, stop: threading.Event) -> None:
+        self.engine = guard.engine
+        self.target = target
+        self.lite = Lite(target, self.engine)
+        self.npk = len(target.pk)
+        self.batch_size = batch_size
+        self.dry_run = dry_run
+        self.progress = progress
+        self.max_rate = max_rate
+        self.stop = stop
+        self.names: list[str] = []
+        self.where: Any = None
+
+    def select(self, name: str) -> int:
+        """Add ``name`` to the selected columns; returns its position in a row."""
+        self.names.append(name)
+        return self.npk + len(self.names) - 1
+
+    def work(self, row: Any, counts: Counts) -> tuple[list, list] | None:
+        """``(sets, checks)`` for one row as ``[(column, value)]`` lists, or ``None``.
+
+        ``checks`` are the stored values read (compared in the UPDATE's WHERE)."""
+        raise NotImplementedError
+
+    def fail(self, counts: Counts, ec: EncryptedColumn, row: Any, why: str) -> None:
+        rk = row_key(self.target.pk, row[:self.npk])
+        counts.failures.append(Failure(ec.label, rk, why))
+        counts.stuck.add(rk)
+
+    def stuck(self, counts: Counts, row: Any) -> None:
+        counts.stuck.add(row_key(self.target.pk, row[:self.npk]))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run_range(self, lo: Any, hi: Any) -> Counts:
+        """Process the rows with ``lo <= pk <= hi`` (``None``: unbounded), batch by batch."""
+        counts = Counts()
+        last = None if lo is None else (lo - 1,)
+        started = time.perf_counter()
+        done = 0
+        retries = 0
+        while not self.stop.is_set():
+            batch = Counts()
+            try:
+                n, last_seen = self._batch(last, hi, batch)
+            except OperationalError as exc:
+                # Lock timeout / deadlock: the batch's transaction rolled back, its rows
+                # still need work; retry a few times, then give up loudly.
+                if exc.connection_invalidated or retries >= 5:
+                    raise
+                retries += 1
+                time.sleep(0.05 * retries)
+                continue
+            retries = 0
+            counts.add(batch)
+            if n == 0:
+                break
+            last = last_seen
+            self.progress.advance(n)
+            done += n
+            if self.max_rate:
+                ahead = done / self.max_rate - (time.perf_counter() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        return counts
+
+    def _batch(self, last: Any, hi: Any, counts: Counts) -> tuple[int, Any]:
+        """One transaction: select up to ``batch_size`` rows, compute, compare-and-swap."""
+        lite = self.lite
+        npk = self.npk
+        with self.engine.begin() as conn:
+            rows = conn.execute(lite.page(self.names, self.where, last=last, upto=hi,
+                                          limit=self.batch_size,
+                                          lock=not self.dry_run)).all()
+            if not rows:
+                return 0, last
+            counts.candidates += len(rows)
+            groups: dict[tuple, list[tuple]] = {}
+            exact = lite.exact_param if lite.mysql else None
+            work = self.work
+            for row in rows:
+                w = work(row, counts)
+                if w is None:
+                    continue
+                sets, checks = w
+                olds = [v for _, v in checks]
+                if exact is not None:
+                    olds = [exact(v) for v in olds]
+                shape = (tuple(n for n, _ in sets), tuple(n for n, _ in checks))
+                groups.setdefault(shape, []).append((*[v for _, v in sets], *row[:npk], *olds))
+            attempted = sum(len(p) for p in groups.values())
+            if self.dry_run:
+                counts.updated += attempted
+            else:
+                changed = 0
+                for (sets, checks), params in groups.items():
+                    changed += lite.run_cas(conn, sets, checks, params)
+                counts.updated += changed
+                counts.conflicts += attempted - changed
+        return len(rows), tuple(rows[-1][:npk])
+
+    def partitions(self, workers: int) -> list[tuple[Any, Any]]:
+        """Primary key ranges for ``workers`` (one unbounded range if the key is not a
+        single integer column, or there is one worker)."""
+        if workers <= 1 or not self.target.int_pk:
+            return [(None, None)]
+        with self.engine.connect() as conn:
+            lo, hi = conn.execute(self.lite.pk_bounds(self.where)).one()
+        if lo is None:
+            return [(None, None)]
+        step = -(-(hi - lo + 1) // workers)
+        return [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
+
+    def todo(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(self.lite.count(self.where)).scalar_one()
+
+
+def run_passes(job: BatchJob, *, workers: int, max_passes: int,
+               progress: Progress) -> TableReport:
+    """Run ``job`` pass after pass until nothing is left that a pass can change."""
+    rep = TableReport(job.target.name)
+    total = Counts()
+    last_pass = Counts()
+    for _ in range(max_passes):
+        todo = job.todo()
+        if todo == 0 or (rep.passes and todo <= len(last_pass.stuck)):
+            break
+        rep.passes += 1
+        verb = "count" if job.dry_run else job.verb
+        suffix = f" (pass {rep.passes})" if rep.passes > 1 else ""
+        progress.start(f"{verb} {job.target.name}{suffix}", todo)
+        parts = job.partitions(workers)
+        last_pass = Counts()
+        if len(parts) == 1:
+            last_pass.add(job.run_range(*parts[0]))
+        else:
+            with ThreadPoolExecutor(max_workers=len(parts),
+                                    thread_name_prefix="piiguard-job") as pool:
+                futures = [pool.submit(job.run_range, lo, hi) for lo, hi in parts]
+                try:
+                    for fut in futures:
+                        last_pass.add(fut.result())
+                except BaseException:
+                    job.stop.set()
+                    raise
+        total.add(last_pass)
+        if job.dry_run or (last_pass.updated == 0 and last_pass.conflicts == 0):
+            break
+    for name in ("candidates", "updated", "values", "indexes", "conflicts"):
+        setattr(rep, name, getattr(total, name))
+    rep.shredded, rep.plaintext = last_pass.shredded, last_pass.plaintext
+    rep.failures = last_pass.failures
+    if not job.dry_run:
+        rep.remaining = max(0, job.todo() - len(last_pass.stuck))
+    return rep

@@ -1,0 +1,137 @@
+"""``encrypt-existing``: bring a plaintext column under encryption on a live table.
+
+The steps (``docs/operations.md`` has the runbook):
+
+1. Declare the column with its encrypted type and ``allow_plaintext=True``: reads then
+   accept both plaintext and envelopes, writes always encrypt. (Widen the column first
+   if needed: an envelope is longer than the value.)
+2. Run this job: it selects the rows whose value is not an envelope, validates and
+   canonicalises each value with the column type's rules, encrypts it (and computes its
+   blind index), and writes it back with the same compare-and-swap as ``reencrypt``
+   (``WHERE pk = :pk AND col = :plaintext_read``): a concurrent application write wins,
+   a killed run resumes, a second run changes nothing.
+3. ``verify`` confirms that no plaintext is left; then drop ``allow_plaintext``.
+
+A value that fails validation is not written: it is reported by ``table.column``, row
+key and the rule that failed (never the value), for someone to fix by hand.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+from piiguard.errors import ConfigurationError, KMSError, PIIGuardError
+from piiguard.rotation.batches import BatchJob, Counts, TableReport, describe, run_passes
+from piiguard.rotation.progress import NullProgress, Progress
+from piiguard.rotation.targets import EncryptedColumn, discover, to_blob
+
+__all__ = ["MigrateReport", "encrypt_existing"]
+
+
+@dataclass
+class MigrateReport(TableReport):
+    """A :class:`~piiguard.rotation.batches.TableReport` for one column, with timing."""
+
+    column: str = ""
+    elapsed: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.remaining == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.update(ok=self.ok, column=self.column, elapsed=round(self.elapsed, 3),
+                 dry_run=self.dry_run)
+        return d
+
+
+class _MigrateJob(BatchJob):
+    verb = "encrypt"
+
+    def __init__(self, guard: Any, target: Any, ec: EncryptedColumn, **kw: Any) -> None:
+        super().__init__(guard, target, **kw)
+        self.ec = ec
+        self.ci = self.select(ec.name)
+        self.ii = self.select(ec.index_name) if ec.index_name else None
+        self.si = self.select(ec.scope_name) if ec.scope_name else None
+        self.where = self.lite.is_plaintext(ec)
+
+    def work(self, row: Any, counts: Counts) -> tuple[list, list] | None:
+        ec = self.ec
+        stored = row[self.ci]
+        if stored is None or to_blob(stored) is not None:
+            return None  # NULL, or encrypted since it was selected
+        try:
+            plaintext = stored if isinstance(stored, str) else bytes(stored).decode("utf-8")
+        except UnicodeDecodeError:
+            self.fail(counts, ec, row, "plaintext is not UTF-8")
+            return None
+        entry = ec.entry
+        try:
+            if self.si is not None:
+                new = entry.encrypt_value(plaintext, scope_value=row[self.si])
+            else:
+                new = entry.encrypt_value(plaintext)
+            idx = None
+            if self.ii is not None:
+                canonical = entry.canonical(plaintext) if hasattr(entry, "canonical") \
+                    else entry.decrypt_stored(new)
+                idx = ec.compute_index(canonical)
+        except KMSError:
+            raise
+        except (PIIGuardError, ValueError) as exc:
+            self.fail(counts, ec, row, describe(exc))
+            return None
+        counts.values += 1
+        sets = [(ec.name, new)]
+        if idx is not None:
+            sets.append((ec.index_name, idx))
+            counts.indexes += 1
+        return sets, [(ec.name, stored)]
+
+
+def encrypt_existing(guard: Any, table: str, column: str, *, batch_size: int = 1000,
+                     dry_run: bool = False, workers: int = 1,
+                     progress: Progress | None = None, max_passes: int = 5,
+                     max_rate: float | None = None) -> MigrateReport:
+    """Encrypt the plaintext values left in ``table.column`` (see the module docstring).
+
+    The column type must be declared with ``allow_plaintext=True`` (so the application
+    reads the mix while the job runs); otherwise
+    :class:`~piiguard.errors.ConfigurationError`. Emits an ``encrypt_existing`` audit
+    event."""
+    if guard.engine is None:
+        raise ConfigurationError("the Guard is not bound to a database",
+                                 operation="encrypt-existing")
+    if batch_size < 1 or workers < 1 or max_passes < 1:
+        raise ConfigurationError("batch_size, workers and max_passes must be at least 1",
+                                 operation="encrypt-existing")
+    targets = discover(guard, table=table, column=column)
+    target = targets[0]
+    ec = target.columns[0]
+    if not ec.allow_plaintext:
+        raise ConfigurationError("declare the column with allow_plaintext=True while it is "
+                                 "migrated (so the application reads the mix)",
+                                 column=ec.label, operation="encrypt-existing")
+    target = type(target)(target.table, target.pk, [ec])
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    job = _MigrateJob(guard, target, ec, batch_size=batch_size, dry_run=dry_run,
+                      progress=progress, max_rate=max_rate and max_rate / workers,
+                      stop=threading.Event())
+    rep = run_passes(job, workers=workers, max_passes=max_passes, progress=progress)
+    out = MigrateReport(**{f.name: getattr(rep, f.name) for f in fields(rep)})
+    out.column, out.dry_run = ec.label, dry_run
+    out.elapsed = time.perf_counter() - started
+    guard.audit.emit("encrypt_existing", outcome="error" if rep.failures else "ok",
+                     column=ec.label, count=rep.updated, rows=rep.candidates,
+                     reason="dry-run" if dry_run else None,
+                     error=f"{len(rep.failures)} value(s) failed" if rep.failures else None)
+    if not dry_run:
+        guard.keys.flush()
+    return out

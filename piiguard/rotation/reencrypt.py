@@ -1,0 +1,234 @@
+"""``reencrypt``: move rows from decrypt-only keys to the active ones, safely.
+
+After ``keys rotate`` the old DEK is decrypt-only: every value under it still reads, new
+writes use the new DEK. This job rewrites the old values under the active DEK of the
+same scope, and recomputes blind index values made with a non-active index key (after
+``keys rotate --kind index``) or missing, through the compare-and-swap batch engine of
+:mod:`piiguard.rotation.batches`: a concurrent application write is never overwritten,
+a killed run resumes where it stopped (the rows are the checkpoint), a second run
+changes nothing, and ``dry_run`` reports the same counts without writing (it decrypts
+too, so failures are counted the same).
+
+Values under a destroyed key (crypto-shredded) are left as they are and counted as
+``shredded``; values that fail to decrypt are reported by ``table.column`` and row key,
+never by value, and left untouched::
+
+    report = reencrypt(guard, batch_size=1000, workers=2)
+    report.updated, report.remaining, report.failures
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from piiguard.crypto.envelope import FLAG_PADDED, FORMAT_V1, encode_text
+from piiguard.errors import ConfigurationError, KeyDestroyedError, KMSError, PIIGuardError
+from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, RETIRED
+from piiguard.rotation.batches import (BatchJob, Counts, Failure, TableReport, describe,
+                                       run_passes)
+from piiguard.rotation.progress import NullProgress, Progress
+from piiguard.rotation.sql import or_all
+from piiguard.rotation.targets import discover, to_blob
+
+__all__ = ["ReencryptReport", "KeyPlan", "reencrypt"]
+
+_FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
+
+
+@dataclass
+class ReencryptReport:
+    """What :func:`reencrypt` did (or would do), by table."""
+
+    tables: list[TableReport]
+    dry_run: bool
+    elapsed: float
+    workers: int
+
+    @property
+    def updated(self) -> int:
+        return sum(t.updated for t in self.tables)
+
+    @property
+    def values(self) -> int:
+        return sum(t.values for t in self.tables)
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [f for t in self.tables for f in t.failures]
+
+    @property
+    def remaining(self) -> int:
+        return sum(t.remaining for t in self.tables)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.updated / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """No failure and nothing left under an old key."""
+        return not self.failures and self.remaining == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "dry_run": self.dry_run, "elapsed": round(self.elapsed, 3),
+                "workers": self.workers, "updated": self.updated, "values": self.values,
+                "remaining": self.remaining,
+                "rows_per_second": round(self.rows_per_second, 1),
+                "tables": [t.to_dict() for t in self.tables]}
+
+
+class KeyPlan:
+    """Which keys are old (to move away from) and the scope of every DEK.
+
+    Old DEKs are the decrypt-only and retired ones (destroyed ones cannot be read);
+    old index keys are every index key that is not active (a destroyed index key's
+    values are recomputed from the still readable ciphertext)."""
+
+    def __init__(self, guard: Any) -> None:
+        infos = guard.keys.keys()
+        self.dek_scope = {k.id: k.scope for k in infos if k.kind == "dek"}
+        self.old_deks = frozenset(k.id for k in infos if k.kind == "dek"
+                                  and k.state in (DECRYPT_ONLY, RETIRED))
+        self.old_index = frozenset(k.id for k in infos if k.kind == "index"
+                                   and k.state != ACTIVE)
+        # The same, keyed by the 4 id bytes as they appear in stored values (hot path).
+        self.old_deks_b = frozenset(i.to_bytes(4, "big") for i in self.old_deks)
+        self.old_index_b = frozenset(i.to_bytes(4, "big") for i in self.old_index)
+        self.dek_scope_b = {i.to_bytes(4, "big"): s for i, s in self.dek_scope.items()}
+
+    def __repr__(self) -> str:
+        return f"KeyPlan(old_deks={sorted(self.old_deks)}, old_index={sorted(self.old_index)})"
+
+
+class _ReencryptJob(BatchJob):
+    verb = "reencrypt"
+
+    def __init__(self, guard: Any, target: Any, plan: KeyPlan, **kw: Any) -> None:
+        super().__init__(guard, target, **kw)
+        self.plan = plan
+        lite = self.lite
+        conds = []
+        self.cols = []
+        for ec in target.columns:
+            conds.append(lite.uses_deks(ec, plan.old_deks))
+            ci = self.select(ec.name)
+            ii = None
+            if ec.index_name is not None:
+                conds.append(lite.uses_index_keys(ec, plan.old_index))
+                conds.append(lite.index_missing(ec))
+                ii = self.select(ec.index_name)
+            self.cols.append((ec, ci, ii, ec.cipher.decrypt, ec.cipher.encrypt,
+                              ec.cipher.scope, ec.text_form))
+        self.where = or_all(conds)
+
+    def work(self, row: Any, counts: Counts) -> tuple[list, list] | None:
+        plan = self.plan
+        old_deks = plan.old_deks_b
+        dry = self.dry_run
+        sets: list[tuple[str, Any]] = []
+        checks: list[tuple[str, Any]] = []
+        for ec, ci, ii, decrypt, encrypt, home, text_form in self.cols:
+            stored = row[ci]
+            if stored is None:
+                continue
+            if type(stored) is bytes and len(stored) >= 33 and stored[0] in _FORMATS:
+                blob = stored
+            else:
+                blob = to_blob(stored)
+                if blob is None:
+                    if ec.allow_plaintext:
+                        counts.plaintext += 1
+                    else:
+                        self.fail(counts, ec, row, "not an envelope")
+                    continue
+            kid = blob[1:5]
+            need_ct = kid in old_deks
+            if ii is not None:
+                iv = row[ii]
+                need_idx = iv is None or bytes(iv[:4]) in plan.old_index_b
+            else:
+                need_idx = False
+            if not (need_ct or need_idx):
+                continue
+            try:
+                plaintext = decrypt(blob)
+                if need_ct and not dry:
+                    scope = plan.dek_scope_b.get(kid, home)
+                    new = encrypt(plaintext, scope=None if scope == home else scope)
+                    sets.append((ec.name, encode_text(new) if text_form else new))
+            except KMSError:
+                raise  # the KMS is down or refuses: stop, nothing half-written
+            except KeyDestroyedError:
+                counts.shredded += 1
+                self.stuck(counts, row)
+                continue
+            except PIIGuardError as exc:
+                self.fail(counts, ec, row, describe(exc))
+                continue
+            if need_ct:
+                if dry:
+                    sets.append((ec.name, None))
+                checks.append((ec.name, stored))
+                counts.values += 1
+            if need_idx:
+                idx = ec.compute_index(plaintext.decode("utf-8"))
+                if idx is not None and idx != row[ii]:
+                    sets.append((ec.index_name, idx))
+                    if not need_ct:
+                        checks.append((ec.name, stored))
+                    counts.indexes += 1
+        if not sets:
+            return None
+        return sets, checks
+
+
+def reencrypt(guard: Any, *, table: str | None = None, batch_size: int = 1000,
+              dry_run: bool = False, workers: int = 1, progress: Progress | None = None,
+              max_passes: int = 5, max_rate: float | None = None) -> ReencryptReport:
+    """Move every value under a decrypt-only DEK to the active DEK of its scope and
+    recompute blind index values made with a non-active index key.
+
+    - ``table``: only this table (default: every table with an encrypted column).
+    - ``batch_size``: rows per SELECT / executemany / transaction.
+    - ``dry_run``: count (and decrypt) without writing.
+    - ``workers``: threads, each on its own primary key range (integer keys; other keys
+      run in one worker). On PostgreSQL rows are taken ``FOR UPDATE SKIP LOCKED``, so
+      jobs on several hosts can run at once.
+    - ``max_passes``: passes to pick up rows that lost a compare-and-swap.
+    - ``max_rate``: at most this many rows a second (to spare a production database).
+
+    Emits one ``reencrypt`` audit event per table.
+    """
+    if guard.engine is None:
+        raise ConfigurationError("the Guard is not bound to a database",
+                                 operation="reencrypt")
+    if batch_size < 1 or workers < 1 or max_passes < 1:
+        raise ConfigurationError("batch_size, workers and max_passes must be at least 1",
+                                 operation="reencrypt")
+    engine = guard.engine
+    if workers > 1 and engine.dialect.name == "sqlite" \
+            and engine.url.database in (None, "", ":memory:"):
+        workers = 1  # an in-memory database lives in one connection: nothing to share
+    progress = progress or NullProgress()
+    targets = discover(guard, table=table)
+    plan = KeyPlan(guard)
+    stop = threading.Event()
+    reports: list[TableReport] = []
+    started = time.perf_counter()
+    for target in targets:
+        job = _ReencryptJob(guard, target, plan, batch_size=batch_size, dry_run=dry_run,
+                            progress=progress, max_rate=max_rate and max_rate / workers,
+                            stop=stop)
+        rep = run_passes(job, workers=workers, max_passes=max_passes, progress=progress)
+        reports.append(rep)
+        guard.audit.emit("reencrypt", outcome="error" if rep.failures else "ok",
+                         table=target.name, count=rep.updated, rows=rep.candidates,
+                         reason="dry-run" if dry_run else None,
+                         error=f"{len(rep.failures)} value(s) failed" if rep.failures
+                         else None)
+    if not dry_run:
+        guard.keys.flush()  # record the new DEK's use count in the key table
+    return ReencryptReport(reports, dry_run, time.perf_counter() - started, workers)

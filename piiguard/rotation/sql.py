@@ -1,0 +1,284 @@
+"""The SQL the rotation jobs run: untyped table views, key-id expressions, CAS updates.
+
+Which key a stored value uses is written in its envelope header, so "how many rows use
+key 7" is a substring of the stored value, grouped: one ``GROUP BY`` query per column,
+no decryption. Binary envelopes (BYTEA / BLOB / VARBINARY) carry the format byte and the
+4-byte DEK id at bytes 1-5: ``substr(col, 1, 5)``. Text envelopes are
+``"pg1:" + base64url(binary)``; base64 turns bytes 0-5 into characters 0-7, so
+characters 0-6 of the body (``substr(col, 5, 7)``) fix the format byte and the DEK id
+(the 7th character also carries 2 random bits of the nonce: each key shows as at most 8
+groups, folded together in Python). ``substr`` is the same function on SQLite,
+PostgreSQL (``substr(bytea, int, int)``) and MariaDB; MariaDB compares text
+case-insensitively by default, so there the substring is cast to ``BINARY`` before it
+is grouped or compared (base64 is case-sensitive).
+
+>>> text_key_prefixes(1)[:2]
+['EAAAAAE', 'EAAAAAF']
+>>> decode_text_group('EAAAAAF')
+1
+>>> decode_binary_group(bytes((0x11, 0, 0, 0, 9)))
+9
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import (LargeBinary, and_, bindparam, case, cast, column, false, func,
+                        literal_column, or_, select, table as table_clause, tuple_, update)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from piiguard.crypto.envelope import FLAG_PADDED, FORMAT_V1, TEXT_PREFIX
+from piiguard.rotation.targets import EncryptedColumn, TableTarget
+
+__all__ = ["Lite", "text_key_prefixes", "decode_text_group", "decode_binary_group"]
+
+_FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
+#: Alias of the grouped expression: unusual, so it never shadows a real column.
+_KID = "piiguard_kid"
+
+
+def _lit(n: int):
+    # Inline integers: the same expression in SELECT and GROUP BY must render the same.
+    return literal_column(str(int(n)))
+
+
+def text_key_prefixes(key_id: int) -> list[str]:
+    """The 7-character body prefixes a text envelope under ``key_id`` can start with."""
+    out = []
+    kid = key_id.to_bytes(4, "big")
+    for fmt in _FORMATS:
+        for top in range(4):
+            raw = bytes((fmt,)) + kid + bytes((top << 6,))
+            out.append(base64.urlsafe_b64encode(raw).decode("ascii")[:7])
+    return out
+
+
+def decode_text_group(prefix: str | bytes | None) -> int | None:
+    """DEK id from a 7-character body prefix; ``None`` if it is not an envelope's."""
+    if prefix is None:
+        return None
+    if isinstance(prefix, (bytes, bytearray, memoryview)):
+        prefix = bytes(prefix).decode("ascii", "replace")
+    if len(prefix) != 7:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(prefix + "A")
+    except (ValueError, TypeError):
+        return None
+    if raw[0] not in _FORMATS:
+        return None
+    return int.from_bytes(raw[1:5], "big")
+
+
+def decode_binary_group(prefix: Any) -> int | None:
+    """DEK id from the first 5 bytes of a binary envelope; ``None`` if not one."""
+    if prefix is None:
+        return None
+    raw = bytes(prefix)
+    if len(raw) != 5 or raw[0] not in _FORMATS:
+        return None
+    return int.from_bytes(raw[1:5], "big")
+
+
+class Lite:
+    """An untyped view of one table: raw stored values in and out, no type processors.
+
+    Built from a :class:`TableTarget`; ``c`` maps column names to untyped columns.
+    Everything the jobs execute is built here, per dialect.
+    """
+
+    def __init__(self, target: TableTarget, engine: Engine | Connection) -> None:
+        self.target = target
+        t = target.table
+        names: list[str] = list(target.pk)
+        for ec in target.columns:
+            names.append(ec.name)
+            if ec.index_name:
+                names.append(ec.index_name)
+            if ec.scope_name:
+                names.append(ec.scope_name)
+        self.names = list(dict.fromkeys(names))
+        self.tc = table_clause(t.name, *[column(n) for n in self.names], schema=t.schema)
+        self.c = self.tc.c
+        self.dialect = engine.dialect.name
+        self.mysql = self.dialect in ("mysql", "mariadb")
+        self._updates: dict[tuple, Any] = {}
+
+    # -- expressions ------------------------------------------------------------------------
+    def _exact(self, expr):
+        """``expr`` as something that compares byte for byte (MariaDB: cast to BINARY)."""
+        return cast(expr, LargeBinary) if self.mysql else expr
+
+    def key_expr(self, ec: EncryptedColumn):
+        """The part of the stored value that names its DEK (see the module docstring)."""
+        col = self.c[ec.name]
+        if ec.text_form:
+            return self._exact(func.substr(col, _lit(5), _lit(7)))
+        return func.substr(col, _lit(1), _lit(5))
+
+    def is_text_envelope(self, ec: EncryptedColumn):
+        col = self.c[ec.name]
+        return self._exact(func.substr(col, _lit(1), _lit(4))) == self._prefix_value()
+
+    def _prefix_value(self):
+        # Inline literal, so that the same CASE renders identically in SELECT and GROUP BY.
+        if self.mysql:
+            return literal_column("CAST('" + TEXT_PREFIX + "' AS BINARY)")
+        return literal_column("'" + TEXT_PREFIX + "'")
+
+    def is_envelope(self, ec: EncryptedColumn) -> ColumnElement:
+        """Stored value looks like an envelope (cheap SQL test, confirmed in Python)."""
+        col = self.c[ec.name]
+        if ec.text_form:
+            return and_(col.is_not(None), self.is_text_envelope(ec))
+        return and_(col.is_not(None),
+                    func.substr(col, _lit(1), _lit(1)).in_(
+                        [bindparam(None, bytes((f,)), type_=LargeBinary) for f in _FORMATS]))
+
+    def is_plaintext(self, ec: EncryptedColumn) -> ColumnElement:
+        """Stored value is not NULL and does not look like an envelope."""
+        col = self.c[ec.name]
+        if ec.text_form:
+            return and_(col.is_not(None), ~self.is_text_envelope(ec))
+        return and_(col.is_not(None),
+                    func.substr(col, _lit(1), _lit(1)).not_in(
+                        [bindparam(None, bytes((f,)), type_=LargeBinary) for f in _FORMATS]))
+
+    def uses_deks(self, ec: EncryptedColumn, key_ids: Iterable[int]) -> ColumnElement:
+        """Stored value is an envelope under one of ``key_ids``."""
+        ids = sorted(set(key_ids))
+        if not ids:
+            return false()
+        col = self.c[ec.name]
+        if ec.text_form:
+            values: list[Any] = [p for i in ids for p in text_key_prefixes(i)]
+            if self.mysql:
+                values = [v.encode("ascii") for v in values]
+            return and_(self.is_text_envelope(ec),
+                        self.key_expr(ec).in_([bindparam(None, v) for v in values]))
+        values = [bytes((f,)) + i.to_bytes(4, "big") for i in ids for f in _FORMATS]
+        return func.substr(col, _lit(1), _lit(5)).in_(
+            [bindparam(None, v, type_=LargeBinary) for v in values])
+
+    def index_key_expr(self, ec: EncryptedColumn):
+        return func.substr(self.c[ec.index_name], _lit(1), _lit(4))
+
+    def uses_index_keys(self, ec: EncryptedColumn, key_ids: Iterable[int]) -> ColumnElement:
+        ids = sorted(set(key_ids))
+        if not ids or ec.index_name is None:
+            return false()
+        return self.index_key_expr(ec).in_(
+            [bindparam(None, i.to_bytes(4, "big"), type_=LargeBinary) for i in ids])
+
+    def index_missing(self, ec: EncryptedColumn) -> ColumnElement:
+        """A searchable column whose ciphertext is set but whose blind index is not."""
+        if ec.index_name is None:
+            return false()
+        return and_(self.c[ec.index_name].is_(None), self.is_envelope(ec))
+
+    # -- queries ----------------------------------------------------------------------------
+    def pk_cols(self):
+        return [self.c[n] for n in self.target.pk]
+
+    def after(self, last: Sequence[Any] | None):
+        """Keyset condition: rows after ``last`` in primary key order."""
+        if last is None:
+            return None
+        cols = self.pk_cols()
+        if len(cols) == 1:
+            return cols[0] > last[0]
+        return tuple_(*cols) > tuple_(*last)
+
+    def page(self, names: Sequence[str], where: ColumnElement | None, *, last=None,
+             upto: Any = None, limit: int, lock: bool = False):
+        """``SELECT pk, names… WHERE where AND pk > last [AND pk <= upto] ORDER BY pk
+        LIMIT n`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL when ``lock``)."""
+        pk = self.pk_cols()
+        q = select(*pk, *[self.c[n] for n in names])
+        conds = [c for c in (where, self.after(last)) if c is not None]
+        if upto is not None:
+            conds.append(pk[0] <= upto)
+        if conds:
+            q = q.where(and_(*conds))
+        q = q.order_by(*pk).limit(limit)
+        if lock and self.dialect == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        return q
+
+    def count(self, where: ColumnElement | None):
+        q = select(func.count()).select_from(self.tc)
+        return q if where is None else q.where(where)
+
+    def pk_bounds(self, where: ColumnElement | None):
+        pk = self.pk_cols()[0]
+        q = select(func.min(pk), func.max(pk))
+        return q if where is None else q.where(where)
+
+    def key_groups(self, ec: EncryptedColumn):
+        """One query: stored values of ``ec`` grouped by the key they name.
+
+        Text form: ``CASE WHEN envelope THEN prefix END`` so plaintext falls in the NULL
+        group (counted with ``count(col)``, which skips real NULLs)."""
+        col = self.c[ec.name]
+        if ec.text_form:
+            grouped = case((self.is_text_envelope(ec), self.key_expr(ec)), else_=None)
+        else:
+            grouped = func.substr(col, _lit(1), _lit(5))
+        return (select(grouped.label(_KID), func.count(col))
+                .where(col.is_not(None)).group_by(literal_column(_KID)))
+
+    def index_groups(self, ec: EncryptedColumn):
+        col = self.c[ec.index_name]
+        expr = self.index_key_expr(ec)
+        return (select(expr.label(_KID), func.count(col))
+                .where(col.is_not(None)).group_by(literal_column(_KID)))
+
+    def cas_update(self, sets: Sequence[str], checks: Sequence[str]):
+        """``UPDATE t SET s = :n_s … WHERE pk = :pk_… AND c = :o_c …`` (compare-and-swap).
+
+        Parameters: ``n_<col>`` for each set column, ``pk_<name>``, then ``o_<col>`` for
+        each checked column. Text comparisons are byte-exact on MariaDB."""
+        conds = [self.c[n] == bindparam(f"pk_{n}") for n in self.target.pk]
+        for n in checks:
+            conds.append(self._exact(self.c[n]) == bindparam(f"o_{n}"))
+        return (update(self.tc).where(and_(*conds))
+                .values({n: bindparam(f"n_{n}") for n in sets}))
+
+    def run_cas(self, conn: Connection, sets: tuple[str, ...], checks: tuple[str, ...],
+                params: list[tuple]) -> int:
+        """Execute one compare-and-swap per tuple ``(*new, *pk, *old)`` as one
+        executemany on the driver; returns how many rows matched (were swapped).
+
+        The statement is compiled once per shape and the tuples go to the driver as
+        they are: per-row SQLAlchemy parameter processing would cost more than the
+        encryption."""
+        key = (sets, checks)
+        compiled = self._updates.get(key)
+        if compiled is None:
+            c = self.cas_update(sets, checks).compile(dialect=conn.dialect)
+            names = [f"n_{n}" for n in sets] + [f"pk_{n}" for n in self.target.pk] + \
+                [f"o_{n}" for n in checks]
+            positional = bool(c.positional) and list(c.positiontup or ()) == names
+            if c.positional and not positional:  # pragma: no cover - defensive
+                raise RuntimeError("unexpected parameter order in compiled CAS update")
+            compiled = self._updates[key] = (c.string, positional, names)
+        sql, positional, names = compiled
+        if not positional:
+            params = [dict(zip(names, p)) for p in params]  # type: ignore[misc]
+        return conn.exec_driver_sql(sql, params).rowcount
+
+    def exact_param(self, value: Any) -> Any:
+        """A CAS comparison value: MariaDB compares the bytes (see :meth:`_exact`)."""
+        if self.mysql and isinstance(value, str):
+            return value.encode("utf-8")
+        return value
+
+
+def or_all(conds: list[ColumnElement]) -> ColumnElement:
+    conds = [c for c in conds if c is not None]
+    if not conds:
+        return false()
+    return conds[0] if len(conds) == 1 else or_(*conds)

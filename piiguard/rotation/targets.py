@@ -1,0 +1,210 @@
+"""Which columns the rotation jobs work on: the encrypted columns a Guard knows about.
+
+Every encrypted column type attached to a table registers itself in ``guard.columns``
+(see ``piiguard.sqlalchemy``). This module turns those entries into
+:class:`EncryptedColumn` (one column: where its ciphertext and blind index live and how
+to read them) grouped by table into :class:`TableTarget` (the primary key the jobs page
+and compare-and-swap on). Jobs read raw stored values: no type processors run, so a job
+never decrypts or encrypts by accident.
+
+>>> from piiguard.crypto.envelope import encode_text
+>>> blob = bytes((0x10,)) + (7).to_bytes(4, "big") + bytes(28)
+>>> envelope_key_id(blob), envelope_key_id(encode_text(blob))
+(7, 7)
+>>> envelope_key_id("10000000146") is None
+True
+>>> row_key(("id",), (42,))
+'id=42'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from sqlalchemy import Table
+
+from piiguard.crypto.envelope import (FLAG_PADDED, FORMAT_V1, MIN_SIZE, TEXT_PREFIX,
+                                      decode_text)
+from piiguard.errors import ConfigurationError, EnvelopeFormatError
+
+__all__ = ["EncryptedColumn", "TableTarget", "discover", "envelope_key_id", "to_blob",
+           "row_key"]
+
+_FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
+
+
+def to_blob(stored: Any) -> bytes | None:
+    """The binary envelope a stored value holds, or ``None`` if it is not an envelope
+    (plaintext left by a migration, or junk). Never raises."""
+    if isinstance(stored, str):
+        if not stored.startswith(TEXT_PREFIX):
+            return None
+        try:
+            blob = decode_text(stored)
+        except EnvelopeFormatError:
+            return None
+    elif isinstance(stored, (bytes, bytearray, memoryview)):
+        blob = bytes(stored)
+        if blob[:4] == b"pg1:":  # a text envelope stored in a binary column
+            try:
+                blob = decode_text(blob.decode("ascii"))
+            except (UnicodeDecodeError, EnvelopeFormatError):
+                return None
+    else:
+        return None
+    if len(blob) < MIN_SIZE or blob[0] not in _FORMATS:
+        return None
+    return blob
+
+
+def envelope_key_id(stored: Any) -> int | None:
+    """The DEK id a stored envelope names (no decryption), ``None`` if not an envelope."""
+    blob = to_blob(stored)
+    return None if blob is None else int.from_bytes(blob[1:5], "big")
+
+
+def index_key_id(stored: Any) -> int | None:
+    """The index key id a stored blind index value names (its first 4 bytes)."""
+    if isinstance(stored, (bytes, bytearray, memoryview)) and len(stored) > 4:
+        return int.from_bytes(bytes(stored[:4]), "big")
+    return None
+
+
+def row_key(pk_names: Iterable[str], values: Iterable[Any]) -> str:
+    """How a row is named in reports: its primary key, ``id=42`` (never a value)."""
+    return ",".join(f"{n}={v}" for n, v in zip(pk_names, values))
+
+
+@dataclass(eq=False)
+class EncryptedColumn:
+    """One encrypted column as the jobs see it.
+
+    ``entry`` is the column type instance (the COMMON.md section 2 interface);
+    ``name``/``index_name`` are the database column names of the ciphertext and of the
+    blind index (``None`` when the column is not searchable); ``scope_name`` names the
+    sibling column that picks each row's key scope (``key_scope=``), if any.
+    """
+
+    entry: Any
+    label: str
+    name: str
+    cipher: Any
+    text_form: bool
+    index_name: str | None
+    index: Any
+    allow_plaintext: bool
+    scope_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"EncryptedColumn({self.label!r}, text_form={self.text_form})"
+
+    # -- reading and writing stored values (no type processors) ---------------------------
+    def decrypt(self, stored: Any) -> bytes:
+        """Plaintext bytes of a stored envelope (raises the cipher's errors)."""
+        if isinstance(stored, str):
+            stored = self._decode(stored)
+        elif type(stored) is not bytes:
+            stored = bytes(stored)
+        return self.cipher.decrypt(stored)
+
+    def _decode(self, text: str) -> bytes:
+        try:
+            return decode_text(text)
+        except EnvelopeFormatError as exc:
+            raise EnvelopeFormatError(exc._detail, column=self.label,
+                                      operation="decrypt") from None
+
+    def seal(self, plaintext: bytes, scope: str | None) -> Any:
+        """A new stored value for ``plaintext`` under the active DEK of ``scope``."""
+        blob = self.cipher.encrypt(plaintext, scope=scope)
+        if self.text_form:
+            from piiguard.crypto.envelope import encode_text
+
+            return encode_text(blob)
+        return blob
+
+    def compute_index(self, canonical: str) -> bytes | None:
+        """The blind index of ``canonical`` under the active index key."""
+        if self.index_name is None:
+            return None
+        fn = getattr(self.entry, "index_for", None)
+        if fn is not None:
+            return fn(canonical)
+        return self.index.compute(canonical)
+
+
+@dataclass(eq=False)
+class TableTarget:
+    """The encrypted columns of one table and the primary key the jobs page on."""
+
+    table: Table
+    pk: tuple[str, ...]
+    columns: list[EncryptedColumn] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.table.fullname
+
+    def __repr__(self) -> str:
+        return f"TableTarget({self.name!r}, columns={[c.label for c in self.columns]})"
+
+    @property
+    def int_pk(self) -> bool:
+        """True if the primary key is one integer column (range partitioning works)."""
+        if len(self.pk) != 1:
+            return False
+        try:
+            return self.table.c[self.pk[0]].type.python_type is int
+        except (NotImplementedError, AttributeError):
+            return False
+
+
+def _adapt(entry: Any) -> EncryptedColumn:
+    col = entry.column
+    idx_col = getattr(entry, "index_column", None)
+    label = getattr(entry, "label", None) or f"{entry.table.name}.{col.name}"
+    scope_col = getattr(entry, "key_scope_column", None)
+    return EncryptedColumn(
+        entry=entry, label=label, name=col.name, cipher=entry.cipher,
+        text_form=bool(getattr(entry, "text_form", False)),
+        index_name=None if idx_col is None else idx_col.name,
+        index=getattr(entry, "index", None),
+        allow_plaintext=bool(getattr(entry, "allow_plaintext", False)),
+        scope_name=None if scope_col is None else scope_col.name)
+
+
+def discover(guard: Any, *, table: str | None = None,
+             column: str | None = None) -> list[TableTarget]:
+    """The guard's encrypted columns grouped by table (optionally one table/column).
+
+    Raises :class:`~piiguard.errors.ConfigurationError` when a named table or column is
+    not among them (a typo must not look like "nothing to do").
+    """
+    by_table: dict[str, TableTarget] = {}
+    seen: set[str] = set()
+    for entry in list(getattr(guard, "columns", [])):
+        if getattr(entry, "table", None) is None or getattr(entry, "column", None) is None:
+            continue  # declared but not attached to a table yet
+        ec = _adapt(entry)
+        if ec.label in seen:
+            continue
+        seen.add(ec.label)
+        t = entry.table
+        if table is not None and table not in (t.name, t.fullname):
+            continue
+        if column is not None and ec.name != column and ec.label != column:
+            continue
+        target = by_table.get(t.fullname)
+        if target is None:
+            pk = tuple(c.name for c in t.primary_key.columns)
+            if not pk:
+                raise ConfigurationError("table has no primary key; the jobs need one to "
+                                         "compare-and-swap rows", column=ec.label)
+            target = by_table[t.fullname] = TableTarget(t, pk)
+        target.columns.append(ec)
+    if table is not None and not by_table:
+        where = f"{table}.{column}" if column else table
+        raise ConfigurationError(f"no encrypted column registered for {where} (is the "
+                                 "model imported by the --app module?)", column=where)
+    return [by_table[k] for k in sorted(by_table)]
