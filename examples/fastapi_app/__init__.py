@@ -1,0 +1,1 @@
+"""A small FastAPI customers service showing piiguard's masking by role."""

@@ -1,0 +1,241 @@
+"""Customers CRUD with encrypted PII, masked by the caller's role.
+
+Run it::
+
+    PIIGUARD_EXAMPLE_DIR=/tmp/pg-example uvicorn examples.fastapi_app.app:app
+
+- storage: SQLite (``$PIIGUARD_EXAMPLE_DIR/customers.db``) with encrypted columns; keys
+  from a local key file (``$PIIGUARD_EXAMPLE_DIR/master.key``, created on first run);
+  without ``PIIGUARD_EXAMPLE_DIR`` a fresh temporary directory is used;
+- the role: ``Authorization: Bearer <token>`` (tokens in :data:`DEMO_TOKENS`), or an
+  ``X-Role`` header (a demo convenience: in production the role comes from verified
+  authentication only — pass ``trust_role_header=False``); ``X-Purpose`` is recorded in
+  the audit trail;
+- responses are masked per ``policy.toml`` for the role in effect; every full reveal is
+  an audit event (logger ``piiguard.audit``);
+- invalid T.C. numbers, phones, e-mails or addresses get a 422 that names the field and
+  the rule that failed, never the value.
+"""
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Integer, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
+
+from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as
+from piiguard.errors import InvalidInputError, PIIGuardError
+from piiguard.pydantic import Address, Email, NationalId, Phone, masking, optional
+from piiguard.sqlalchemy import (
+    EncryptedAddress,
+    EncryptedEmail,
+    EncryptedNationalId,
+    EncryptedPhone,
+    EncryptedString,
+)
+
+HERE = Path(__file__).parent
+POLICY_FILE = HERE / "policy.toml"
+#: Demo bearer tokens and the role each one carries.
+DEMO_TOKENS = {"admin-token": "admin", "support-token": "support",
+               "analyst-token": "analyst"}
+
+
+# ----------------------------------------------------------------------------- API models
+
+class CustomerIn(BaseModel):
+    """What a client sends to create a customer (validated and canonicalised)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, extra="forbid")
+    name: str = Field(min_length=1, max_length=200, repr=False)
+    national_id: NationalId
+    phone: Phone
+    email: optional(Email) = None
+    address: optional(Address) = None
+
+
+class CustomerPatch(BaseModel):
+    """Fields to change; the ones not sent stay as they are."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=200, repr=False)
+    national_id: optional(NationalId) = None
+    phone: optional(Phone) = None
+    email: optional(Email) = None
+    address: optional(Address) = None
+
+
+class CustomerOut(BaseModel):
+    """What a client gets back: each PII field as the caller's role may see it."""
+
+    model_config = ConfigDict(from_attributes=True, hide_input_in_errors=True)
+    id: int
+    name: str | None = Field(repr=False)
+    national_id: optional(NationalId)
+    phone: optional(Phone)
+    email: optional(Email)
+    address: optional(Address)
+
+
+# ----------------------------------------------------------------------------- the app
+
+def _models(guard: Guard):
+    class Base(DeclarativeBase):
+        pass
+
+    class Customer(Base):
+        __tablename__ = "customers"
+        id = mapped_column(Integer, primary_key=True)
+        name = mapped_column(EncryptedString(guard, kind="name"))
+        national_id = mapped_column(EncryptedNationalId(guard, searchable=True))
+        phone = mapped_column(EncryptedPhone(guard))
+        email = mapped_column(EncryptedEmail(guard), nullable=True)
+        address = mapped_column(EncryptedAddress(guard), nullable=True)
+
+    return Base, Customer
+
+
+def _errors_without_input(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # FastAPI's default 422 body copies each error's input (the value!) whatever the
+    # model config says: keep only where, what and which rule.
+    keep = ("loc", "msg", "type")
+    out = []
+    for e in errors:
+        item = {k: e[k] for k in keep if k in e}
+        rule = (e.get("ctx") or {}).get("rule")
+        if isinstance(rule, str):
+            item["rule"] = rule
+        out.append(item)
+    return out
+
+
+def create_app(*, data_dir: str | os.PathLike[str] | None = None,
+               database_url: str | None = None, policy: MaskingPolicy | None = None,
+               tokens: dict[str, str] | None = None, trust_role_header: bool = True,
+               guard: Guard | None = None) -> FastAPI:
+    """Build the service. Everything has a demo default; tests pass their own."""
+    data = Path(data_dir or os.environ.get("PIIGUARD_EXAMPLE_DIR")
+                or tempfile.mkdtemp(prefix="piiguard-example-"))
+    data.mkdir(parents=True, exist_ok=True)
+    if guard is None:
+        guard = Guard(kms=LocalKMS.from_file(data / "master.key", create=True))
+    guard.policy = policy if policy is not None else MaskingPolicy.from_toml(POLICY_FILE)
+    engine = create_engine(database_url or f"sqlite:///{data / 'customers.db'}")
+    Base, Customer = _models(guard)
+    Base.metadata.create_all(engine)
+    guard.bind(engine)
+    sessions = sessionmaker(engine, expire_on_commit=True)
+    tokens = dict(DEMO_TOKENS if tokens is None else tokens)
+
+    async def role_scope(request: Request,
+                         authorization: Annotated[str | None, Header()] = None,
+                         x_role: Annotated[str | None, Header()] = None,
+                         x_purpose: Annotated[str | None, Header()] = None,
+                         ) -> AsyncIterator[str | None]:
+        """The role of this request, in effect for the endpoint *and* the response
+        serialisation (an async dependency runs in the request's task; its context
+        variables reach the endpoint, even a sync one run in a worker thread)."""
+        role = None
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            role = tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+            if role is None:
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown bearer token",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        elif x_role and trust_role_header:
+            role = x_role.strip() or None
+        request.state.role = role
+        with masking(guard):
+            if role is None:
+                yield None        # no role: the policy's default applies
+            else:
+                with acting_as(role, purpose=x_purpose):
+                    yield role
+
+    def db() -> Iterator[Session]:
+        with sessions() as session:
+            yield session
+
+    DB = Annotated[Session, Depends(db)]
+
+    app = FastAPI(title="piiguard example: customers", dependencies=[Depends(role_scope)])
+    app.state.guard = guard
+    app.state.engine = engine
+    app.state.Customer = Customer
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return JSONResponse(status_code=422,
+                            content={"detail": _errors_without_input(exc.errors())})
+
+    @app.exception_handler(InvalidInputError)
+    async def invalid_input(request: Request, exc: InvalidInputError):
+        # raised by the column types (e.g. a search value), value-free by construction
+        return JSONResponse(status_code=422, content={"detail": [
+            {"msg": str(exc), "type": f"piiguard_{exc.rule}", "rule": exc.rule}]})
+
+    @app.exception_handler(PIIGuardError)
+    async def piiguard_error(request: Request, exc: PIIGuardError):
+        # decryption / key errors: log-safe, but nothing a client needs to see
+        return JSONResponse(status_code=500, content={"detail": "internal error"})
+
+    def found(session: Session, customer_id: int):
+        obj = session.get(Customer, customer_id)
+        if obj is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such customer")
+        return obj
+
+    @app.post("/customers", status_code=201, response_model=CustomerOut)
+    def create_customer(body: CustomerIn, session: DB):
+        obj = Customer(**body.model_dump(context={"piiguard": None}))
+        session.add(obj)
+        session.commit()
+        return CustomerOut.model_validate(obj)
+
+    @app.get("/customers", response_model=list[CustomerOut])
+    def list_customers(session: DB, national_id: str | None = None, limit: int = 100):
+        q = select(Customer).order_by(Customer.id).limit(max(1, min(limit, 1000)))
+        if national_id is not None:
+            q = q.where(Customer.national_id == national_id)   # blind index
+        return [CustomerOut.model_validate(c) for c in session.scalars(q)]
+
+    @app.get("/customers/{customer_id}", response_model=CustomerOut)
+    def get_customer(customer_id: int, session: DB):
+        return CustomerOut.model_validate(found(session, customer_id))
+
+    @app.patch("/customers/{customer_id}", response_model=CustomerOut)
+    def update_customer(customer_id: int, body: CustomerPatch, session: DB):
+        obj = found(session, customer_id)
+        for field, value in body.model_dump(exclude_unset=True,
+                                            context={"piiguard": None}).items():
+            if value is None and field in ("name", "national_id", "phone"):
+                raise HTTPException(422, f"{field} cannot be removed")
+            setattr(obj, field, value)
+        session.commit()
+        return CustomerOut.model_validate(obj)
+
+    @app.delete("/customers/{customer_id}", status_code=204)
+    def delete_customer(request: Request, customer_id: int, session: DB):
+        if request.state.role != "admin":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "only admin deletes customers")
+        session.delete(found(session, customer_id))
+        session.commit()
+
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn examples.fastapi_app.app:app` builds the app on first access, so that
+    # importing this module (tests, docs) creates no files.
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)
