@@ -301,3 +301,9 @@ def optional(tp: Any) -> Any:
     kept = [m for m in meta if not isinstance(m, FieldInfo)]
     value_type = Annotated[(base, *kept)] if kept else base  # type: ignore[valid-type]
     return Annotated[value_type | None, Field(repr=False)]
+
+
+# Encrypted fields (piiguard/pydantic_encrypted.py): hold only envelopes; reveal() decrypts.
+from piiguard.pydantic_encrypted import Encrypted, encrypted, reveal  # noqa: E402
+
+__all__ += ["Encrypted", "encrypted", "reveal"]
