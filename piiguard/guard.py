@@ -51,8 +51,10 @@ _PREFIX_BYTES = TEXT_PREFIX.encode()
 _ENVELOPE_FIRST = frozenset((FORMAT_V1, FORMAT_V1 | FLAG_PADDED, _PREFIX_BYTES[0]))
 
 
-def _is_envelope(data: bytes) -> bool:
-    """True if ``data`` parses as a binary envelope or is the bytes of a text one."""
+def _is_envelope(data: bytes, keys: KeyManager) -> bool:
+    """True if ``data`` is the bytes of a text envelope, or a binary envelope naming a
+    data key of this key table. (The binary header shape alone, a 0x10/0x11 byte and a
+    length of 33 or more, matches 1 in 128 random byte strings: too weak on its own.)"""
     if data[0] == _PREFIX_BYTES[0]:
         if not data.startswith(_PREFIX_BYTES):
             return False
@@ -60,7 +62,7 @@ def _is_envelope(data: bytes) -> bool:
             return looks_like_envelope(bytes(data).decode("ascii"))
         except UnicodeDecodeError:
             return False
-    return looks_like_envelope(data)
+    return looks_like_envelope(data) and keys.has_key(int.from_bytes(data[1:5], "big"))
 
 
 def _name_column(exc: PIIGuardError, label: str) -> PIIGuardError:
@@ -113,7 +115,8 @@ class FieldCipher:
 
         Refuses (:class:`AlreadyEncryptedError`) a value that already parses as an
         envelope, binary or text."""
-        if plaintext and plaintext[0] in _ENVELOPE_FIRST and _is_envelope(plaintext):
+        if plaintext and plaintext[0] in _ENVELOPE_FIRST \
+                and _is_envelope(plaintext, self._keys):
             raise AlreadyEncryptedError("refusing to encrypt a value that is already an "
                                         "envelope", column=self.label, operation="encrypt")
         if scope is not None and scope != self.scope:

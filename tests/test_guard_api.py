@@ -19,8 +19,13 @@ import piiguard
 from piiguard import CacheLimits, Guard, LocalKMS, errors
 from piiguard.crypto.aead import DataKey
 from piiguard.crypto.blind_index import BlindIndexKey
-from piiguard.errors import (ConfigurationError, DecryptionError, KMSAccessError,
-                             PIIGuardError, UnknownKeyError)
+from piiguard.errors import (
+    ConfigurationError,
+    DecryptionError,
+    KMSAccessError,
+    PIIGuardError,
+    UnknownKeyError,
+)
 from piiguard.guard import FieldCipher, FieldIndex
 from piiguard.keys.cache import Entry
 from piiguard.keys.manager import KeyManager
@@ -147,6 +152,7 @@ def test_reprs_never_contain_key_material(sqlite_engine, caplog):
     entries = list(guard.keys._by_id.values())
     objects = [guard, guard.keys, kms.inner, cipher, index, *kms.pairs, *entries,
                *(e.key for e in entries)]
+    assert isinstance(index, FieldIndex) and isinstance(cipher, FieldCipher)
     assert any(isinstance(o, DataKey) for o in objects)
     assert any(isinstance(o, BlindIndexKey) for o in objects)
     assert any(isinstance(o, DataKeyPair) for o in objects)

@@ -18,8 +18,13 @@ from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from piiguard import CacheLimits, Guard, LocalKMS
-from piiguard.errors import (ConfigurationError, DecryptionError, KeyDestroyedError,
-                             KeyInUseError, UnknownKeyError)
+from piiguard.errors import (
+    ConfigurationError,
+    DecryptionError,
+    KeyDestroyedError,
+    KeyInUseError,
+    UnknownKeyError,
+)
 from piiguard.keys import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED
 
 COLUMNS = {"id", "kind", "scope", "state", "active_slot", "wrapped_key", "master_key_id",

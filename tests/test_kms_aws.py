@@ -16,8 +16,12 @@ import time
 import boto3
 import moto
 import pytest
-from botocore.exceptions import (ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                 ReadTimeoutError)
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from sqlalchemy import create_engine
 
 from piiguard import AwsKMS, Guard

@@ -211,6 +211,15 @@ class KeyManager:
             self._forget(key_id)
             return self._unwrap(row, cached)
 
+    def has_key(self, key_id: int, kind: str = "dek") -> bool:
+        """True if the key table has (or had: destroyed keys count) this key."""
+        entry = self._by_id.get(key_id)
+        if entry is not None:
+            return entry.kind == kind
+        with self._engine().connect() as conn:
+            row = self._row(conn, key_id)
+        return row is not None and row.kind == kind
+
     def _forget(self, key_id: int) -> None:
         entry = self._by_id.pop(key_id, None)
         if entry is not None:
