@@ -76,6 +76,7 @@ __all__ = [
     "Ciphertext",
     "BlindIndex",
     "lookup",
+    "ensure_scope_key",
     "encrypted_columns",
     "recommend_bits",
 ]
@@ -385,6 +386,7 @@ class _ColumnState:
         self.index = None
         self.index_column = None
         self.exact = True
+        self.awaiting_index = False
         self.key_scope = owner.key_scope
         self._scope_column = None
         self.validate = owner._make_validator()
@@ -414,18 +416,27 @@ class _ColumnState:
         name = self.column.name + _INDEX_SUFFIX
         existing = table.c.get(name)
         if existing is not None:
-            # Table.to_metadata() / a re-declared table brings its own copy: adopt it.
-            if not isinstance(existing.type, BlindIndex):
-                raise ConfigurationError(f"{table.name}.{name} already exists and is not a "
-                                         "blind index column", column=self.label)
-            ColumnDefault(_index_default(self))._set_parent(existing)
-            existing._reset_memoizations()
-            return existing
+            return self._adopt_index_column(existing)
+        if getattr(self.owner(), "_adopt_index", False):
+            # Table.to_metadata(): the copy of the index column comes right after this
+            # column; it adopts itself when it arrives (_on_index_column_attach).
+            self.awaiting_index = True
+            return None
         idx_col = Column(name, BlindIndex(bits), nullable=True, index=True,
                          default=_index_default(self),
                          info={"piiguard": "blind_index", "of": self.column.name})
+        event.listen(idx_col, "after_parent_attach", _on_index_column_attach, propagate=True)
         table.append_column(idx_col)
         return idx_col
+
+    def _adopt_index_column(self, col):
+        if not isinstance(col.type, BlindIndex):
+            raise ConfigurationError(f"{col.table.name}.{col.name} already exists and is "
+                                     "not a blind index column", column=self.label)
+        ColumnDefault(_index_default(self))._set_parent(col)
+        col._reset_memoizations()
+        self.awaiting_index = False
+        return col
 
     # -- scope -----------------------------------------------------------------------------
     @property
@@ -860,6 +871,7 @@ class EncryptedString(TypeDecorator):
         instance = self.__class__.__new__(self.__class__)
         instance.__dict__.update(self.__dict__)
         instance.__dict__.pop("_static_cache_key", None)
+        instance._adopt_index = "_to_metadata" in kw
         return instance
 
     @property
@@ -951,12 +963,17 @@ class EncryptedString(TypeDecorator):
         return self._attached().result_processor()
 
     def literal_processor(self, dialect):
-        label = self._state.label if self._state is not None else "?"
+        # literal_binds (offline migrations, printed statements) render the envelope,
+        # never the plaintext: X'..' (SQLite, MySQL) or '\x..'::bytea (PostgreSQL).
+        st = self._attached()
+        pg = dialect.name == "postgresql"
 
-        def refuse(value):
-            raise ConfigurationError("encrypted values are never rendered as SQL "
-                                     "literals", column=label, operation="compile")
-        return refuse
+        def render(value):
+            stored = st.encrypt_value(value)
+            if isinstance(stored, str):
+                return "'" + stored + "'"
+            return ("'\\x" + stored.hex() + "'::bytea") if pg else ("X'" + stored.hex() + "'")
+        return render
 
     def compare_values(self, x, y) -> bool:
         if type(x) is Sealed or type(y) is Sealed:
@@ -1079,6 +1096,17 @@ def _index_default(st: _ColumnState):
         value = context.get_current_parameters().get(key)
         return None if value is None else st.index_of_value(value)
     return compute_index
+
+
+def _on_index_column_attach(col, table) -> None:
+    """A blind-index column (or its copy: Column._copy() copies listeners) joined a
+    table: the encrypted column it belongs to adopts it if it is waiting for it."""
+    main = table.c.get(col.info.get("of", ""))
+    t = getattr(main, "type", None)
+    st = getattr(t, "_state", None)
+    if isinstance(t, EncryptedString) and st is not None and st.table is table \
+            and st.awaiting_index:
+        st.index_column = st._adopt_index_column(col)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1282,8 +1310,18 @@ class _EncryptedAttribute(InstrumentedAttribute):
         return value
 
     def __set__(self, instance, value) -> None:
-        if value is not None and type(value) is not str:
-            self._check(value)
+        if type(value) is not str:
+            if value is None:
+                current = instance.__dict__.get(self.key)
+                if type(current) is Sealed and current.view() is None:
+                    # the role in effect sees NULL (mask "null"): writing that NULL back
+                    # would erase a value it cannot see
+                    raise MaskedValueError(
+                        "masked", column=current.column,
+                        detail="the role in effect sees this value as NULL; clearing it "
+                               "needs a role that can see it")
+            else:
+                self._check(value)
         self.impl.set(instance_state(instance), instance_dict(instance), value, None)
 
     def _check(self, value) -> None:
@@ -1404,6 +1442,23 @@ def lookup(executor: Any, column: Any, value: Any) -> list:
         return out
     rows = executor.execute(select(col.table).where(clause)).all()
     return [r for r in rows if same(r._mapping[col])]
+
+
+def ensure_scope_key(column: Any, scope_value: Any) -> int:
+    """Create (if missing) the DEK of one key scope of a ``key_scope=`` column, and
+    return its id. Call it when a tenant or subject is created, outside the write
+    transaction that first stores its data: on SQLite a key created on first use from
+    inside a transaction that has already written waits for the database lock.
+
+    ``column`` is the ORM attribute or the Core column of the key-scoped column.
+    """
+    col = column.property.columns[0] if hasattr(column, "property") else column
+    t = col.type
+    if not isinstance(t, EncryptedString) or t.key_scope is None:
+        raise ConfigurationError("ensure_scope_key() takes a column declared with "
+                                 "key_scope=")
+    st = t._attached()
+    return st.guard.keys.ensure_active("dek", st.scope_for(scope_value))
 
 
 def encrypted_columns(guard: Any) -> list[EncryptedString]:
