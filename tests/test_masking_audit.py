@@ -154,6 +154,34 @@ def test_concurrent_reveals_are_counted_exactly():
     assert sum(total) == 80_000
 
 
+def test_flush_all_races_with_writers():
+    trails = [AuditTrail(batch_size=10**9) for _ in range(3)]
+    totals = []
+    for t in trails:
+        t.sinks.append(lambda e: totals.append(e["count"]))
+    stop = threading.Event()
+
+    def flusher():
+        while not stop.is_set():
+            flush_all()
+
+    def writer(trail):
+        for _ in range(5_000):
+            trail.record_reveal("c.phone", 1, None, "admin", None)
+
+    f = threading.Thread(target=flusher)
+    f.start()
+    writers = [threading.Thread(target=writer, args=(t,)) for t in trails for _ in range(2)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    stop.set()
+    f.join()
+    flush_all()
+    assert sum(totals) == 30_000
+
+
 def test_emit_refuses_unknown_fields():
     trail = AuditTrail()
     with pytest.raises(TypeError, match="value"):

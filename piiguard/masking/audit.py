@@ -77,11 +77,14 @@ _CURRENT: Any = object()  # "take role / purpose from the context"
 
 # Trails with pending reveal counts (weak: a trail that is gone has nothing to flush).
 _LIVE: weakref.WeakSet[AuditTrail] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()   # WeakSet iteration is not safe against concurrent adds
 
 
 def flush_all() -> None:
     """Flush the pending reveal counts of every audit trail in this process."""
-    for trail in list(_LIVE):
+    with _LIVE_LOCK:
+        trails = list(_LIVE)
+    for trail in trails:
         try:
             trail.flush()
         except Exception as exc:  # noqa: BLE001 - an exit hook must not mask the real error
@@ -171,7 +174,8 @@ class AuditTrail:
             if b is None:
                 if not self._pending:
                     self._pending_since = self._mono()
-                    _LIVE.add(self)
+                    with _LIVE_LOCK:
+                        _LIVE.add(self)
                 b = self._pending[k] = _Batch(self._clock())
             b.count += 1
             if row_key is not None:
@@ -196,7 +200,8 @@ class AuditTrail:
                 return []
             pending, self._pending = self._pending, {}
             self._pending_total = 0
-            _LIVE.discard(self)
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
         events = []
         for (role, purpose, column, key_id), b in pending.items():
             events.append(self.emit(
