@@ -26,7 +26,7 @@ from typing import Any
 
 from piiguard.crypto.envelope import FLAG_PADDED, FORMAT_V1, encode_text
 from piiguard.errors import ConfigurationError, KeyDestroyedError, KMSError, PIIGuardError
-from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, RETIRED
+from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED
 from piiguard.rotation.batches import (BatchJob, Counts, Failure, TableReport, describe,
                                        run_passes)
 from piiguard.rotation.progress import NullProgress, Progress
@@ -94,10 +94,13 @@ class KeyPlan:
                                   and k.state in (DECRYPT_ONLY, RETIRED))
         self.old_index = frozenset(k.id for k in infos if k.kind == "index"
                                    and k.state != ACTIVE)
+        self.destroyed_deks = frozenset(k.id for k in infos if k.kind == "dek"
+                                        and k.state == DESTROYED)
         # The same, keyed by the 4 id bytes as they appear in stored values (hot path).
         self.old_deks_b = frozenset(i.to_bytes(4, "big") for i in self.old_deks)
         self.old_index_b = frozenset(i.to_bytes(4, "big") for i in self.old_index)
         self.dek_scope_b = {i.to_bytes(4, "big"): s for i, s in self.dek_scope.items()}
+        self.destroyed_deks_b = frozenset(i.to_bytes(4, "big") for i in self.destroyed_deks)
 
     def __repr__(self) -> str:
         return f"KeyPlan(old_deks={sorted(self.old_deks)}, old_index={sorted(self.old_index)})"
@@ -118,7 +121,7 @@ class _ReencryptJob(BatchJob):
             ii = None
             if ec.index_name is not None:
                 conds.append(lite.uses_index_keys(ec, plan.old_index))
-                conds.append(lite.index_missing(ec))
+                conds.append(lite.index_missing(ec, plan.destroyed_deks))
                 ii = self.select(ec.index_name)
             self.cols.append((ec, ci, ii, ec.cipher.decrypt, ec.cipher.encrypt,
                               ec.cipher.scope, ec.text_form))
@@ -148,7 +151,8 @@ class _ReencryptJob(BatchJob):
             need_ct = kid in old_deks
             if ii is not None:
                 iv = row[ii]
-                need_idx = iv is None or bytes(iv[:4]) in plan.old_index_b
+                need_idx = (iv is None and kid not in plan.destroyed_deks_b) \
+                    or (iv is not None and bytes(iv[:4]) in plan.old_index_b)
             else:
                 need_idx = False
             if not (need_ct or need_idx):

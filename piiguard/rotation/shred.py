@@ -11,7 +11,10 @@
   per-subject key scopes): the answer to an erasure request (KVKK art. 7, GDPR art. 17)
   that also reaches backups, since the data there is under the same destroyed key.
 
-Each destruction emits a ``key.destroy`` audit event, and ``shred_scope`` a ``shred``
+Destroying a DEK also clears (sets to NULL) the blind index of every value under it: an
+index value is an HMAC under the index key, not under the DEK, and would otherwise still
+confirm an erased subject's national id. Each destruction emits a ``key.destroy`` audit
+event, and ``shred_scope`` a ``shred``
 event with the scope and how many keys and values it made unreadable.
 """
 
@@ -25,7 +28,8 @@ from piiguard.keys.table import DESTROYED
 from piiguard.rotation.status import column_usage
 from piiguard.rotation.targets import discover
 
-__all__ = ["ShredReport", "retire_key", "destroy_key", "shred_scope", "rows_using"]
+__all__ = ["ShredReport", "retire_key", "destroy_key", "shred_scope", "rows_using",
+           "clear_indexes"]
 
 
 @dataclass
@@ -35,6 +39,7 @@ class ShredReport:
     scope: str | None
     keys: list[int] = field(default_factory=list)
     values: dict[str, int] = field(default_factory=dict)
+    indexes_cleared: int = 0
 
     @property
     def total_values(self) -> int:
@@ -42,7 +47,7 @@ class ShredReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"scope": self.scope, "keys": self.keys, "values": dict(self.values),
-                "total_values": self.total_values}
+                "total_values": self.total_values, "indexes_cleared": self.indexes_cleared}
 
 
 def _info(guard: Any, key_id: int):
@@ -63,6 +68,31 @@ def rows_using(guard: Any, key_ids: set[int], kind: str = "dek") -> dict[str, in
         if n:
             out[usage.label] = n
     return out
+
+
+def clear_indexes(guard: Any, dek_ids: set[int]) -> int:
+    """Set to NULL the blind index of every value under a destroyed DEK: an index value
+    outlives its key (it is an HMAC under the index key), and would still answer "is
+    this national id in the table?" for an erased subject. Returns how many were
+    cleared."""
+    from sqlalchemy import and_, update
+
+    from piiguard.rotation.sql import Lite
+
+    cleared = 0
+    if not dek_ids:
+        return 0
+    with guard.engine.begin() as conn:
+        for target in discover(guard):
+            lite = Lite(target, guard.engine)
+            for ec in target.columns:
+                if ec.index_name is None:
+                    continue
+                idx = lite.c[ec.index_name]
+                cleared += conn.execute(
+                    update(lite.tc).where(and_(lite.uses_deks(ec, dek_ids), idx.is_not(None)))
+                    .values({ec.index_name: None})).rowcount
+    return cleared
 
 
 def retire_key(guard: Any, key_id: int) -> None:
@@ -93,6 +123,8 @@ def destroy_key(guard: Any, key_id: int) -> ShredReport:
     if info.state != DESTROYED:
         report.values = rows_using(guard, {key_id}, info.kind)
     guard.keys.destroy(key_id)
+    if info.kind == "dek":
+        report.indexes_cleared = clear_indexes(guard, {key_id})
     return report
 
 
@@ -116,6 +148,7 @@ def shred_scope(guard: Any, scope: str) -> ShredReport:
     for info in infos:
         guard.keys.destroy(info.id)
         report.keys.append(info.id)
+    report.indexes_cleared = clear_indexes(guard, deks)
     guard.audit.emit("shred", scope=scope, count=len(report.keys),
                      rows=report.total_values)
     return report

@@ -173,11 +173,15 @@ class Lite:
         return self.index_key_expr(ec).in_(
             [bindparam(None, i.to_bytes(4, "big"), type_=LargeBinary) for i in ids])
 
-    def index_missing(self, ec: EncryptedColumn) -> ColumnElement:
-        """A searchable column whose ciphertext is set but whose blind index is not."""
+    def index_missing(self, ec: EncryptedColumn, skip_deks: Iterable[int] = ()
+                      ) -> ColumnElement:
+        """A searchable column whose ciphertext is set but whose blind index is not
+        (values under ``skip_deks``, e.g. destroyed keys, excluded)."""
         if ec.index_name is None:
             return false()
-        return and_(self.c[ec.index_name].is_(None), self.is_envelope(ec))
+        cond = and_(self.c[ec.index_name].is_(None), self.is_envelope(ec))
+        skip = set(skip_deks)
+        return and_(cond, ~self.uses_deks(ec, skip)) if skip else cond
 
     # -- queries ----------------------------------------------------------------------------
     def pk_cols(self):
