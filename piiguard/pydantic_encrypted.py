@@ -111,6 +111,7 @@ from piiguard.errors import (
     DecryptionError,
     EnvelopeFormatError,
 )
+from piiguard.masking.serialization import field_label
 from piiguard.masking.view import MaskedStr, render
 
 __all__ = ["DOMAIN", "ENVELOPE_PATTERN", "Encrypted", "encrypted", "reveal"]
@@ -223,12 +224,25 @@ class Encrypted:
             raise ConfigurationError("Encrypted() outside a model field needs "
                                      "name='Model.field' (e.g. in a TypeAdapter)")
         kind = _kind_in(inner) or "text"
+        # For error messages only (the binding uses the title pydantic gives validators).
+        label = self.name or field_label(handler)
+
+        def serialize(value: Any) -> Any:
+            if value is None or (type(value) is str and value.startswith(TEXT_PREFIX)):
+                return value
+            # Set without validation (assignment without validate_assignment,
+            # model_construct, model_copy(update=...)): refuse rather than emit what may
+            # be plaintext.
+            raise EnvelopeFormatError("refusing to serialise an encrypted field that holds "
+                                      "no envelope (set without validation? use "
+                                      "validate_assignment=True)", column=label,
+                                      operation="serialize")
+
         return core_schema.with_info_wrap_validator_function(
             self._validate, inner,
             metadata={"piiguard_encrypted": kind},
             serialization=core_schema.plain_serializer_function_ser_schema(
-                self._serialize, info_arg=True, when_used="always",
-                return_schema=core_schema.str_schema()))
+                serialize, when_used="always", return_schema=core_schema.str_schema()))
 
     def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: Any
                                      ) -> dict[str, Any]:
@@ -288,18 +302,6 @@ class Encrypted:
                 {"column": cipher.label, "key_id": exc.key_id, "rule": "authentication"}
             ) from None
         return text
-
-    @staticmethod
-    def _serialize(value: Any, info: Any) -> Any:
-        if value is None or (type(value) is str and value.startswith(TEXT_PREFIX)):
-            return value
-        # Set without validation (assignment without validate_assignment, model_construct,
-        # model_copy(update=...)): refuse rather than emit what may be plaintext.
-        field = getattr(info, "field_name", None)
-        raise EnvelopeFormatError("refusing to serialise an encrypted field that holds no "
-                                  "envelope (was it set without validation? use "
-                                  "validate_assignment=True)", column=field,
-                                  operation="serialize")
 
 
 def encrypted(tp: Any, guard: Any, *, name: str | None = None, scope: str | None = None,
