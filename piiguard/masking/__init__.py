@@ -18,7 +18,8 @@ from piiguard.masking.audit import AuditTrail
 from piiguard.masking.context import acting_as, current_purpose, current_role
 
 _LAZY = {"MaskingPolicy": "policy", "KINDS": "policy", "Mask": "masks", "REDACTED": "masks",
-         "MaskedStr": "view", "render": "view", "is_masked": "view"}
+         "MaskedStr": "view", "render": "view", "is_masked": "view",
+         "masking": "serialization", "Masked": "serialization"}
 
 
 def __getattr__(name: str):
@@ -36,11 +37,13 @@ __all__ = [
     "REDACTED",
     "AuditTrail",
     "Mask",
+    "Masked",
     "MaskedStr",
     "MaskingPolicy",
     "acting_as",
     "current_purpose",
     "current_role",
     "is_masked",
+    "masking",
     "render",
 ]

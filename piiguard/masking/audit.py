@@ -63,6 +63,8 @@ from piiguard.errors import ConfigurationError
 from piiguard.masking import context as _context
 from piiguard.masking.context import acting_as, current_purpose, current_role  # noqa: F401
 
+__all__ = ["ALLOWED_FIELDS", "AuditTrail", "audit_table", "flush_all"]
+
 logger = logging.getLogger("piiguard.audit")
 
 #: Fields an event may carry; anything else passed to ``emit`` is refused, so a value

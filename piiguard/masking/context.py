@@ -25,6 +25,8 @@ from typing import Any, Self, TypeVar
 
 from piiguard.errors import ConfigurationError
 
+__all__ = ["acting_as", "current_purpose", "current_role"]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _role: contextvars.ContextVar[str | None] = contextvars.ContextVar("piiguard_role",
