@@ -59,6 +59,13 @@ The alternative, a per-field HMAC tag, would need a second key and a second stor
 value for the same guarantee. A service that only relays documents without holding keys
 should declare the field as a plain ``str`` instead.
 
+**Keys.** Envelopes made here usually live outside the database (documents, queues),
+where the key-table tooling cannot see them: rotating the DEK of a model's scope is
+safe (old envelopes stay readable under the decrypt-only key), but retiring or
+destroying that key makes every document still holding its envelopes unreadable, which
+is what crypto-shredding wants and nothing else does. Keep these scopes apart from SQL
+table scopes (the default, the model title, does so unless a table has the same name).
+
 Errors (pydantic error types; messages name the field and key id, never a value):
 ``piiguard_envelope`` (malformed, tampered with, or made for another field, model or
 key: ``ctx['rule']`` is ``'format'`` or ``'authentication'``), ``piiguard_masked``; the
@@ -98,6 +105,7 @@ piiguard_envelope envelope does not authenticate for Lead.national_id (tampered 
 
 from __future__ import annotations
 
+import weakref
 from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import Field
@@ -172,12 +180,13 @@ class Encrypted:
     piiguard.errors.ConfigurationError: Encrypted() needs a piiguard Guard
     """
 
-    __slots__ = ("_where", "guard", "name", "padded", "scope")
+    __slots__ = ("_ciphers", "_where", "guard", "name", "padded", "scope")
 
     def __init__(self, guard: Any, *, name: str | None = None, scope: str | None = None,
                  padded: bool = False) -> None:
         self.guard = _check_guard(guard)
         self._where: tuple[str, str] | None = None
+        self._ciphers: dict[tuple, Any] = {}  # (title, field) -> FieldCipher
         if name is not None:
             table, dot, column = name.rpartition(".") if isinstance(name, str) else ("", "", "")
             if not (dot and table and column):
@@ -208,9 +217,14 @@ class Encrypted:
     def cipher(self, model_title: str | None, field_name: str | None):
         """The :class:`~piiguard.guard.FieldCipher` for ``Model.field`` (cached by the
         Guard)."""
-        table, column = self.where(model_title, field_name)
-        return self.guard.field(table, column, scope=self.scope, padded=self.padded,
-                                domain=DOMAIN)
+        k = (model_title, field_name)
+        cipher = self._ciphers.get(k)
+        if cipher is None:
+            table, column = self.where(model_title, field_name)
+            cipher = self.guard.field(table, column, scope=self.scope, padded=self.padded,
+                                      domain=DOMAIN)
+            self._ciphers[k] = cipher
+        return cipher
 
     # -- pydantic hooks --------------------------------------------------------------------
     def __get_pydantic_core_schema__(self, source: Any, handler: Any
@@ -363,6 +377,23 @@ def _flatten(args: tuple) -> list[Any]:
     return inner + [m for m in meta if not isinstance(m, FieldInfo)]
 
 
+def _lookup(cls: type, field: str) -> tuple[Encrypted, str, Any]:
+    fields = getattr(cls, "__pydantic_fields__", None) or {}
+    info = fields.get(field)
+    if info is None:
+        raise ConfigurationError(f"{cls.__name__} has no field {field!r}")
+    found = _find_encrypted(list(info.metadata), info.annotation)
+    if found is None:
+        raise ConfigurationError(f"{cls.__name__}.{field} is not an encrypted field")
+    enc, kind = found
+    return enc, kind, enc.cipher(_title_of(cls), field)
+
+
+#: model class -> {field: (Encrypted, kind, FieldCipher)}; weak, so that model classes
+#: made on the fly can be collected.
+_FIELDS: weakref.WeakKeyDictionary[type, dict[str, tuple]] = weakref.WeakKeyDictionary()
+
+
 def reveal(model: Any, field: str, *, row_key: Any = None) -> str | None:
     """What the role in effect may see of an encrypted field of ``model``.
 
@@ -379,26 +410,30 @@ def reveal(model: Any, field: str, *, row_key: Any = None) -> str | None:
     piiguard.errors.ConfigurationError: object has no field 'national_id'
     """
     cls = type(model)
-    fields = getattr(cls, "__pydantic_fields__", None) or {}
-    info = fields.get(field) if isinstance(field, str) else None
-    if info is None:
-        raise ConfigurationError(f"{cls.__name__} has no field {field!r}")
-    found = _find_encrypted(list(info.metadata), info.annotation)
-    if found is None:
-        raise ConfigurationError(f"{cls.__name__}.{field} is not an encrypted field")
-    enc, kind = found
+    if not isinstance(field, str):
+        raise ConfigurationError("reveal() takes a field name")
+    try:
+        per_cls = _FIELDS.get(cls)
+    except TypeError:  # not weak-referenceable: not a model class
+        per_cls = None
+    hit = per_cls.get(field) if per_cls is not None else None
+    if hit is None:
+        hit = _lookup(cls, field)
+        if per_cls is None:
+            per_cls = _FIELDS.setdefault(cls, {})
+        per_cls[field] = hit
+    enc, kind, cipher = hit
     value = getattr(model, field)
     if value is None:
         return None
-    cipher = enc.cipher(_title_of(cls), field)
     if type(value) is not str:
         raise EnvelopeFormatError("not a piiguard text envelope", column=cipher.label,
                                   operation="reveal")
     try:
-        key_id = int.from_bytes(decode_text(value)[1:5], "big")
+        blob = decode_text(value)
     except EnvelopeFormatError as exc:
         raise EnvelopeFormatError(exc._detail, column=cipher.label,
                                   operation="reveal") from None
     return render(enc.guard, kind=kind, column=cipher.label,
-                  plaintext_fn=lambda: cipher.decrypt_text(value), row_key=row_key,
-                  key_id=key_id)
+                  plaintext_fn=lambda: cipher.decrypt(blob).decode("utf-8"),
+                  row_key=row_key, key_id=int.from_bytes(blob[1:5], "big"))

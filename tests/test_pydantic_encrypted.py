@@ -521,6 +521,17 @@ def test_dek_scope(guard):
     assert scopes[int.from_bytes(decode_text(t.b)[1:5], "big")] == "shared-docs"
 
 
+def test_envelopes_survive_dek_rotation(guard):
+    _, Lead = make_models(guard)
+    old = Lead(national_id="10000000146")
+    old_id = int.from_bytes(decode_text(old.national_id)[1:5], "big")
+    new_id = guard.keys.rotate("dek", "Lead")
+    new = Lead(national_id="10000000078")
+    assert int.from_bytes(decode_text(new.national_id)[1:5], "big") == new_id != old_id
+    back = Lead.model_validate_json(old.model_dump_json())  # decrypt-only key still reads
+    assert reveal(back, "national_id") == "10000000146"
+
+
 def test_type_adapter_needs_an_explicit_name(guard):
     with pytest.raises(ConfigurationError, match="name='Model.field'"):
         TypeAdapter(Annotated[str, Encrypted(guard)])
