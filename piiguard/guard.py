@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 from piiguard.crypto.blind_index import BlindIndexKey, check_bits
 from piiguard.crypto.envelope import (FLAG_PADDED, FORMAT_V1, MAX_SIZE, MIN_SIZE, TEXT_PREFIX,
                                       FieldContext, decode_text, encode_text,
-                                      looks_like_envelope)
+                                      looks_like_envelope, parse_header)
 from piiguard.crypto.padding import pad, unpad
 from piiguard.errors import (AlreadyEncryptedError, ConfigurationError, DecryptionError,
                              EnvelopeFormatError, PIIGuardError, UnknownKeyError)
@@ -230,10 +230,11 @@ class FieldCipher:
 
     @staticmethod
     def key_id_of(blob: bytes | str) -> int:
-        """The DEK id an envelope names (no decryption)."""
+        """The DEK id an envelope names (no decryption); :class:`EnvelopeFormatError`
+        if ``blob`` is not a well-formed envelope."""
         if isinstance(blob, str):
             blob = decode_text(blob)
-        return int.from_bytes(bytes(blob[1:5]), "big")
+        return parse_header(bytes(blob))[1]
 
 
 class FieldIndex:

@@ -267,6 +267,13 @@ def test_non_text_envelopes_raise_format_error_naming_the_column(mguard, stored)
         assert stored not in str(info.value) and stored not in repr(info.value)
 
 
+@pytest.mark.parametrize("stored", [b"", b"\x10\x00\x00\x00\x01", b"\x20" + bytes(40),
+                                    "10000000146", "pg1:AAAA"])
+def test_key_id_of_refuses_non_envelopes(mguard, stored):
+    with pytest.raises(EnvelopeFormatError):
+        mguard.field("customers", "national_id").key_id_of(stored)
+
+
 def test_oversized_input_is_rejected_before_decoding(mguard):
     cipher = mguard.field("customers", "notes")
     with pytest.raises(EnvelopeFormatError):
