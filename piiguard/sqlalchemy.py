@@ -384,7 +384,7 @@ class _ColumnState:
         self.label = f"?.{column.name}" if column.name else "?"
         self.cipher = None
         self.index = None
-        self.index_column = None
+        self._index_column = None
         self.exact = True
         self.awaiting_index = False
         self.key_scope = owner.key_scope
@@ -418,16 +418,34 @@ class _ColumnState:
         if existing is not None:
             return self._adopt_index_column(existing)
         if getattr(self.owner(), "_adopt_index", False):
-            # Table.to_metadata(): the copy of the index column comes right after this
-            # column; it adopts itself when it arrives (_on_index_column_attach).
+            # A copy of a whole table (Table.to_metadata(), alembic): the copy of the
+            # index column comes after this one and is adopted when it arrives
+            # (_on_index_column_attach); if it never does, index_column adds one.
             self.awaiting_index = True
             return None
+        return self._new_index_column(table, bits)
+
+    def _new_index_column(self, table, bits: int):
+        name = self.column.name + _INDEX_SUFFIX
         idx_col = Column(name, BlindIndex(bits), nullable=True, index=True,
                          default=_index_default(self),
                          info={"piiguard": "blind_index", "of": self.column.name})
         event.listen(idx_col, "after_parent_attach", _on_index_column_attach, propagate=True)
         table.append_column(idx_col)
         return idx_col
+
+    @property
+    def index_column(self):
+        if self.awaiting_index:
+            existing = self.table.c.get(self.column.name + _INDEX_SUFFIX)
+            self._index_column = (self._adopt_index_column(existing) if existing is not None
+                                  else self._new_index_column(self.table, self.index.bits))
+            self.awaiting_index = False
+        return self._index_column
+
+    @index_column.setter
+    def index_column(self, col) -> None:
+        self._index_column = col
 
     def _adopt_index_column(self, col):
         if not isinstance(col.type, BlindIndex):
@@ -871,7 +889,10 @@ class EncryptedString(TypeDecorator):
         instance = self.__class__.__new__(self.__class__)
         instance.__dict__.update(self.__dict__)
         instance.__dict__.pop("_static_cache_key", None)
-        instance._adopt_index = "_to_metadata" in kw
+        st = self._state
+        # copying an attached searchable column: its table's index column is copied too
+        instance._adopt_index = st is not None and st.index is not None and \
+            st._index_column is not None
         return instance
 
     @property
@@ -1107,6 +1128,7 @@ def _on_index_column_attach(col, table) -> None:
     if isinstance(t, EncryptedString) and st is not None and st.table is table \
             and st.awaiting_index:
         st.index_column = st._adopt_index_column(col)
+        st.awaiting_index = False
 
 
 # ---------------------------------------------------------------------------------------
@@ -1480,34 +1502,77 @@ def encrypted_columns(guard: Any) -> list[EncryptedString]:
 _alembic_registered: list[bool] = []
 
 
+def _guard_tables_of(metadatas) -> tuple[bool, set[str]]:
+    """(any encrypted column?, names of the Guards' own tables) for these MetaData."""
+    found = False
+    names: set[str] = set()
+    for md in metadatas:
+        for table in md.tables.values():
+            for c in table.c:
+                t = c.type
+                if isinstance(t, (Ciphertext, BlindIndex)):
+                    found = True
+                elif isinstance(t, EncryptedString):
+                    found = True
+                    guard = t.guard
+                    names.add(guard.keys.table.name)
+                    audit_table = getattr(getattr(guard, "audit", None), "table", None)
+                    if audit_table is not None:
+                        names.add(audit_table.name)
+    return found, names
+
+
 def _register_alembic() -> None:
-    """Make ``alembic revision --autogenerate`` add ``import piiguard.sqlalchemy`` to
-    migrations whose metadata has encrypted columns (through alembic's global comparator
-    registry, which it keeps for third-party extensions). Runs when this module is
-    imported or a column is declared while alembic is loaded (``env.py`` imports the
-    models after alembic, so the CLI always gets it)."""
+    """Hook into ``alembic revision --autogenerate`` (through alembic's global comparator
+    registry, which it keeps for third-party extensions):
+
+    - migrations whose metadata has encrypted columns get ``import piiguard.sqlalchemy``
+      (they render as :class:`Ciphertext` / :class:`BlindIndex`: no Guard, no key);
+    - the Guard's key table (and audit table) are never proposed for ``drop_table`` or
+      ``drop_index``, although they are not in the application's metadata.
+
+    Runs when this module is imported or a column is declared while alembic is loaded
+    (``env.py`` imports the models after alembic, so the CLI always gets it)."""
     if _alembic_registered:
         return
     try:
         from alembic.autogenerate.compare import comparators  # noqa: PLC0415
-        from alembic.util import PriorityDispatchResult  # noqa: PLC0415
+        from alembic.autogenerate.render import renderers  # noqa: PLC0415
+        from alembic.operations.ops import OpContainer  # noqa: PLC0415
+        from alembic.util import DispatchPriority, PriorityDispatchResult  # noqa: PLC0415
     except ImportError:  # pragma: no cover - alembic is optional or half-imported
         return
     _alembic_registered.append(True)
 
-    @comparators.dispatch_for("schema")
-    def _piiguard_imports(autogen_context, upgrade_ops, schemas):
-        metadatas = autogen_context.metadata
-        if metadatas is None:
-            return PriorityDispatchResult.CONTINUE
-        if not isinstance(metadatas, (list, tuple)):
-            metadatas = [metadatas]
-        for md in metadatas:
-            for table in md.tables.values():
-                if any(isinstance(c.type, (EncryptedString, Ciphertext, BlindIndex))
-                       for c in table.c):
-                    autogen_context.imports.add("import piiguard.sqlalchemy")
-                    return PriorityDispatchResult.CONTINUE
+    class ImportPiiguard(OpContainer):
+        """Renders nothing but ``import piiguard.sqlalchemy`` among the imports (an
+        empty container: no diff, no statement)."""
+
+        def __init__(self) -> None:
+            super().__init__(ops=())
+
+        def reverse(self):
+            return ImportPiiguard()
+
+    @renderers.dispatch_for(ImportPiiguard)
+    def _render_import(autogen_context, op):
+        autogen_context.imports.add("import piiguard.sqlalchemy")
+        return []
+
+    def metadatas_of(autogen_context):
+        mds = autogen_context.metadata
+        if mds is None:
+            return []
+        return list(mds) if isinstance(mds, (list, tuple)) else [mds]
+
+    @comparators.dispatch_for("schema", priority=DispatchPriority.LAST)
+    def _piiguard_autogenerate(autogen_context, upgrade_ops, schemas):
+        found, keep = _guard_tables_of(metadatas_of(autogen_context))
+        if keep:
+            upgrade_ops.ops[:] = [op for op in upgrade_ops.ops
+                                  if getattr(op, "table_name", None) not in keep]
+        if found and upgrade_ops.ops:
+            upgrade_ops.ops.insert(0, ImportPiiguard())
         return PriorityDispatchResult.CONTINUE
 
 
