@@ -17,9 +17,10 @@ blind-index key is needed too):
 
 aws-encryption-sdk with a KMS master key on the same server (three values per row, one
 message each), in the same phases: with a caching materials manager (piiguard's cache
-limits) over every row, and without caching on a sample of rows, extrapolated linearly
-(one ``GenerateDataKey`` per encrypted value and one ``Decrypt`` per decrypted value;
-the note says so).
+limits) over up to 20,000 rows (its CPU cost, ~0.4 ms a value, would otherwise dominate
+the run; with one cached data key the call count does not grow with rows), and without
+caching on 100 rows, extrapolated linearly (one ``GenerateDataKey`` per encrypted value
+and one ``Decrypt`` per decrypted value); the notes say so.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ NAME = "kms"
 TITLE = "KMS calls and KMS time per table written and read (moto server)"
 BASELINES = ()
 NO_CACHE_SAMPLE_ROWS = 100
+CACHING_MAX_ROWS = 20_000
 
 
 def available() -> str | None:
@@ -154,7 +156,7 @@ def _aws_sdk(server, n: int, rows: list[dict], records: list[dict], *, caching: 
 
     admin = server.client()
     key_arn = admin.create_key(Description="aws-sdk bench")["KeyMetadata"]["Arn"]
-    m = n if caching else min(n, sample)
+    m = min(n, CACHING_MAX_ROWS) if caching else min(n, sample)
     part = rows[:m]
     values = [(r["national_id"].encode(), r["phone"].encode(), r["address"].encode())
               for r in part]
@@ -183,11 +185,20 @@ def _aws_sdk(server, n: int, rows: list[dict], records: list[dict], *, caching: 
             r.decrypt(c)
     wall_rw = time.perf_counter() - t0
     rw_calls, rw_secs, _ = tr.since(snap)
-    scale = n / m
     system = "aws-encryption-sdk (caching)" if caching else "aws-encryption-sdk (no cache)"
-    note = None if scale == 1 else (f"measured on {m:,} rows, scaled ×{scale:,.0f} "
-                                    "(one KMS call per value)")
-    ex = None if scale == 1 else m
+    if caching:
+        # One cached data key serves every message within the limits (2**30 messages,
+        # an hour): the count does not grow with rows, so it is reported as measured.
+        scale = 1.0
+        note = None if m == n else (f"measured on {m:,} rows (the SDK costs ~0.4 ms a "
+                                    "value); calls do not grow with rows under the cache "
+                                    "limits")
+        ex = None if m == n else m
+    else:
+        scale = n / m
+        note = None if scale == 1 else (f"measured on {m:,} rows, scaled ×{scale:,.0f} "
+                                        "(one KMS call per value)")
+        ex = None if scale == 1 else m
     _phase(records, system, "write (cold)", round(w_calls * scale), w_secs * scale,
            wall_w * scale, n, note, ex)
     _phase(records, system, "read (cold)", round(r_calls * scale), r_secs * scale,
