@@ -154,6 +154,10 @@ def test_unknown_master_key_ids(local_kms):
         LocalKMS({"a": bytes(32)}, "b")
     with pytest.raises(ConfigurationError):
         LocalKMS({"a": bytes(16)}, "a")
+    for bad_id in ("", "é-key", "k" * 256):
+        with pytest.raises(ConfigurationError):
+            LocalKMS({bad_id: bytes(32)}, bad_id)
+    assert LocalKMS({"k" * 255: bytes(32)}, "k" * 255).generate_data_key(CTX).wrapped[1] == 255
 
 
 # -- disable / enable ------------------------------------------------------------------------
@@ -260,3 +264,50 @@ def test_repr_never_shows_key_material(tmp_path):
             assert enc not in shown
     assert kms.master_key_id in repr(kms) and "redacted" in repr(kms)
     assert isinstance(pair, DataKeyPair) and "redacted" in repr(pair)
+
+
+# -- concurrent creation --------------------------------------------------------------------------
+CREATE_SCRIPT = """
+import json, sys, time
+from piiguard import LocalKMS
+folder, start, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+while time.time() < start:
+    pass
+out = []
+for i in range(n):  # every process races for the same files in the same order
+    kms = LocalKMS.from_file(f"{folder}/master{i}.key", create=True)
+    pair = kms.generate_data_key({"piiguard:scope": "customers"})
+    out.append({"mk": pair.master_key_id, "wrapped": pair.wrapped.hex(),
+                "plaintext": pair.plaintext.hex()})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_processes_creating_the_key_file_at_once_share_one_master_key(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    n, procs_n = 30, 5
+    start = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, "-c", CREATE_SCRIPT, str(tmp_path), str(start),
+                               str(n)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(procs_n)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    for i in range(n):
+        path = tmp_path / f"master{i}.key"
+        final = LocalKMS.from_file(path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        # Every process's data key can still be unwrapped: no master key was lost.
+        for r in results:
+            o = r[i]
+            assert o["mk"] == final.master_key_id
+            assert final.decrypt_data_key(bytes.fromhex(o["wrapped"]), o["mk"],
+                                          {"piiguard:scope": "customers"}).hex() == o["plaintext"]
+    assert not list(tmp_path.glob(".master.key.*"))  # no temporary files left behind

@@ -61,6 +61,9 @@ class LocalKMS:
             raise ConfigurationError("current master key is not among the keys",
                                      key_id=current)
         for kid, material in keys.items():
+            if not (isinstance(kid, str) and kid.isascii() and 0 < len(kid) <= 255):
+                # The wrapped-key layout stores the id as 1-byte length + ASCII.
+                raise ConfigurationError("a master key id must be 1 to 255 ASCII characters")
             if len(material) != 32:
                 raise ConfigurationError("a master key must be 32 bytes", key_id=kid)
         self._keys = dict(keys)
@@ -92,7 +95,12 @@ class LocalKMS:
                     "create=True)")
             kms = cls.generate()
             kms.path = p
-            kms.save()
+            try:
+                kms._write(exclusive=True)
+            except FileExistsError:
+                # Another process created it since our check: use its key, or data keys
+                # wrapped under our master key would be lost when its file replaced ours.
+                return cls.from_file(p)
             return kms
         mode = p.stat().st_mode & 0o777
         if mode & 0o077:
@@ -114,6 +122,10 @@ class LocalKMS:
 
     def save(self) -> None:
         """Write the key file atomically with mode 0600."""
+        self._write(exclusive=False)
+
+    def _write(self, *, exclusive: bool) -> None:
+        # exclusive: publish with link(), which fails if the file exists (create once).
         if self.path is None:
             raise ConfigurationError("this LocalKMS has no key file path")
         doc = {
@@ -131,10 +143,12 @@ class LocalKMS:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(doc, fh, indent=2)
-            os.replace(tmp, self.path)
-        except BaseException:
+            if exclusive:
+                os.link(tmp, self.path)
+            else:
+                os.replace(tmp, self.path)
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
 
     # -- master key lifecycle ------------------------------------------------------------
     @property
