@@ -250,7 +250,14 @@ def test_hard_ttl_on_the_read_path(sqlite_engine, master, clock):
     for _ in range(3):
         assert cipher.decrypt(blob) == b"+905321234567"
     assert spy.calls == {"decrypt": 1}
-    clock.advance(HARD - 0.001)
+    sql = SQLCounter(sqlite_engine)
+    clock.advance(SOFT - 0.001)
+    cipher.decrypt(blob)
+    assert sql.n == 0
+    clock.advance(0.001)  # soft TTL on the read path: key table read, no KMS call
+    cipher.decrypt(blob)
+    assert sql.n >= 1 and spy.calls == {"decrypt": 1}
+    clock.advance(HARD - SOFT - 0.001)
     cipher.decrypt(blob)
     assert spy.calls == {"decrypt": 1}
     clock.advance(0.001)
