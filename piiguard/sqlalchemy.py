@@ -44,7 +44,7 @@ import unicodedata
 import weakref
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import Column, LargeBinary, String, Text, event, select
+from sqlalchemy import Column, LargeBinary, String, Text, bindparam, event, select
 from sqlalchemy.dialects import mysql as _mysql
 from sqlalchemy.dialects import postgresql as _pg
 from sqlalchemy.engine import Engine
@@ -582,10 +582,12 @@ class _ColumnState:
             canonical = self.canonical(value)
         return self.index.compute(canonical)
 
-    def candidates(self, values: Iterable[Any]) -> list[bytes]:
+    def candidates_of(self, canonical: Iterable[str]) -> list[bytes]:
+        """Blind index values to look for: every canonical value under every usable
+        index key (the active one and, during a rotation, the previous ones)."""
         out: list[bytes] = []
-        for v in values:
-            for c in self.index.candidates(self.canonical(v)):
+        for v in canonical:
+            for c in self.index.candidates(v):
                 if c not in out:
                     out.append(c)
         return out
@@ -756,8 +758,12 @@ class _EncryptedComparator(TypeDecorator.Comparator):
                                  f"{st.index.bits}): == would also match other values; use "
                                  "piiguard.sqlalchemy.lookup() (re-checks after decryption) "
                                  "or .blind_match() for the raw candidates")
-        cands = st.candidates(values)
+        canonical = [st.canonical(v) for v in values]     # validated now, at build time
         col = self._index_col(st)
+        # the index keys are looked up when the statement runs (inside SQLAlchemy's
+        # greenlet with async engines), not when the expression is built
+        cands = bindparam(None, callable_=lambda: st.candidates_of(canonical),
+                          expanding=True, type_=col.type)
         return col.not_in(cands) if negate else col.in_(cands)
 
     def blind_match(self, value):
