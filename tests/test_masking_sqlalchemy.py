@@ -19,7 +19,7 @@ import logging
 
 import pytest
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Integer, String, select, text, update
+from sqlalchemy import Integer, String, create_engine, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
 
 from piiguard import Guard, MaskingPolicy, acting_as
@@ -266,7 +266,11 @@ async def test_async_sessions_with_different_roles_at_once(tmp_path, local_kms):
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
-    guard.bind(engine)
+    # the key table through a sync engine on the same database: with a policy set,
+    # values are decrypted when an attribute is read, outside the async driver's
+    # greenlet, so key lookups must not need the async connection
+    key_engine = create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    guard.bind(key_engine)
     async with AsyncSession(engine) as s:
         s.add(Customer(**RAW))
         await s.commit()
@@ -282,6 +286,7 @@ async def test_async_sessions_with_different_roles_at_once(tmp_path, local_kms):
     out = dict(await asyncio.gather(*(task(r) for r in ("admin", "support", "x") * 3)))
     assert out == {"admin": "+905321234567", "support": "+90********67", "x": "[REDACTED]"}
     await engine.dispose()
+    key_engine.dispose()
 
 
 # ----------------------------------------------------------------------------- least privilege
