@@ -303,10 +303,10 @@ class Guard:
                                on_event=self._key_event)
         self.default_scope = default_scope
         self._policy = None
+        self._scopes: set[tuple[str, str]] = set()
         self.policy = policy
         self._fields: dict[tuple, FieldCipher] = {}
         self._indexes: dict[tuple, FieldIndex] = {}
-        self._scopes: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self.columns: list[Any] = []  # column types registered by piiguard.sqlalchemy
 
@@ -324,6 +324,11 @@ class Guard:
     def policy(self, value) -> None:
         if value is not None and not callable(getattr(value, "mask_for", None)):
             raise ConfigurationError("policy must be a MaskingPolicy (or None to reveal)")
+        # Keys of the policy's pseudonym masks: created now (or at bind), not mid-read.
+        scopes = getattr(value, "pseudonym_scopes", None)
+        if callable(scopes):
+            for scope in sorted(scopes()):
+                self.register_scope("pseudonym", scope)
         self._policy = value
 
     def bind(self, engine: Any) -> "Guard":
@@ -384,7 +389,9 @@ class Guard:
         self.audit.emit(action, outcome="ok", **fields)
 
     def close(self) -> None:
-        """Record use counts and drop every plaintext key from memory."""
+        """Write pending audit events, record use counts and drop every plaintext key
+        from memory."""
+        self.audit.flush()
         if self.keys.engine is not None:
             self.keys.clear_cache()
 

@@ -107,7 +107,7 @@ def test_max_delay_flushes_at_the_next_reveal():
     assert trail.pending() == 0 and trail.last_events[-1]["count"] == 3
 
 
-def test_guard_close_and_explicit_flush(guard):
+def test_flush_all_and_explicit_flush(guard):
     guard.policy = MaskingPolicy.from_dict(POLICY)
     guard.audit.record_reveal("c.phone", 1, None, "admin", None)
     assert guard.audit.pending() == 1
@@ -115,6 +115,15 @@ def test_guard_close_and_explicit_flush(guard):
     assert guard.audit.pending() == 0
     assert guard.audit.last_events[-1]["count"] == 1
     assert guard.audit.flush() == []
+
+
+def test_guard_close_writes_pending_reveals(guard):
+    guard.policy = MaskingPolicy.from_dict(POLICY)
+    for _ in range(4):
+        guard.audit.record_reveal("c.phone", 1, None, "admin", None)
+    guard.close()
+    assert guard.audit.pending() == 0
+    assert guard.audit.last_events[-1]["count"] == 4
 
 
 def test_pending_reveals_are_written_at_interpreter_exit(tmp_path):

@@ -205,6 +205,18 @@ def test_pseudonym_is_stable_keyed_and_separate(guard):
     assert m("10000000146", kind="national_id", guard=guard) == a1
 
 
+def test_pseudonym_keys_are_created_when_the_policy_is_set(guard):
+    from piiguard import MaskingPolicy
+
+    def pseudonym_scopes():
+        return {k.scope for k in guard.keys.keys() if k.kind == "pseudonym"}
+
+    assert pseudonym_scopes() == set()
+    guard.policy = MaskingPolicy.from_dict({"phone": {"a": "pseudonym:bi",
+                                                      "b": "pseudonym"}})
+    assert pseudonym_scopes() == {"bi", "default"}      # at configuration, not mid-read
+
+
 def test_pseudonym_differs_between_guards_with_different_keys(sqlite_engine, tmp_path):
     from sqlalchemy import create_engine
 
