@@ -113,8 +113,22 @@ def summary_text(report: dict) -> str:
     return "\n".join(lines)
 
 
+#: Systems drawn in grey (everything else is a piiguard variant, drawn in blue).
+_PEERS = ("plaintext", "aesgcm", "fernet", "sqlalchemy-utils", "aws-encryption-sdk",
+          "stdnum", "phonenumbers")
+
+
+def _charted(r: dict) -> bool:
+    """Keep the chart readable: the headline case of scenarios with many."""
+    if r["scenario"] == "field_crypto":
+        return r["case"] == "encrypt+decrypt"
+    if r["scenario"] == "storage":
+        return r["case"].endswith("stored bytes")
+    return True
+
+
 def render_chart(report: dict, path: Path) -> bool:
-    """Horizontal bars of every ratio to a baseline, one panel per scenario (log scale).
+    """Horizontal bars of the ratios to a baseline, one panel per scenario (log scale).
     Returns False when there is nothing to draw or matplotlib is missing."""
     try:
         import matplotlib
@@ -128,8 +142,10 @@ def render_chart(report: dict, path: Path) -> bool:
         for r in report["results"]:
             if r["scenario"] != s["name"] or not r["ratios"]:
                 continue
+            if not _charted(r):
+                continue
             base = next(iter(r["ratios"]))
-            if r["system"] == base:
+            if r["system"] == base or not r["ratios"][base] > 0:
                 continue
             label = f"{r['case']} · {r['system']}" + (f" · {r['db']}" if r["db"] and
                                                        r["db"] != "sqlite" else "")
@@ -146,7 +162,8 @@ def render_chart(report: dict, path: Path) -> bool:
     for ax, (s, bars) in zip(axes[:, 0], panels):
         labels = [b[0] for b in bars]
         values = [b[1] for b in bars]
-        colors = ["#2b7bba" if "piiguard" in lbl else "#999999" for lbl in labels]
+        colors = ["#999999" if any(p in lbl for p in _PEERS) else "#2b7bba"
+                  for lbl in labels]
         ax.barh(range(len(bars)), values, color=colors)
         ax.set_yticks(range(len(bars)), labels, fontsize=7)
         ax.invert_yaxis()
@@ -160,7 +177,7 @@ def render_chart(report: dict, path: Path) -> bool:
     m = report["meta"]
     fig.suptitle(f"piiguard benchmarks — {m['date'][:10]}, {m['cpu']}, "
                  f"{m['config']['rows']:,} rows, db {m['config']['db']}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / sum(heights)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
