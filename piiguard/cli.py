@@ -300,13 +300,17 @@ def init(ctx: typer.Context) -> None:
 def demo(ctx: typer.Context,
          directory: Annotated[Path, typer.Option(
              "--dir", help="Where the demo's key file and SQLite database go.")] =
-         Path(".piiguard/demo")) -> None:
+         Path(".piiguard/demo"),
+         rows: Annotated[int, typer.Option(
+             "--rows", min=0, help="Extra synthetic customers for the rotation part.")] =
+         5000) -> None:
     """A tour on synthetic data: ciphertext in the database beside what the application
     reads, masking by role, and a key rotation with re-encryption."""
     from piiguard.demo import run
 
     st = _state(ctx)
-    run(directory, console=st.out, progress_console=st.err, json_out=st.json)
+    run(directory, console=st.out, progress_console=st.err, json_out=st.json,
+        extra_rows=rows)
 
 
 # ---------------------------------------------------------------------------------------
