@@ -363,11 +363,6 @@ def test_masked_write_back_orm(world, spec):
         c.status = "touched"                     # a real change elsewhere in the row
         s.commit()
     after = raw_rows(engine)
-    if spec == "null" and after[0][1:] == (None,) * 8:
-        pytest.xfail("KNOWN BUG in piiguard/sqlalchemy.py: under a 'null' mask, "
-                     "obj.col = obj.col stores NULL over the real value (the None a null "
-                     "view shows is written back); fix: _EncryptedAttribute.__set__ must "
-                     "refuse None while the instance holds a Sealed whose view is None")
     if spec == "reveal":
         guard.policy = None
         with Session(engine) as s:
