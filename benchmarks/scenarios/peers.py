@@ -40,7 +40,9 @@ def sqlalchemy_utils_type(length: int = 255, key: str = "bench-key-0123456789abc
     from sqlalchemy_utils import StringEncryptedType
     from sqlalchemy_utils.types.encrypted.encrypted_type import AesGcmEngine
 
-    return StringEncryptedType(String(length), key, AesGcmEngine)
+    # ``length`` sizes the VARCHAR that holds the base64 ciphertext (MySQL/MariaDB need
+    # one); ``String(length)`` is the plaintext type it decrypts to.
+    return StringEncryptedType(String(length), key, AesGcmEngine, length=2 * length + 64)
 
 
 def sqlalchemy_utils_available() -> str | None:
