@@ -42,42 +42,61 @@ import sys
 import threading
 import unicodedata
 import weakref
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from sqlalchemy import Column, LargeBinary, String, Text, bindparam, event, select
 from sqlalchemy.dialects import mysql as _mysql
 from sqlalchemy.dialects import postgresql as _pg
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapper
+from sqlalchemy.orm.attributes import (
+    InstrumentedAttribute,
+    instance_dict,
+    instance_state,
+)
 from sqlalchemy.schema import ColumnDefault
-from sqlalchemy.orm.attributes import InstrumentedAttribute, instance_dict, instance_state
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BindParameter, ClauseElement
 from sqlalchemy.types import TypeDecorator
 
 from piiguard.crypto.blind_index import recommend_bits
-from piiguard.crypto.envelope import (BINARY_OVERHEAD, FLAG_PADDED, FORMAT_V1, MAX_SIZE,
-                                      MIN_SIZE, TEXT_PREFIX, decode_text, encode_text,
-                                      looks_like_envelope)
+from piiguard.crypto.envelope import (
+    BINARY_OVERHEAD,
+    FORMAT_V1,
+    MAX_SIZE,
+    MIN_SIZE,
+    TEXT_PREFIX,
+    decode_text,
+    encode_text,
+    looks_like_envelope,
+)
 from piiguard.crypto.padding import bucket_size
-from piiguard.errors import (AlreadyEncryptedError, ConfigurationError, DecryptionError,
-                             EnvelopeFormatError, InvalidFormatError, InvalidInputError,
-                             MaskedValueError, PIIGuardError)
+from piiguard.errors import (
+    AlreadyEncryptedError,
+    ConfigurationError,
+    DecryptionError,
+    EnvelopeFormatError,
+    InvalidFormatError,
+    InvalidInputError,
+    MaskedValueError,
+    PIIGuardError,
+)
 from piiguard.masking.context import current_role
 
 __all__ = [
-    "EncryptedString",
-    "EncryptedNationalId",
-    "EncryptedTaxId",
-    "EncryptedPhone",
+    "BlindIndex",
+    "Ciphertext",
     "EncryptedAddress",
     "EncryptedEmail",
+    "EncryptedNationalId",
+    "EncryptedPhone",
+    "EncryptedString",
+    "EncryptedTaxId",
     "Sealed",
-    "Ciphertext",
-    "BlindIndex",
-    "lookup",
-    "ensure_scope_key",
     "encrypted_columns",
+    "ensure_scope_key",
+    "lookup",
     "recommend_bits",
 ]
 
@@ -221,7 +240,7 @@ _view_cache: list = []
 def _view_module():
     if not _view_cache:
         try:
-            from piiguard.masking import view as mod  # noqa: PLC0415
+            from piiguard.masking import view as mod
             if not (callable(getattr(mod, "render", None)) and hasattr(mod, "MaskedStr")):
                 mod = None
         except ImportError:
@@ -271,9 +290,9 @@ class Sealed:
     Written back to the same column unchanged, the envelope is reused byte for byte.
     """
 
-    __slots__ = ("stored", "_col", "_legacy")
+    __slots__ = ("_col", "_legacy", "stored")
 
-    def __init__(self, stored: bytes | str, coltype: "EncryptedString", *,
+    def __init__(self, stored: bytes | str, coltype: EncryptedString, *,
                  legacy: bool = False) -> None:
         self.stored = stored
         self._col = coltype._state
@@ -340,7 +359,7 @@ class Sealed:
 class _Pending:
     """A value on its way to a key-scoped column, with the DEK scope of its row."""
 
-    __slots__ = ("value", "scope")
+    __slots__ = ("scope", "value")
 
     def __init__(self, value: Any, scope: str) -> None:
         self.value = value
@@ -373,7 +392,7 @@ def _with_label(exc: PIIGuardError, label: str) -> PIIGuardError:
 class _ColumnState:
     """Everything one encrypted column needs, worked out once at attach time."""
 
-    def __init__(self, owner: "EncryptedString", column: Column) -> None:
+    def __init__(self, owner: EncryptedString, column: Column) -> None:
         self.owner = weakref.ref(owner)
         self.column = column
         self.table = None
@@ -595,7 +614,7 @@ class _ColumnState:
     # -- processors ------------------------------------------------------------------------
     def bind_processor(self):
         validate = self.validate
-        encrypt_str = self.cipher.encrypt_str
+        encrypt = self.cipher.encrypt
         label = self.label
         text = self.text_form
         slow = self._bind_slow
@@ -607,7 +626,7 @@ class _ColumnState:
                 return None
             if type(value) is str:
                 try:
-                    blob = encrypt_str(validate(value))
+                    blob = encrypt(validate(value).encode("utf-8"))
                 except InvalidInputError as exc:
                     raise exc.with_column(label) from None
                 except PIIGuardError as exc:
@@ -639,20 +658,14 @@ class _ColumnState:
         guard = self.guard
         decrypt = self.decrypt
         owner = self.owner()
-        text = self.text_form
-        label = self.label
-        keys = self.cipher._keys
-        aad = self.cipher._aad
         allow_plaintext = self.allow_plaintext
-        from cryptography.exceptions import InvalidTag  # noqa: PLC0415
-        from piiguard.crypto.padding import unpad  # noqa: PLC0415
 
         def sealed(value):
             if allow_plaintext and not self.is_envelope(value):
                 return Sealed(value, owner, legacy=True)
             return Sealed(value, owner)
 
-        if text or allow_plaintext:
+        if self.text_form or allow_plaintext:
             def process(value):
                 if value is None:
                     return None
@@ -661,7 +674,7 @@ class _ColumnState:
                 return decrypt(value)
             return process
 
-        read_entry = keys.read_entry
+        decrypt_bytes = self.cipher.decrypt        # labels its own errors
 
         def process(value):
             if value is None:
@@ -670,24 +683,10 @@ class _ColumnState:
                 return sealed(value)
             if type(value) is not bytes:
                 return decrypt(value)
-            n = len(value)
-            if n < MIN_SIZE or n > MAX_SIZE or value[0] & 0xFE != FORMAT_V1:
-                return decrypt(value)       # raises the labelled format error
             try:
-                key = read_entry(int.from_bytes(value[1:5], "big")).key
-                data = key._aead.decrypt(value[5:17], value[17:], value[:5] + aad)
-                if value[0] & FLAG_PADDED:
-                    data = unpad(data)
-                return data.decode("utf-8")
-            except InvalidTag:
-                raise DecryptionError("decryption failed", column=label,
-                                      key_id=int.from_bytes(value[1:5], "big"),
-                                      operation="decrypt") from None
-            except PIIGuardError:
-                return decrypt(value)       # same failure, labelled
+                return decrypt_bytes(value).decode("utf-8")
             except UnicodeDecodeError:
-                raise DecryptionError("decrypted value is not UTF-8", column=label,
-                                      operation="decrypt") from None
+                return decrypt(value)               # raises the labelled error
         return process
 
 
@@ -732,14 +731,14 @@ class _EncryptedComparator(TypeDecorator.Comparator):
                                  "searchable column, and IS NULL)")
         return super().operate(op, *other, **kw)
 
-    def _state(self) -> "_ColumnState":
+    def _state(self) -> _ColumnState:
         st = self.expr.type._state
         if st is None or st.table is None:
             raise ConfigurationError("this encrypted column is not attached to a table",
                                      operation="compare")
         return st
 
-    def _index_col(self, st: "_ColumnState"):
+    def _index_col(self, st: _ColumnState):
         table = getattr(self.expr, "table", None)
         if table is not None and table is not st.table and hasattr(table, "c"):
             col = table.c.get(st.index_column.key)   # an alias of the table
@@ -774,7 +773,7 @@ class _EncryptedComparator(TypeDecorator.Comparator):
         return self._match(list(values), negate=False, exact_only=False)
 
 
-def _compare_error(st: "_ColumnState", message: str) -> ConfigurationError:
+def _compare_error(st: _ColumnState, message: str) -> ConfigurationError:
     return ConfigurationError(message, column=st.label, operation="compare")
 
 
@@ -817,7 +816,7 @@ class EncryptedString(TypeDecorator):
             raise ConfigurationError(f"unknown PII kind {kind!r}; expected one of "
                                      f"{', '.join(KINDS)}")
         if searchable:
-            from piiguard.crypto.blind_index import check_bits  # noqa: PLC0415
+            from piiguard.crypto.blind_index import check_bits
             check_bits(index_bits)
         if key_scope is not None and not isinstance(key_scope, str) and not hasattr(
                 key_scope, "key") and not hasattr(key_scope, "column"):
@@ -1019,7 +1018,7 @@ class EncryptedNationalId(EncryptedString):
         super().__init__(guard, **kw)
 
     def _make_validator(self):
-        from piiguard.validators import tckn  # noqa: PLC0415
+        from piiguard.validators import tckn
         return tckn.validate
 
 
@@ -1033,7 +1032,7 @@ class EncryptedTaxId(EncryptedString):
         super().__init__(guard, **kw)
 
     def _make_validator(self):
-        from piiguard.validators import vkn  # noqa: PLC0415
+        from piiguard.validators import vkn
         return vkn.validate
 
 
@@ -1049,7 +1048,7 @@ class EncryptedPhone(EncryptedString):
     def __init__(self, guard: Any, *, region: str | None = "TR",
                  only_region: str | None = None, mobile_only: bool = False,
                  **kw: Any) -> None:
-        from piiguard.validators import phone  # noqa: PLC0415
+        from piiguard.validators import phone
         if region is not None and region != "TR":
             phone.check_region(region)
         if only_region is not None and only_region != "TR":
@@ -1061,7 +1060,7 @@ class EncryptedPhone(EncryptedString):
         super().__init__(guard, **kw)
 
     def _make_validator(self):
-        from piiguard.validators import phone  # noqa: PLC0415
+        from piiguard.validators import phone
         validate = phone.validate
         region, only_region, mobile_only = self.region, self.only_region, self.mobile_only
         if region == "TR" and only_region is None and not mobile_only:
@@ -1087,7 +1086,7 @@ class EncryptedAddress(EncryptedString):
         super().__init__(guard, **kw)
 
     def _make_validator(self):
-        from piiguard.validators import address  # noqa: PLC0415
+        from piiguard.validators import address
         return address.validate
 
 
@@ -1103,7 +1102,7 @@ class EncryptedEmail(EncryptedString):
         super().__init__(guard, **kw)
 
     def _make_validator(self):
-        from piiguard.validators import email  # noqa: PLC0415
+        from piiguard.validators import email
         if not self.lowercase_local:
             return email.validate
         return lambda value: email.validate(value, lowercase_local=True)
@@ -1154,7 +1153,7 @@ class _TablePlan:
             self.scoped.append(st)
 
 
-_PLANS: "weakref.WeakKeyDictionary[Any, _TablePlan]" = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[Any, _TablePlan] = weakref.WeakKeyDictionary()
 _hook_lock = threading.Lock()
 _hook_installed: list[bool] = []
 
@@ -1390,7 +1389,7 @@ def _on_mapper_configured(mapper, class_) -> None:
 
 
 def _orm_update_events(mapper, scoped, indexed) -> None:
-    from sqlalchemy.orm.attributes import get_history  # noqa: PLC0415
+    from sqlalchemy.orm.attributes import get_history
 
     def attr_of_column(col):
         try:
@@ -1542,10 +1541,10 @@ def _register_alembic() -> None:
     if _alembic_registered:
         return
     try:
-        from alembic.autogenerate.compare import comparators  # noqa: PLC0415
-        from alembic.autogenerate.render import renderers  # noqa: PLC0415
-        from alembic.operations.ops import OpContainer  # noqa: PLC0415
-        from alembic.util import DispatchPriority, PriorityDispatchResult  # noqa: PLC0415
+        from alembic.autogenerate.compare import comparators
+        from alembic.autogenerate.render import renderers
+        from alembic.operations.ops import OpContainer
+        from alembic.util import DispatchPriority, PriorityDispatchResult
     except ImportError:  # pragma: no cover - alembic is optional or half-imported
         return
     _alembic_registered.append(True)

@@ -15,8 +15,12 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from piiguard import Guard
-from piiguard.sqlalchemy import (EncryptedAddress, EncryptedNationalId, EncryptedPhone,
-                                 EncryptedString)
+from piiguard.sqlalchemy import (
+    EncryptedAddress,
+    EncryptedNationalId,
+    EncryptedPhone,
+    EncryptedString,
+)
 
 ENV_PY = '''
 from alembic import context

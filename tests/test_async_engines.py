@@ -15,8 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from piiguard import Guard, MaskingPolicy, acting_as, errors
-from piiguard.sqlalchemy import (EncryptedAddress, EncryptedNationalId, EncryptedPhone,
-                                 lookup)
+from piiguard.sqlalchemy import (
+    EncryptedAddress,
+    EncryptedNationalId,
+    EncryptedPhone,
+    lookup,
+)
 from piiguard.validators import tckn
 
 pytest.importorskip("greenlet")

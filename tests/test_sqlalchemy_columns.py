@@ -11,14 +11,31 @@ insert(Model), update(), Core insert().values(), executemany, selects).
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import (Column, Integer, LargeBinary, MetaData, Table, Text, event, func,
-                        insert, select, update)
+from sqlalchemy import (
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from piiguard import Guard, errors
 from piiguard.crypto.envelope import decode_text, encode_text
-from piiguard.sqlalchemy import (EncryptedAddress, EncryptedEmail, EncryptedNationalId,
-                                 EncryptedPhone, EncryptedString, EncryptedTaxId)
+from piiguard.sqlalchemy import (
+    EncryptedAddress,
+    EncryptedEmail,
+    EncryptedNationalId,
+    EncryptedPhone,
+    EncryptedString,
+    EncryptedTaxId,
+)
 from piiguard.validators import tckn
 
 TURKISH = "İıŞşĞğÇçÖöÜü"
@@ -203,9 +220,8 @@ def test_tampered_value_raises_decryption_error_naming_the_column(db):
         blob = conn.execute(select(db.raw.c.national_id)).scalar()
         tampered = bytes(blob[:-1]) + bytes([blob[-1] ^ 0x01])
         conn.execute(update(db.raw).values(national_id=tampered))
-    with Session(db.engine) as s:
-        with pytest.raises(errors.DecryptionError) as info:
-            s.scalars(select(C)).all()
+    with Session(db.engine) as s, pytest.raises(errors.DecryptionError) as info:
+        s.scalars(select(C)).all()
     assert "customers.national_id" in str(info.value)
     assert tc(1) not in str(info.value)
     # the text envelope too: change one base64 character of the ciphertext
@@ -291,7 +307,7 @@ def test_comparing_a_non_searchable_column_raises(db):
         s.add(db.Customer(id=1, phone="05321234567"))
         s.commit()
         assert s.scalars(select(db.Customer.id).where(db.Customer.email.is_(None))).all() == [1]
-        assert s.scalars(select(db.Customer.id).where(db.Customer.phone != None)).all() == [1]  # noqa: E711
+        assert s.scalars(select(db.Customer.id).where(db.Customer.phone != None)).all() == [1]
 
 
 # -- invalid input ---------------------------------------------------------------------------

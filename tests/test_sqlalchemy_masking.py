@@ -8,8 +8,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as, errors
 from piiguard.masking.view import MaskedStr
-from piiguard.sqlalchemy import (EncryptedAddress, EncryptedEmail, EncryptedNationalId,
-                                 EncryptedPhone, Sealed)
+from piiguard.sqlalchemy import (
+    EncryptedAddress,
+    EncryptedEmail,
+    EncryptedNationalId,
+    EncryptedPhone,
+    Sealed,
+)
 
 NID = "10000000146"
 PHONE = "+905321234567"
@@ -122,7 +127,7 @@ def test_the_view_follows_the_role_at_access_time(app):
 
 @pytest.mark.parametrize("role", ["intern", "hidden"])
 def test_masks_without_plaintext_decrypt_nothing_and_call_no_kms(app, role):
-    engine, kms, guard, C = app
+    engine, kms, _guard, _C = app
     fresh = Guard(kms=CountingKMS(kms))          # nothing cached: a decryption needs KMS
     _, C2 = models(fresh)
     fresh.bind(engine)
@@ -199,6 +204,6 @@ def test_a_sealed_value_is_written_back_byte_identical_only_to_its_own_column(ap
 
 
 def test_searching_with_a_masked_value_is_refused(app):
-    _, _, guard, C = app
+    _, _, _guard, C = app
     with pytest.raises(errors.MaskedValueError):
         C.national_id == MaskedStr("1********46")  # noqa: B015

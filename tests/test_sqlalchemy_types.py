@@ -8,8 +8,21 @@ import unicodedata
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import (Column, ForeignKey, Integer, LargeBinary, MetaData, String, Table,
-                        create_engine, func, insert, literal, select, update)
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -18,10 +31,21 @@ import piiguard.sqlalchemy as pgsa
 from piiguard import Guard, errors
 from piiguard.crypto.blind_index import recommend_bits as rb_original
 from piiguard.crypto.envelope import encode_text
-from piiguard.sqlalchemy import (BlindIndex, Ciphertext, EncryptedAddress, EncryptedEmail,
-                                 EncryptedNationalId, EncryptedPhone, EncryptedString,
-                                 EncryptedTaxId, Sealed, encrypted_columns, ensure_scope_key,
-                                 lookup, recommend_bits)
+from piiguard.sqlalchemy import (
+    BlindIndex,
+    Ciphertext,
+    EncryptedAddress,
+    EncryptedEmail,
+    EncryptedNationalId,
+    EncryptedPhone,
+    EncryptedString,
+    EncryptedTaxId,
+    Sealed,
+    encrypted_columns,
+    ensure_scope_key,
+    lookup,
+    recommend_bits,
+)
 from piiguard.validators import tckn
 
 
@@ -67,7 +91,7 @@ def test_attach_learns_table_and_column_and_registers(guard):
                                                            "people.phone"]
     # keys exist as soon as the column is declared on a bound guard: never created inside
     # an application's write transaction
-    scopes = {(k.kind, k.scope) for k in guard.keys.keys()}
+    scopes = {(k.kind, k.scope) for k in guard.keys.keys()}  # noqa: SIM118
     assert {("dek", "people"), ("index", "people")} <= scopes
 
 
@@ -77,7 +101,7 @@ def test_keys_are_created_at_bind(sqlite_engine, local_kms):
     Table("t", md, Column("id", Integer, primary_key=True),
           Column("v", EncryptedString(g, searchable=True)))
     g.bind(sqlite_engine)
-    assert {(k.kind, k.scope) for k in g.keys.keys()} == {("dek", "t"), ("index", "t")}
+    assert {(k.kind, k.scope) for k in g.keys.keys()} == {("dek", "t"), ("index", "t")}  # noqa: SIM118
 
 
 def test_ddl_per_dialect(guard):
@@ -503,3 +527,42 @@ def test_foreign_keys_and_counts_still_work(guard, sqlite_engine):
         q = select(func.count()).select_from(child.join(parent)).where(
             parent.c.email == "A@EXAMPLE.COM".lower())
         assert conn.execute(q).scalar() == 3
+
+
+def test_aliases_and_inheritance(guard, sqlite_engine):
+    from sqlalchemy.orm import aliased
+
+    from piiguard import MaskingPolicy, acting_as
+
+    Base = base_class()
+
+    class Person(Base):
+        __tablename__ = "people"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        kind: Mapped[str] = mapped_column(String(10))
+        national_id: Mapped[str] = mapped_column(EncryptedNationalId(guard, searchable=True))
+        __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "person"}  # noqa: RUF012
+
+    class Employee(Person):
+        __mapper_args__ = {"polymorphic_identity": "employee"}  # noqa: RUF012
+
+    Base.metadata.create_all(sqlite_engine)
+    with Session(sqlite_engine) as s:
+        s.add_all([Person(id=1, national_id=tc(1)), Employee(id=2, national_id=tc(2)),
+                   Employee(id=3, national_id=tc(1))])
+        s.commit()
+        p2 = aliased(Person)
+        q = select(Person.id, p2.id).join(p2, p2.id != Person.id).where(
+            p2.national_id == tc(1), Person.national_id == tc(2))
+        assert sorted(s.execute(q).all()) == [(2, 1), (2, 3)]
+        assert s.scalars(select(Employee.id).where(Employee.national_id == tc(1))).all() == [3]
+        guard.policy = MaskingPolicy.from_dict({"default": "redact",
+                                                "national_id": {"admin": "reveal"}})
+        try:
+            e = s.get(Employee, 2)
+            s.expire(e)
+            assert e.national_id == "[REDACTED]"
+            with acting_as("admin"):
+                assert e.national_id == tc(2)
+        finally:
+            guard.policy = None
