@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from piiguard.crypto.envelope import FLAG_PADDED, FORMAT_V1, encode_text
-from piiguard.errors import ConfigurationError, KeyDestroyedError, KMSError, PIIGuardError
+from cryptography.exceptions import InvalidTag
+
+from piiguard.crypto.padding import unpad
+from piiguard.errors import (ConfigurationError, DecryptionError, KeyDestroyedError, KMSError,
+                             PIIGuardError, UnknownKeyError)
 from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED
 from piiguard.rotation.batches import (BatchJob, Counts, Failure, TableReport, describe,
                                        run_passes)
@@ -106,6 +110,62 @@ class KeyPlan:
         return f"KeyPlan(old_deks={sorted(self.old_deks)}, old_index={sorted(self.old_index)})"
 
 
+class _Resealer:
+    """Opens an envelope of one column and seals the same (padded) plaintext under the
+    active DEK of a scope: the re-encryption hot path.
+
+    The format byte is kept, so a padded value stays padded without an unpad/pad round
+    trip; the associated data is the column's (the header changes with the key id, as
+    it must). Keys come from the key manager's cache exactly as for
+    :class:`~piiguard.guard.FieldCipher`: expiry, ``max_uses`` and use counts hold.
+    Errors are the cipher's: one opaque :class:`~piiguard.errors.DecryptionError`
+    naming the column and key id."""
+
+    __slots__ = ("keys", "aad", "label", "clock", "max_uses", "reads", "writes")
+
+    def __init__(self, keys: Any, cipher: Any) -> None:
+        self.keys = keys
+        self.aad = cipher.ctx.aad
+        self.label = cipher.label
+        self.clock = keys._clock
+        self.max_uses = keys.limits.max_uses
+        self.reads: dict[bytes, tuple] = {}
+        self.writes: dict[tuple, tuple] = {}
+
+    def open(self, blob: bytes) -> bytes:
+        """The stored plaintext (still padded if the format byte says so)."""
+        hdr = blob[:5]
+        r = self.reads.get(hdr)
+        if r is None or self.clock() >= r[0].expires:
+            kid = int.from_bytes(hdr[1:5], "big")
+            try:
+                entry = self.keys.read_entry(kid)
+            except UnknownKeyError:
+                raise DecryptionError("decryption failed: no data key with this id",
+                                      column=self.label, key_id=kid,
+                                      operation="decrypt") from None
+            except PIIGuardError as exc:
+                exc.column = exc.column or self.label
+                raise
+            r = self.reads[hdr] = (entry, hdr + self.aad)
+        try:
+            return r[0].aead.decrypt(blob[5:17], blob[17:], r[1])
+        except InvalidTag:
+            raise DecryptionError("decryption failed", column=self.label, key_id=r[0].id,
+                                  operation="decrypt") from None
+
+    def seal(self, fmt: int, scope: str, data: bytes) -> bytes:
+        w = self.writes.get((scope, fmt))
+        if w is None or w[0].uses >= self.max_uses or self.clock() >= w[0].wexpires:
+            entry = self.keys.write_entry(scope)
+            hdr = bytes((fmt,)) + entry.key.id_bytes
+            w = self.writes[(scope, fmt)] = (entry, hdr, hdr + self.aad)
+        entry = w[0]
+        entry.uses += 1
+        nonce = entry.key.new_nonce()
+        return w[1] + nonce + entry.aead.encrypt(nonce, data, w[2])
+
+
 class _ReencryptJob(BatchJob):
     verb = "reencrypt"
 
@@ -123,8 +183,8 @@ class _ReencryptJob(BatchJob):
                 conds.append(lite.uses_index_keys(ec, plan.old_index))
                 conds.append(lite.index_missing(ec, plan.destroyed_deks))
                 ii = self.select(ec.index_name)
-            self.cols.append((ec, ci, ii, ec.cipher.decrypt, ec.cipher.encrypt,
-                              ec.cipher.scope, ec.text_form))
+            rs = _Resealer(guard.keys, ec.cipher)
+            self.cols.append((ec, ci, ii, rs.open, rs.seal, ec.cipher.scope, ec.text_form))
         self.where = or_all(conds)
 
     def work(self, row: Any, counts: Counts) -> tuple[list, list] | None:
@@ -133,7 +193,7 @@ class _ReencryptJob(BatchJob):
         dry = self.dry_run
         sets: list[tuple[str, Any]] = []
         checks: list[tuple[str, Any]] = []
-        for ec, ci, ii, decrypt, encrypt, home, text_form in self.cols:
+        for ec, ci, ii, open_, seal, home, text_form in self.cols:
             stored = row[ci]
             if stored is None:
                 continue
@@ -158,11 +218,12 @@ class _ReencryptJob(BatchJob):
             if not (need_ct or need_idx):
                 continue
             try:
-                plaintext = decrypt(blob)
+                data = open_(blob)
                 if need_ct and not dry:
-                    scope = plan.dek_scope_b.get(kid, home)
-                    new = encrypt(plaintext, scope=None if scope == home else scope)
+                    new = seal(blob[0], plan.dek_scope_b.get(kid, home), data)
                     sets.append((ec.name, encode_text(new) if text_form else new))
+                if need_idx and blob[0] & FLAG_PADDED:
+                    data = unpad(data)
             except KMSError:
                 raise  # the KMS is down or refuses: stop, nothing half-written
             except KeyDestroyedError:
@@ -178,7 +239,7 @@ class _ReencryptJob(BatchJob):
                 checks.append((ec.name, stored))
                 counts.values += 1
             if need_idx:
-                idx = ec.compute_index(plaintext.decode("utf-8"))
+                idx = ec.compute_index(data.decode("utf-8"))
                 if idx is not None and idx != row[ii]:
                     sets.append((ec.index_name, idx))
                     if not need_ct:
