@@ -327,7 +327,9 @@ class Sealed:
 
     def __str__(self) -> str:
         v = self.view()
-        return "" if v is None else v
+        if v is None:   # mask "null": an empty *masked* string, never storable
+            return _masked_types()[-1]("")
+        return v
 
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)
@@ -1248,7 +1250,10 @@ def _prepare_params(p: dict, scoped, indexed) -> None:
         if key in p:
             v = p[key]
             if v is not None and not isinstance(v, _Pending):
-                skey = st.scope_column.key
+                scol = st.scope_column
+                skey = scol.key
+                if skey not in p and scol.default is not None and scol.default.is_scalar:
+                    p[skey] = scol.default.arg      # what the column default would write
                 if skey not in p:
                     raise ConfigurationError(
                         "a key-scoped column was written without its key scope column "

@@ -192,6 +192,12 @@ def test_a_sealed_value_is_written_back_byte_identical_only_to_its_own_column(ap
         with pytest.raises(errors.MaskedValueError, match=r"customers\.phone"):
             s.execute(update(C.__table__).values(phone=sealed))
         s.rollback()
+        with acting_as("hidden"):       # mask "null": str() is an empty *masked* string
+            empty = str(sealed)
+            assert empty == "" and isinstance(empty, MaskedStr)
+            with pytest.raises(errors.MaskedValueError):
+                s.execute(update(C.__table__).values(national_id=empty))
+            s.rollback()
         c = s.get(C, 1)
         with pytest.raises(errors.MaskedValueError, match=r"customers\.phone"):
             c.phone = sealed

@@ -566,3 +566,17 @@ def test_aliases_and_inheritance(guard, sqlite_engine):
                 assert e.national_id == tc(2)
         finally:
             guard.policy = None
+
+
+def test_key_scope_column_with_a_scalar_default(guard, sqlite_engine):
+    md = MetaData()
+    t = Table("scoped_default", md, Column("id", Integer, primary_key=True),
+              Column("tenant", Integer, default=42),
+              Column("phone", EncryptedPhone(guard, key_scope="tenant")))
+    md.create_all(sqlite_engine)
+    with sqlite_engine.begin() as conn:
+        conn.execute(insert(t), [{"id": 1, "phone": "05321234567"}])
+        row = conn.exec_driver_sql("SELECT tenant, phone FROM scoped_default").one()
+    assert row.tenant == 42
+    scope_key = {k.scope: k.id for k in guard.keys.keys(kind="dek")}["scoped_default:42"]
+    assert t.c.phone.type.stored_key_id(row.phone) == scope_key
