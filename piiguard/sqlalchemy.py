@@ -902,6 +902,13 @@ class EncryptedString(TypeDecorator):
             st._index_column is not None
         return instance
 
+    def _resolve_for_python_type(self, python_type, matched_on, matched_on_flattened):
+        # The ORM's type_annotation_map hands one type object to every column annotated
+        # with the same Python type: give each column its own copy.
+        resolved = super()._resolve_for_python_type(python_type, matched_on,
+                                                    matched_on_flattened)
+        return resolved.copy() if resolved is self else resolved
+
     @property
     def _static_cache_key(self):
         st = self._state

@@ -580,3 +580,34 @@ def test_key_scope_column_with_a_scalar_default(guard, sqlite_engine):
     assert row.tenant == 42
     scope_key = {k.scope: k.id for k in guard.keys.keys(kind="dek")}["scoped_default:42"]
     assert t.c.phone.type.stored_key_id(row.phone) == scope_key
+
+
+def test_type_annotation_map_gives_each_column_its_own_type(guard, sqlite_engine):
+    from typing import NewType
+
+    NationalId = NewType("NationalId", str)
+
+    class Base(DeclarativeBase):
+        type_annotation_map = {NationalId: EncryptedNationalId(guard, searchable=True)}  # noqa: RUF012
+
+    class A(Base):
+        __tablename__ = "ann_a"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        nid: Mapped[NationalId]
+        nid2: Mapped[NationalId | None]
+
+    class B(Base):
+        __tablename__ = "ann_b"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        nid: Mapped[NationalId]
+
+    labels = [c.label for c in encrypted_columns(guard)]
+    assert labels == ["ann_a.nid", "ann_a.nid2", "ann_b.nid"]
+    assert list(A.__table__.c.keys()) == ["id", "nid", "nid_bidx", "nid2", "nid2_bidx"]
+    Base.metadata.create_all(sqlite_engine)
+    with Session(sqlite_engine) as s:
+        s.add_all([A(id=1, nid=tc(1), nid2=tc(2)), B(id=1, nid=tc(2))])
+        s.commit()
+        assert s.scalars(select(A.id).where(A.nid2 == tc(2))).all() == [1]
+        assert s.scalars(select(A.id).where(A.nid == tc(2))).all() == []
+        assert s.scalars(select(B.id).where(B.nid == tc(2))).all() == [1]
