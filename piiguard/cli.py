@@ -223,6 +223,13 @@ def _short(key_id: str, n: int = 28) -> str:
     return key_id if len(key_id) <= n else "…" + key_id[-(n - 1):]
 
 
+def _need_columns(guard: Any, operation: str) -> None:
+    """Jobs over rows need the models: without them "0 rows" would be a lie."""
+    if not guard.columns:
+        raise ConfigurationError("no encrypted column registered: pass --app pointing at "
+                                 "a module that imports the models", operation=operation)
+
+
 def _need_yes(st: State, yes: bool, question: str) -> None:
     if yes:
         return
@@ -406,6 +413,11 @@ def keys_rotate(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     active = {k.scope: k.id for k in guard.keys.keys(kind=kind, states=["active"])}
+    if scope is not None and scope not in active and not guard.keys.keys(kind=kind,
+                                                                         scope=scope):
+        # A typo must not create a key for a scope nothing uses.
+        raise ConfigurationError(f"no {kind} key in scope {scope!r} (see keys status)",
+                                 operation="rotate")
     scopes = [scope] if scope else sorted(active)
     if not scopes:
         raise ConfigurationError(f"no active {kind} key to rotate", operation="rotate")
@@ -562,6 +574,7 @@ def reencrypt(ctx: typer.Context,
 
     st = _state(ctx)
     guard = st.guard()
+    _need_columns(guard, "reencrypt")
     with st.progress() as bar:
         report = run(guard, table=table, batch_size=batch_size, dry_run=dry_run,
                      workers=workers, progress=bar, max_passes=max_passes,
@@ -593,6 +606,7 @@ def encrypt_existing(ctx: typer.Context,
 
     st = _state(ctx)
     guard = st.guard()
+    _need_columns(guard, "encrypt-existing")
     with st.progress() as bar:
         report = run(guard, table, column, batch_size=batch_size, dry_run=dry_run,
                      workers=workers, progress=bar, max_rate=max_rate)
@@ -621,9 +635,7 @@ def verify(ctx: typer.Context,
 
     st = _state(ctx)
     guard = st.guard()
-    if not guard.columns:
-        raise ConfigurationError("no encrypted column registered: pass --app with the "
-                                 "models imported", operation="verify")
+    _need_columns(guard, "verify")
     with st.progress() as bar:
         report = run(guard, table=table, batch_size=batch_size, progress=bar)
     if st.json:

@@ -241,6 +241,16 @@ def test_rotate_master_through_the_cli(sqlite_app):
     assert res.exit_code == 0 and json.loads(res.stdout)["rewrapped"] == 0
     bad = sqlite_app.json("keys", "rotate-master", "--to", "mk-unknown", code=1)
     assert bad["error"]["type"] == "UnknownKeyError"
+    # jobs over rows need the models: without --app they refuse instead of "0 rows"
+    res = sqlite_app.runner.invoke(app, ["--json", "--key-file", sqlite_app.key,
+                                         "--database-url", sqlite_app.url, "reencrypt"])
+    assert res.exit_code == 1 and "pass --app" in res.stdout
+
+
+def test_rotating_an_unknown_scope_is_refused(sqlite_app):
+    doc = sqlite_app.json("keys", "rotate", "--scope", "custmers", code=1)
+    assert doc["error"]["type"] == "ConfigurationError"
+    assert {k["scope"] for k in sqlite_app.json("keys", "status")["keys"]} == {"customers"}
 
 
 def test_database_url_binds_an_unbound_guard(tmp_path, monkeypatch):
