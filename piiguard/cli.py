@@ -551,8 +551,9 @@ def _print_failures(console: Console, failures: list[Any], limit: int = 20) -> N
         console.print(f"… and {len(failures) - limit} more (use --json for all)")
 
 
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1,
-                                        help="Rows per batch (one transaction each).")]
+BatchSize = Annotated[Optional[int], typer.Option(
+    "--batch-size", min=1, help="Rows per batch, one transaction each (default 5000 on "
+                                "SQLite, 1000 elsewhere).")]
 Workers = Annotated[int, typer.Option("--workers", min=1,
                                       help="Worker threads, each on a primary key range.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Count, write nothing.")]
@@ -565,7 +566,7 @@ MaxRate = Annotated[Optional[float], typer.Option(
 def reencrypt(ctx: typer.Context,
               table: Annotated[Optional[str], typer.Option("--table",
                                                            help="Only this table.")] = None,
-              batch_size: BatchSize = 1000, dry_run: DryRun = False, workers: Workers = 1,
+              batch_size: BatchSize = None, dry_run: DryRun = False, workers: Workers = 1,
               max_passes: Annotated[int, typer.Option("--max-passes", min=1)] = 5,
               max_rate: MaxRate = None) -> None:
     """Move rows from decrypt-only keys to the active ones (compare-and-swap, resumable)
@@ -598,7 +599,7 @@ def reencrypt(ctx: typer.Context,
 def encrypt_existing(ctx: typer.Context,
                      table: Annotated[str, typer.Option("--table", help="Table name.")],
                      column: Annotated[str, typer.Option("--column", help="Column name.")],
-                     batch_size: BatchSize = 1000, dry_run: DryRun = False,
+                     batch_size: BatchSize = None, dry_run: DryRun = False,
                      workers: Workers = 1, max_rate: MaxRate = None) -> None:
     """Encrypt the plaintext values of a column declared with allow_plaintext=True
     (compare-and-swap, resumable); then run verify."""
@@ -628,7 +629,7 @@ def encrypt_existing(ctx: typer.Context,
 def verify(ctx: typer.Context,
            table: Annotated[Optional[str], typer.Option("--table",
                                                         help="Only this table.")] = None,
-           batch_size: BatchSize = 1000) -> None:
+           batch_size: BatchSize = None) -> None:
     """Decrypt every encrypted value (streaming) and check every blind index; report
     failures by table.column and row key; exit 1 on any failure."""
     from piiguard.rotation.verify import verify as run
@@ -637,7 +638,7 @@ def verify(ctx: typer.Context,
     guard = st.guard()
     _need_columns(guard, "verify")
     with st.progress() as bar:
-        report = run(guard, table=table, batch_size=batch_size, progress=bar)
+        report = run(guard, table=table, batch_size=batch_size or 1000, progress=bar)
     if st.json:
         st.emit(report.to_dict())
     else:

@@ -34,7 +34,19 @@ from piiguard.rotation.progress import Progress
 from piiguard.rotation.sql import Lite
 from piiguard.rotation.targets import EncryptedColumn, TableTarget, row_key
 
-__all__ = ["Failure", "TableReport", "BatchJob", "describe", "run_passes"]
+__all__ = ["Failure", "TableReport", "BatchJob", "describe", "run_passes",
+           "default_batch_size"]
+
+
+def default_batch_size(engine: Any) -> int:
+    """Rows per batch when none is given: 5,000 on SQLite (every commit is a disk sync
+    and there are no row locks to hold), 1,000 elsewhere (shorter row locks).
+
+    >>> from sqlalchemy import create_engine
+    >>> default_batch_size(create_engine("sqlite://"))
+    5000
+    """
+    return 5000 if engine.dialect.name == "sqlite" else 1000
 
 
 @dataclass(frozen=True)
@@ -131,11 +143,14 @@ class BatchJob:
         self.names.append(name)
         return self.npk + len(self.names) - 1
 
-    def work(self, row: Any, counts: Counts) -> tuple[list, list] | None:
-        """``(sets, checks)`` for one row as ``[(column, value)]`` lists, or ``None``.
-
-        ``checks`` are the stored values read (compared in the UPDATE's WHERE)."""
+    def work(self, row: Any, counts: Counts) -> tuple | None:
+        """The new values of one row, or ``None``: ``(set_names, set_values,
+        check_names, check_values)``, where the checks are the stored values read
+        (compared in the UPDATE's WHERE)."""
         raise NotImplementedError
+
+    def begin_batch(self) -> None:
+        """Called before each batch's rows are worked on (refresh per-batch caches)."""
 
     def fail(self, counts: Counts, ec: EncryptedColumn, row: Any, why: str) -> None:
         rk = row_key(self.target.pk, row[:self.npk])
@@ -192,16 +207,21 @@ class BatchJob:
             groups: dict[tuple, list[tuple]] = {}
             exact = lite.exact_param if lite.mysql else None
             work = self.work
+            self.begin_batch()
             for row in rows:
                 w = work(row, counts)
                 if w is None:
                     continue
-                sets, checks = w
-                olds = [v for _, v in checks]
+                set_names, set_vals, check_names, olds = w
                 if exact is not None:
                     olds = [exact(v) for v in olds]
-                shape = (tuple(n for n, _ in sets), tuple(n for n, _ in checks))
-                groups.setdefault(shape, []).append((*[v for _, v in sets], *row[:npk], *olds))
+                shape = (tuple(set_names), tuple(check_names))
+                params = (*set_vals, *row[:npk], *olds)
+                group = groups.get(shape)
+                if group is None:
+                    groups[shape] = [params]
+                else:
+                    group.append(params)
             attempted = sum(len(p) for p in groups.values())
             if self.dry_run:
                 counts.updated += attempted

@@ -24,7 +24,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from piiguard.errors import ConfigurationError, KMSError, PIIGuardError
-from piiguard.rotation.batches import BatchJob, Counts, TableReport, describe, run_passes
+from piiguard.rotation.batches import (BatchJob, Counts, TableReport, default_batch_size,
+                                       describe, run_passes)
 from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.targets import EncryptedColumn, discover, to_blob
 
@@ -61,7 +62,7 @@ class _MigrateJob(BatchJob):
         self.si = self.select(ec.scope_name) if ec.scope_name else None
         self.where = self.lite.is_plaintext(ec)
 
-    def work(self, row: Any, counts: Counts) -> tuple[list, list] | None:
+    def work(self, row: Any, counts: Counts) -> tuple | None:
         ec = self.ec
         stored = row[self.ci]
         if stored is None or to_blob(stored) is not None:
@@ -88,14 +89,13 @@ class _MigrateJob(BatchJob):
             self.fail(counts, ec, row, describe(exc))
             return None
         counts.values += 1
-        sets = [(ec.name, new)]
-        if idx is not None:
-            sets.append((ec.index_name, idx))
-            counts.indexes += 1
-        return sets, [(ec.name, stored)]
+        if idx is None:
+            return [ec.name], [new], [ec.name], [stored]
+        counts.indexes += 1
+        return [ec.name, ec.index_name], [new, idx], [ec.name], [stored]
 
 
-def encrypt_existing(guard: Any, table: str, column: str, *, batch_size: int = 1000,
+def encrypt_existing(guard: Any, table: str, column: str, *, batch_size: int | None = None,
                      dry_run: bool = False, workers: int = 1,
                      progress: Progress | None = None, max_passes: int = 5,
                      max_rate: float | None = None) -> MigrateReport:
@@ -108,6 +108,8 @@ def encrypt_existing(guard: Any, table: str, column: str, *, batch_size: int = 1
     if guard.engine is None:
         raise ConfigurationError("the Guard is not bound to a database",
                                  operation="encrypt-existing")
+    if batch_size is None:
+        batch_size = default_batch_size(guard.engine)
     if batch_size < 1 or workers < 1 or max_passes < 1:
         raise ConfigurationError("batch_size, workers and max_passes must be at least 1",
                                  operation="encrypt-existing")

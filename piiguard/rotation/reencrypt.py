@@ -31,8 +31,8 @@ from piiguard.crypto.padding import unpad
 from piiguard.errors import (ConfigurationError, DecryptionError, KeyDestroyedError, KMSError,
                              PIIGuardError, UnknownKeyError)
 from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED
-from piiguard.rotation.batches import (BatchJob, Counts, Failure, TableReport, describe,
-                                       run_passes)
+from piiguard.rotation.batches import (BatchJob, Counts, Failure, TableReport,
+                                       default_batch_size, describe, run_passes)
 from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.sql import or_all
 from piiguard.rotation.targets import discover, to_blob
@@ -132,31 +132,46 @@ class _Resealer:
         self.reads: dict[bytes, tuple] = {}
         self.writes: dict[tuple, tuple] = {}
 
+    def begin_batch(self) -> None:
+        """Drop cached keys whose cache entry expired: expiry is checked once a batch
+        (a batch takes well under a second; the soft TTL is minutes), and a key the
+        key manager reloads or rotates is picked up at the next batch."""
+        now = self.clock()
+        for hdr, r in list(self.reads.items()):
+            if now >= r[0].expires:
+                del self.reads[hdr]
+        for k, w in list(self.writes.items()):
+            if now >= w[0].wexpires:
+                del self.writes[k]
+
     def open(self, blob: bytes) -> bytes:
         """The stored plaintext (still padded if the format byte says so)."""
-        hdr = blob[:5]
-        r = self.reads.get(hdr)
-        if r is None or self.clock() >= r[0].expires:
-            kid = int.from_bytes(hdr[1:5], "big")
-            try:
-                entry = self.keys.read_entry(kid)
-            except UnknownKeyError:
-                raise DecryptionError("decryption failed: no data key with this id",
-                                      column=self.label, key_id=kid,
-                                      operation="decrypt") from None
-            except PIIGuardError as exc:
-                exc.column = exc.column or self.label
-                raise
-            r = self.reads[hdr] = (entry, hdr + self.aad)
+        r = self.reads.get(blob[:5])
+        if r is None:
+            r = self._load(blob[:5])
         try:
             return r[0].aead.decrypt(blob[5:17], blob[17:], r[1])
         except InvalidTag:
             raise DecryptionError("decryption failed", column=self.label, key_id=r[0].id,
                                   operation="decrypt") from None
 
+    def _load(self, hdr: bytes) -> tuple:
+        kid = int.from_bytes(hdr[1:5], "big")
+        try:
+            entry = self.keys.read_entry(kid)
+        except UnknownKeyError:
+            raise DecryptionError("decryption failed: no data key with this id",
+                                  column=self.label, key_id=kid,
+                                  operation="decrypt") from None
+        except PIIGuardError as exc:
+            exc.column = exc.column or self.label
+            raise
+        r = self.reads[hdr] = (entry, hdr + self.aad)
+        return r
+
     def seal(self, fmt: int, scope: str, data: bytes) -> bytes:
         w = self.writes.get((scope, fmt))
-        if w is None or w[0].uses >= self.max_uses or self.clock() >= w[0].wexpires:
+        if w is None or w[0].uses >= self.max_uses:
             entry = self.keys.write_entry(scope)
             hdr = bytes((fmt,)) + entry.key.id_bytes
             w = self.writes[(scope, fmt)] = (entry, hdr, hdr + self.aad)
@@ -183,17 +198,23 @@ class _ReencryptJob(BatchJob):
                 conds.append(lite.uses_index_keys(ec, plan.old_index))
                 conds.append(lite.index_missing(ec, plan.destroyed_deks))
                 ii = self.select(ec.index_name)
-            rs = _Resealer(guard.keys, ec.cipher)
-            self.cols.append((ec, ci, ii, rs.open, rs.seal, ec.cipher.scope, ec.text_form))
+            self.cols.append((ec, ci, ii, _Resealer(guard.keys, ec.cipher), ec.cipher.scope,
+                              ec.text_form))
         self.where = or_all(conds)
 
-    def work(self, row: Any, counts: Counts) -> tuple[list, list] | None:
+    def begin_batch(self) -> None:
+        for _, _, _, rs, _, _ in self.cols:
+            rs.begin_batch()
+
+    def work(self, row: Any, counts: Counts) -> tuple | None:
         plan = self.plan
         old_deks = plan.old_deks_b
         dry = self.dry_run
-        sets: list[tuple[str, Any]] = []
-        checks: list[tuple[str, Any]] = []
-        for ec, ci, ii, open_, seal, home, text_form in self.cols:
+        set_names: list[str] = []
+        set_vals: list[Any] = []
+        check_names: list[str] = []
+        check_vals: list[Any] = []
+        for ec, ci, ii, rs, home, text_form in self.cols:
             stored = row[ci]
             if stored is None:
                 continue
@@ -213,15 +234,26 @@ class _ReencryptJob(BatchJob):
                 iv = row[ii]
                 need_idx = (iv is None and kid not in plan.destroyed_deks_b) \
                     or (iv is not None and bytes(iv[:4]) in plan.old_index_b)
+            elif not need_ct:
+                continue
             else:
                 need_idx = False
             if not (need_ct or need_idx):
                 continue
             try:
-                data = open_(blob)
-                if need_ct and not dry:
-                    new = seal(blob[0], plan.dek_scope_b.get(kid, home), data)
-                    sets.append((ec.name, encode_text(new) if text_form else new))
+                data = rs.open(blob)
+                if need_ct:
+                    if dry:
+                        new = None
+                    else:
+                        new = rs.seal(blob[0], plan.dek_scope_b.get(kid, home), data)
+                        if text_form:
+                            new = encode_text(new)
+                    set_names.append(ec.name)
+                    set_vals.append(new)
+                    check_names.append(ec.name)
+                    check_vals.append(stored)
+                    counts.values += 1
                 if need_idx and blob[0] & FLAG_PADDED:
                     data = unpad(data)
             except KMSError:
@@ -233,31 +265,30 @@ class _ReencryptJob(BatchJob):
             except PIIGuardError as exc:
                 self.fail(counts, ec, row, describe(exc))
                 continue
-            if need_ct:
-                if dry:
-                    sets.append((ec.name, None))
-                checks.append((ec.name, stored))
-                counts.values += 1
             if need_idx:
                 idx = ec.compute_index(data.decode("utf-8"))
                 if idx is not None and idx != row[ii]:
-                    sets.append((ec.index_name, idx))
+                    set_names.append(ec.index_name)
+                    set_vals.append(idx)
                     if not need_ct:
-                        checks.append((ec.name, stored))
+                        check_names.append(ec.name)
+                        check_vals.append(stored)
                     counts.indexes += 1
-        if not sets:
+        if not set_names:
             return None
-        return sets, checks
+        return set_names, set_vals, check_names, check_vals
 
 
-def reencrypt(guard: Any, *, table: str | None = None, batch_size: int = 1000,
+def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = None,
               dry_run: bool = False, workers: int = 1, progress: Progress | None = None,
               max_passes: int = 5, max_rate: float | None = None) -> ReencryptReport:
     """Move every value under a decrypt-only DEK to the active DEK of its scope and
     recompute blind index values made with a non-active index key.
 
     - ``table``: only this table (default: every table with an encrypted column).
-    - ``batch_size``: rows per SELECT / executemany / transaction.
+    - ``batch_size``: rows per SELECT / executemany / transaction (default
+      :func:`~piiguard.rotation.batches.default_batch_size`: 5,000 on SQLite, 1,000
+      elsewhere).
     - ``dry_run``: count (and decrypt) without writing.
     - ``workers``: threads, each on its own primary key range (integer keys; other keys
       run in one worker). On PostgreSQL rows are taken ``FOR UPDATE SKIP LOCKED``, so
@@ -270,6 +301,8 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int = 1000,
     if guard.engine is None:
         raise ConfigurationError("the Guard is not bound to a database",
                                  operation="reencrypt")
+    if batch_size is None:
+        batch_size = default_batch_size(guard.engine)
     if batch_size < 1 or workers < 1 or max_passes < 1:
         raise ConfigurationError("batch_size, workers and max_passes must be at least 1",
                                  operation="reencrypt")
