@@ -282,3 +282,39 @@ def test_per_tenant_scopes_move_to_their_own_new_keys(any_engine):
         assert {key_of(getattr(r, n)) for n in PII} == {want}
     assert plaintexts(guard, Customer, any_engine) == expected(30)
     assert reencrypt(guard).updated == 0
+
+
+def test_reencrypt_with_aws_kms_calls_kms_per_key_not_per_row(aws_kms, sqlite_engine):
+    """Against a real moto server: a cold re-encryption of 400 rows unwraps each key once;
+    a KMS outage mid-way stops the job with KMSUnavailableError and leaves every row
+    whole (old or new DEK, never half-written); the next run finishes."""
+    from piiguard.errors import KMSUnavailableError
+    from piiguard.testing import inject_kms_fault
+
+    kms, client, counter = aws_kms
+    guard = Guard(kms=kms)
+    Base, Customer = make_model(guard)
+    Base.metadata.create_all(sqlite_engine)
+    guard.bind(sqlite_engine)
+    with sqlite_engine.begin() as conn:
+        conn.execute(insert(Customer.__table__), [person(i) for i in range(1, 401)])
+    guard.keys.rotate("dek", "customers")
+    guard.keys.clear_cache()                    # cold: as a freshly started job
+    counter.reset()
+    first = reencrypt(guard, table="customers", batch_size=100)
+    assert first.updated == 400 and first.ok
+    assert counter.calls["Decrypt"] <= 3 and counter.calls["GenerateDataKey"] == 0
+
+    mid = guard.keys.keys(kind="dek", states=["active"])[0].id
+    new2 = guard.keys.rotate("dek", "customers")
+    guard.keys.clear_cache()
+    with inject_kms_fault(client, "ThrottlingException") as failed:
+        with pytest.raises(KMSUnavailableError):
+            reencrypt(guard, batch_size=100)
+    assert failed["Decrypt"] >= 1
+    rows = raw_rows(sqlite_engine)
+    assert {key_of(getattr(r, n)) for r in rows for n in PII} <= {mid, new2}
+    assert plaintexts(guard, Customer, sqlite_engine) == expected(400)
+    done = reencrypt(guard)
+    assert done.ok and {key_of(getattr(r, n)) for r in raw_rows(sqlite_engine)
+                        for n in PII} == {new2}
