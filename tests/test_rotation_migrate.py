@@ -192,3 +192,33 @@ def test_encrypt_existing_with_per_tenant_key_scopes(pg_engine):
             assert scopes[col.stored_key_id(r.phone)] == f"customers:{r.tenant}"
     with Session(pg_engine) as s:
         assert s.get(Customer, 5).phone == "+905320054567"
+
+
+def test_a_column_too_narrow_for_envelopes_fails_without_showing_values(pg_engine):
+    """PostgreSQL refuses an envelope longer than VARCHAR(40): the job stops with a
+    value-free ConfigurationError (SQLAlchemy's own message would list the plaintext
+    parameters), and the batch is rolled back."""
+    md = MetaData()
+    t = Table("customers", md, Column("id", Integer, primary_key=True, autoincrement=False),
+              Column("phone", String(40)))
+    md.create_all(pg_engine)
+    with pg_engine.begin() as conn:
+        conn.execute(insert(t), [{"id": 1, "phone": "0532 765 43 21"}])
+    guard = Guard(kms=LocalKMS.generate())
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Customer(Base):
+        __tablename__ = "customers"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        phone: Mapped[str] = mapped_column(EncryptedPhone(guard, text=True,
+                                                          allow_plaintext=True))
+
+    guard.bind(pg_engine)
+    with pytest.raises(ConfigurationError) as err:
+        encrypt_existing(guard, "customers", "phone")
+    text = str(err.value)
+    assert "wide enough" in text and "765" not in text and err.value.__cause__ is None
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(t.c.phone)).scalar_one() == "0532 765 43 21"

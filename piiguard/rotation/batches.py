@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
-from piiguard.errors import PIIGuardError
+from piiguard.errors import ConfigurationError, PIIGuardError
 from piiguard.rotation.progress import Progress
 from piiguard.rotation.sql import Lite
 from piiguard.rotation.targets import EncryptedColumn, TableTarget, row_key
@@ -176,10 +176,12 @@ class BatchJob:
                 # Lock timeout / deadlock: the batch's transaction rolled back, its rows
                 # still need work; retry a few times, then give up loudly.
                 if exc.connection_invalidated or retries >= 5:
-                    raise
+                    raise self._db_error(exc) from None
                 retries += 1
                 time.sleep(0.05 * retries)
                 continue
+            except DBAPIError as exc:
+                raise self._db_error(exc) from None
             retries = 0
             counts.add(batch)
             if n == 0:
@@ -192,6 +194,22 @@ class BatchJob:
                 if ahead > 0:
                     time.sleep(ahead)
         return counts
+
+    def _db_error(self, exc: DBAPIError) -> PIIGuardError:
+        """A value-free error for a database failure: SQLAlchemy's message lists the
+        statement's parameters (old plaintext during encrypt-existing), and a driver's
+        message may quote a value, so only the error class and code are kept."""
+        orig = exc.orig
+        code = getattr(orig, "sqlstate", None) or (getattr(orig, "args", None) or [None])[0]
+        what = type(orig).__name__ + (f" {code}" if isinstance(code, (int, str)) and code
+                                      else "")
+        where = self.target.name
+        if isinstance(exc, DataError):
+            return ConfigurationError(f"the database refused a value in {where} ({what}): "
+                                      "is each column wide enough for envelopes?",
+                                      operation=self.verb)
+        return PIIGuardError(f"database error in {where} ({what}); the batch was rolled "
+                             "back, run the job again", operation=self.verb)
 
     def _batch(self, last: Any, hi: Any, counts: Counts) -> tuple[int, Any]:
         """One transaction: select up to ``batch_size`` rows, compute, compare-and-swap."""
