@@ -196,3 +196,24 @@ def test_verify_passes_on_a_clean_table(sqlite_engine):
     assert report.ok and report.checked == 60
     assert {c.label: c.index_checked for c in report.columns} == {
         "customers.national_id": 30, "customers.phone": 0}
+
+
+def test_models_without_a_table_in_this_database_are_skipped(sqlite_engine):
+    guard, _ = make(sqlite_engine, n=5)
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Elsewhere(Base):                 # declared, never created in this database
+        __tablename__ = "elsewhere"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        phone: Mapped[str] = mapped_column(EncryptedPhone(guard))
+
+    report = key_status(guard)
+    assert {c.label for c in report.columns} == {
+        "customers.national_id", "customers.national_id_bidx", "customers.phone"}
+    assert verify(guard).ok
+    from piiguard.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        verify(guard, table="elsewhere")

@@ -179,7 +179,8 @@ def discover(guard: Any, *, table: str | None = None,
     """The guard's encrypted columns grouped by table (optionally one table/column).
 
     Raises :class:`~piiguard.errors.ConfigurationError` when a named table or column is
-    not among them (a typo must not look like "nothing to do").
+    not among them, or not in the database (a typo must not look like "nothing to
+    do"); declared tables the bound database does not have are skipped.
     """
     by_table: dict[str, TableTarget] = {}
     seen: set[str] = set()
@@ -207,4 +208,19 @@ def discover(guard: Any, *, table: str | None = None,
         where = f"{table}.{column}" if column else table
         raise ConfigurationError(f"no encrypted column registered for {where} (is the "
                                  "model imported by the --app module?)", column=where)
+    engine = getattr(guard, "engine", None)
+    if engine is not None and by_table:
+        # Models the application declares but this database does not have (yet): a
+        # named table must exist; otherwise they are skipped.
+        from sqlalchemy import inspect
+
+        with engine.connect() as conn:
+            insp = inspect(conn)
+            missing = [k for k, t in by_table.items()
+                       if not insp.has_table(t.table.name, schema=t.table.schema)]
+        if missing and table is not None:
+            raise ConfigurationError(f"table {missing[0]} does not exist in this database",
+                                     column=missing[0])
+        for k in missing:
+            del by_table[k]
     return [by_table[k] for k in sorted(by_table)]
