@@ -416,6 +416,11 @@ class _ColumnState:
     def attach(self, table) -> None:
         owner = self.owner()
         col = self.column
+        if col.primary_key or col.unique:
+            raise ConfigurationError(
+                "an encrypted column cannot be a primary key or unique: every encryption "
+                "is randomised (make it searchable and put a unique index on its blind "
+                "index column instead)", column=f"{table.name}.{col.name}")
         self.table = table
         self.label = f"{table.name}.{col.name}"
         guard = self.guard

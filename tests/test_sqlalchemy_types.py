@@ -241,6 +241,9 @@ def test_configuration_is_checked_when_the_type_is_built(guard):
         EncryptedString(guard, searchable=True, index_bits=4)
     with pytest.raises(errors.ConfigurationError):
         EncryptedPhone(guard, region="XX")
+    with pytest.raises(errors.ConfigurationError, match=r"unique.*column=u\.v"):
+        Table("u", MetaData(), Column("id", Integer, primary_key=True),
+              Column("v", EncryptedString(guard), unique=True))
 
 
 def test_phone_options_and_email_folding(guard, sqlite_engine):
