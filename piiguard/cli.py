@@ -23,21 +23,28 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
-                           ProgressColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 from rich.text import Text
 
 from piiguard.errors import ConfigurationError, PIIGuardError
 
-__all__ = ["app", "main", "load_app", "ProgressBar", "print_status"]
+__all__ = ["ProgressBar", "app", "load_app", "main", "print_status"]
 
 DEFAULT_KEY_FILE = ".piiguard/master.key"
 
@@ -126,7 +133,7 @@ class State:
         self._guard = guard
         return guard
 
-    def progress(self) -> "ProgressBar":
+    def progress(self) -> ProgressBar:
         return ProgressBar(self.err, enabled=not self.json and self.err.is_terminal)
 
     def emit(self, doc: dict[str, Any]) -> None:
@@ -156,7 +163,7 @@ class ProgressBar:
                                disable=not enabled, transient=False)
         self._task = None
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         self._p.start()
         return self
 
@@ -244,15 +251,15 @@ def _need_yes(st: State, yes: bool, question: str) -> None:
 @app.callback()
 def _main(
     ctx: typer.Context,
-    app_spec: Annotated[Optional[str], typer.Option(
+    app_spec: Annotated[str | None, typer.Option(
         "--app", envvar="PIIGUARD_APP", metavar="MODULE:ATTR",
         help="The application's Guard, e.g. myapp.models:guard (import your models "
              "there, so their encrypted columns are known).")] = None,
-    database_url: Annotated[Optional[str], typer.Option(
+    database_url: Annotated[str | None, typer.Option(
         "--database-url", envvar="PIIGUARD_DATABASE_URL",
         help="SQLAlchemy URL of the database (default: the engine the Guard is bound "
              "to).")] = None,
-    key_file: Annotated[Optional[str], typer.Option(
+    key_file: Annotated[str | None, typer.Option(
         "--key-file", envvar="PIIGUARD_KEY_FILE",
         help=f"Local master key file, used without --app (default {DEFAULT_KEY_FILE}).")
     ] = None,
@@ -380,7 +387,7 @@ def print_status(console: Console, report: Any, title: str | None = None) -> Non
 @keys_app.command("status")
 @command
 def keys_status(ctx: typer.Context,
-                table: Annotated[Optional[str], typer.Option(
+                table: Annotated[str | None, typer.Option(
                     "--table", help="Count rows of this table only.")] = None) -> None:
     """Every key: scope, state, master key, age, use count, and the rows that still use
     it (one GROUP BY per encrypted column: rotation progress as a query)."""
@@ -400,7 +407,7 @@ def keys_status(ctx: typer.Context,
 @keys_app.command("rotate")
 @command
 def keys_rotate(ctx: typer.Context,
-                scope: Annotated[Optional[str], typer.Option(
+                scope: Annotated[str | None, typer.Option(
                     "--scope", help="Rotate this scope only (default: every scope with "
                                     "an active key of this kind).")] = None,
                 kind: Annotated[str, typer.Option(
@@ -551,20 +558,20 @@ def _print_failures(console: Console, failures: list[Any], limit: int = 20) -> N
         console.print(f"… and {len(failures) - limit} more (use --json for all)")
 
 
-BatchSize = Annotated[Optional[int], typer.Option(
+BatchSize = Annotated[int | None, typer.Option(
     "--batch-size", min=1, help="Rows per batch, one transaction each (default 5000 on "
                                 "SQLite, 1000 elsewhere).")]
 Workers = Annotated[int, typer.Option("--workers", min=1,
                                       help="Worker threads, each on a primary key range.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Count, write nothing.")]
-MaxRate = Annotated[Optional[float], typer.Option(
+MaxRate = Annotated[float | None, typer.Option(
     "--max-rate", min=1, help="At most this many rows a second.")]
 
 
 @app.command()
 @command
 def reencrypt(ctx: typer.Context,
-              table: Annotated[Optional[str], typer.Option("--table",
+              table: Annotated[str | None, typer.Option("--table",
                                                            help="Only this table.")] = None,
               batch_size: BatchSize = None, dry_run: DryRun = False, workers: Workers = 1,
               max_passes: Annotated[int, typer.Option("--max-passes", min=1)] = 5,
@@ -627,7 +634,7 @@ def encrypt_existing(ctx: typer.Context,
 @app.command()
 @command
 def verify(ctx: typer.Context,
-           table: Annotated[Optional[str], typer.Option("--table",
+           table: Annotated[str | None, typer.Option("--table",
                                                         help="Only this table.")] = None,
            batch_size: BatchSize = None) -> None:
     """Decrypt every encrypted value (streaming) and check every blind index; report

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.orm import Mapped  # noqa: F401  (module level: the models' annotations)
+from sqlalchemy.orm import Mapped
 
-__all__ = ["run", "demo_customers", "make_models", "POLICY"]
+__all__ = ["POLICY", "demo_customers", "make_models", "run"]
 
 #: The masking policy the demo uses.
 POLICY = {
@@ -79,8 +79,13 @@ def make_models(guard: Any) -> tuple[Any, Any]:
     from sqlalchemy import Integer
     from sqlalchemy.orm import DeclarativeBase, mapped_column
 
-    from piiguard.sqlalchemy import (EncryptedAddress, EncryptedEmail, EncryptedNationalId,
-                                     EncryptedPhone, EncryptedString)
+    from piiguard.sqlalchemy import (
+        EncryptedAddress,
+        EncryptedEmail,
+        EncryptedNationalId,
+        EncryptedPhone,
+        EncryptedString,
+    )
 
     class Base(DeclarativeBase):
         pass
@@ -202,7 +207,6 @@ def run(directory: str | Path = ".piiguard/demo", *, console: Any = None,
 
 def _masking(guard: Any, engine: Any, Customer: Any, say: Any) -> dict[str, Any]:
     from rich.table import Table
-    from sqlalchemy import select
     from sqlalchemy.orm import Session
 
     from piiguard.masking.context import acting_as

@@ -14,8 +14,18 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from sqlalchemy import (Column, Integer, LargeBinary, MetaData, String, Table, column, insert,
-                        select, table, update)
+from sqlalchemy import (
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    column,
+    insert,
+    select,
+    table,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from piiguard import Guard, LocalKMS

@@ -18,9 +18,20 @@ from sqlalchemy import Integer, String, column, insert, select, table
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from piiguard import AuditTrail, Guard, LocalKMS
-from piiguard.errors import ConfigurationError, KeyDestroyedError, KeyInUseError, UnknownKeyError
-from piiguard.rotation import (destroy_key, key_status, reencrypt, retire_key, shred_scope,
-                               verify)
+from piiguard.errors import (
+    ConfigurationError,
+    KeyDestroyedError,
+    KeyInUseError,
+    UnknownKeyError,
+)
+from piiguard.rotation import (
+    destroy_key,
+    key_status,
+    reencrypt,
+    retire_key,
+    shred_scope,
+    verify,
+)
 from piiguard.sqlalchemy import EncryptedAddress, EncryptedNationalId, EncryptedPhone
 from piiguard.validators import tckn
 

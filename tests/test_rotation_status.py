@@ -7,8 +7,19 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import (Column, Integer, MetaData, String, Table, column, event, func, insert,
-                        select, table, update)
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    column,
+    event,
+    insert,
+    select,
+    table,
+    update,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from piiguard import AuditTrail, Guard, LocalKMS

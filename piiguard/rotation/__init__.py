@@ -25,7 +25,22 @@ from piiguard.rotation.shred import ShredReport, destroy_key, retire_key, shred_
 from piiguard.rotation.status import StatusReport, key_status
 from piiguard.rotation.verify import VerifyReport, verify
 
-__all__ = ["key_status", "StatusReport", "rotate_master", "RewrapReport", "reencrypt",
-           "ReencryptReport", "encrypt_existing", "MigrateReport", "verify", "VerifyReport",
-           "retire_key", "destroy_key", "shred_scope", "ShredReport", "Progress",
-           "NullProgress", "CountingProgress"]
+__all__ = [
+           "CountingProgress",
+           "MigrateReport",
+           "NullProgress",
+           "Progress",
+           "ReencryptReport",
+           "RewrapReport",
+           "ShredReport",
+           "StatusReport",
+           "VerifyReport",
+           "destroy_key",
+           "encrypt_existing",
+           "key_status",
+           "reencrypt",
+           "retire_key",
+           "rotate_master",
+           "shred_scope",
+           "verify",
+]

@@ -34,8 +34,14 @@ from piiguard.rotation.progress import Progress
 from piiguard.rotation.sql import Lite
 from piiguard.rotation.targets import EncryptedColumn, TableTarget, row_key
 
-__all__ = ["Failure", "TableReport", "BatchJob", "describe", "run_passes",
-           "default_batch_size"]
+__all__ = [
+    "BatchJob",
+    "Failure",
+    "TableReport",
+    "default_batch_size",
+    "describe",
+    "run_passes",
+]
 
 
 def default_batch_size(engine: Any) -> int:
@@ -96,8 +102,17 @@ class TableReport:
 class Counts:
     """Counters of one batch, range or pass (merged with :meth:`add`)."""
 
-    __slots__ = ("candidates", "updated", "values", "indexes", "conflicts", "shredded",
-                 "plaintext", "failures", "stuck")
+    __slots__ = (
+        "candidates",
+        "conflicts",
+        "failures",
+        "indexes",
+        "plaintext",
+        "shredded",
+        "stuck",
+        "updated",
+        "values",
+    )
 
     _NUMBERS = ("candidates", "updated", "values", "indexes", "conflicts", "shredded",
                 "plaintext")
@@ -108,7 +123,7 @@ class Counts:
         self.failures: list[Failure] = []
         self.stuck: set[str] = set()  # rows selected that no pass can change
 
-    def add(self, other: "Counts") -> None:
+    def add(self, other: Counts) -> None:
         for name in self._NUMBERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.extend(other.failures)

@@ -24,8 +24,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from piiguard.errors import ConfigurationError, KMSError, PIIGuardError
-from piiguard.rotation.batches import (BatchJob, Counts, TableReport, default_batch_size,
-                                       describe, run_passes)
+from piiguard.rotation.batches import (
+    BatchJob,
+    Counts,
+    TableReport,
+    default_batch_size,
+    describe,
+    run_passes,
+)
 from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.targets import EncryptedColumn, discover, to_blob
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Progress", "NullProgress", "CountingProgress"]
+__all__ = ["CountingProgress", "NullProgress", "Progress"]
 
 
 @runtime_checkable

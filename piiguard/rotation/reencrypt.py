@@ -24,20 +24,33 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from piiguard.crypto.envelope import FLAG_PADDED, FORMAT_V1, encode_text
 from cryptography.exceptions import InvalidTag
 
+from piiguard.crypto.envelope import FLAG_PADDED, FORMAT_V1, encode_text
 from piiguard.crypto.padding import unpad
-from piiguard.errors import (ConfigurationError, DecryptionError, KeyDestroyedError, KMSError,
-                             PIIGuardError, UnknownKeyError)
+from piiguard.errors import (
+    ConfigurationError,
+    DecryptionError,
+    KeyDestroyedError,
+    KMSError,
+    PIIGuardError,
+    UnknownKeyError,
+)
 from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED
-from piiguard.rotation.batches import (BatchJob, Counts, Failure, TableReport,
-                                       default_batch_size, describe, run_passes)
+from piiguard.rotation.batches import (
+    BatchJob,
+    Counts,
+    Failure,
+    TableReport,
+    default_batch_size,
+    describe,
+    run_passes,
+)
 from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.sql import or_all
 from piiguard.rotation.targets import discover, to_blob
 
-__all__ = ["ReencryptReport", "KeyPlan", "reencrypt"]
+__all__ = ["KeyPlan", "ReencryptReport", "reencrypt"]
 
 _FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
 
@@ -121,7 +134,7 @@ class _Resealer:
     Errors are the cipher's: one opaque :class:`~piiguard.errors.DecryptionError`
     naming the column and key id."""
 
-    __slots__ = ("keys", "aad", "label", "clock", "max_uses", "reads", "writes")
+    __slots__ = ("aad", "clock", "keys", "label", "max_uses", "reads", "writes")
 
     def __init__(self, keys: Any, cipher: Any) -> None:
         self.keys = keys

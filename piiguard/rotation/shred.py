@@ -28,8 +28,14 @@ from piiguard.keys.table import DESTROYED
 from piiguard.rotation.status import column_usage
 from piiguard.rotation.targets import discover
 
-__all__ = ["ShredReport", "retire_key", "destroy_key", "shred_scope", "rows_using",
-           "clear_indexes"]
+__all__ = [
+    "ShredReport",
+    "clear_indexes",
+    "destroy_key",
+    "retire_key",
+    "rows_using",
+    "shred_scope",
+]
 
 
 @dataclass

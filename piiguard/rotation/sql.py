@@ -23,17 +23,32 @@ is grouped or compared (base64 is case-sensitive).
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import (LargeBinary, and_, bindparam, case, cast, column, false, func,
-                        literal_column, or_, select, table as table_clause, tuple_, update)
+from sqlalchemy import (
+    LargeBinary,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy import table as table_clause
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from piiguard.crypto.envelope import FLAG_PADDED, FORMAT_V1, TEXT_PREFIX
 from piiguard.rotation.targets import EncryptedColumn, TableTarget
 
-__all__ = ["Lite", "text_key_prefixes", "decode_text_group", "decode_binary_group"]
+__all__ = ["Lite", "decode_binary_group", "decode_text_group", "text_key_prefixes"]
 
 _FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
 #: Alias of the grouped expression: unusual, so it never shadows a real column.

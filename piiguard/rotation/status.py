@@ -13,14 +13,14 @@ decrypted, no KMS call is made::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from piiguard.errors import ConfigurationError
 from piiguard.rotation.sql import Lite, decode_binary_group, decode_text_group
 from piiguard.rotation.targets import TableTarget, discover
 
-__all__ = ["ColumnUsage", "KeyStatus", "StatusReport", "key_status", "column_usage"]
+__all__ = ["ColumnUsage", "KeyStatus", "StatusReport", "column_usage", "key_status"]
 
 
 @dataclass
@@ -103,7 +103,7 @@ class StatusReport:
 
 def _aware(ts: datetime | None) -> datetime | None:
     if ts is not None and ts.tzinfo is None:  # SQLite returns naive UTC datetimes
-        return ts.replace(tzinfo=timezone.utc)
+        return ts.replace(tzinfo=UTC)
     return ts
 
 
@@ -147,7 +147,7 @@ def key_status(guard: Any, *, table: str | None = None,
                                  operation="keys status")
     targets = discover(guard, table=table)
     usage = column_usage(guard.engine, targets)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     keys = []
     for info in guard.keys.keys():
         created = _aware(info.created_at)

@@ -19,17 +19,29 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import Table
 
-from piiguard.crypto.envelope import (FLAG_PADDED, FORMAT_V1, MIN_SIZE, TEXT_PREFIX,
-                                      decode_text)
+from piiguard.crypto.envelope import (
+    FLAG_PADDED,
+    FORMAT_V1,
+    MIN_SIZE,
+    TEXT_PREFIX,
+    decode_text,
+)
 from piiguard.errors import ConfigurationError, EnvelopeFormatError
 
-__all__ = ["EncryptedColumn", "TableTarget", "discover", "envelope_key_id", "to_blob",
-           "row_key"]
+__all__ = [
+    "EncryptedColumn",
+    "TableTarget",
+    "discover",
+    "envelope_key_id",
+    "row_key",
+    "to_blob",
+]
 
 _FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
 

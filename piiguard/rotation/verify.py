@@ -21,10 +21,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from piiguard.errors import (ConfigurationError, KeyDestroyedError, KMSError, PIIGuardError,
-                             UnknownKeyError)
-from piiguard.rotation.progress import NullProgress, Progress
+from piiguard.errors import (
+    ConfigurationError,
+    KeyDestroyedError,
+    KMSError,
+    PIIGuardError,
+    UnknownKeyError,
+)
 from piiguard.rotation.batches import Failure, describe
+from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.sql import Lite
 from piiguard.rotation.targets import discover, row_key, to_blob
 
