@@ -1330,6 +1330,11 @@ def _prepare_multi_values(elem, scoped):
 # ---------------------------------------------------------------------------------------
 # ORM: attributes render the view at access time; masked values are refused on set
 # ---------------------------------------------------------------------------------------
+#: id(attribute) -> column state, for the attributes swapped to _EncryptedAttribute
+#: (attributes compare as SQL expressions, so they cannot be dict keys themselves).
+_ATTR_STATES: dict[int, "_ColumnState"] = {}
+
+
 class _EncryptedAttribute(InstrumentedAttribute):
     """InstrumentedAttribute of an encrypted column: a :class:`Sealed` value held by the
     instance is rendered for the role in effect whenever the attribute is read."""
@@ -1351,6 +1356,16 @@ class _EncryptedAttribute(InstrumentedAttribute):
             ident = state.identity
             return value.view(row_key=None if ident is None else
                               ",".join(str(i) for i in ident))
+        if type(value) is str:
+            # Loaded (or assigned) before a policy was set: the plaintext is here, but
+            # the policy now in force still decides what this role may see.
+            st = _ATTR_STATES.get(id(self))
+            if st is not None and st.guard._policy is not None:
+                ident = instance_state(instance).identity
+                return _render(st.guard, kind=st.kind, column=st.label,
+                               plaintext_fn=lambda: value,
+                               row_key=None if ident is None else
+                               ",".join(str(i) for i in ident))
         return value
 
     def __set__(self, instance, value) -> None:
@@ -1397,6 +1412,8 @@ def _on_mapper_configured(mapper, class_) -> None:
         attr = mapper.class_manager.get(prop.key)
         if attr is not None and type(attr) is InstrumentedAttribute:
             attr.__class__ = _EncryptedAttribute
+        if attr is not None:
+            _ATTR_STATES[id(attr)] = st
         if st.key_scope is not None:
             scoped.append((prop.key, st))
         if st.index is not None:
