@@ -79,6 +79,7 @@ from piiguard.errors import (
     EnvelopeFormatError,
     InvalidFormatError,
     InvalidInputError,
+    KeyDestroyedError,
     MaskedValueError,
     PIIGuardError,
 )
@@ -276,6 +277,16 @@ def _render(guard, **kw):
     return _fallback_render(guard, **kw)
 
 
+def _null_when_destroyed(process):
+    """Wrap a result processor so values under a destroyed key read as NULL."""
+    def wrapped(value):
+        try:
+            return process(value)
+        except KeyDestroyedError:
+            return None
+    return wrapped
+
+
 # ---------------------------------------------------------------------------------------
 # Sealed: what a read returns while a masking policy is set
 # ---------------------------------------------------------------------------------------
@@ -322,8 +333,14 @@ class Sealed:
     def view(self, *, row_key: Any = None) -> str | None:
         """The value as the role in effect may see it (plaintext, a MaskedStr, or None)."""
         col = self._col
-        return _render(col.guard, kind=col.kind, column=col.label,
-                       plaintext_fn=self._plaintext, row_key=row_key, key_id=self.key_id)
+        try:
+            return _render(col.guard, kind=col.kind, column=col.label,
+                           plaintext_fn=self._plaintext, row_key=row_key,
+                           key_id=self.key_id)
+        except KeyDestroyedError:
+            if col.on_destroyed == "null":   # crypto-shredded, read as NULL by option
+                return None
+            raise
 
     def __str__(self) -> str:
         v = self.view()
@@ -402,6 +419,7 @@ class _ColumnState:
         self.kind = owner.kind
         self.text_form = owner.text
         self.allow_plaintext = owner.allow_plaintext
+        self.on_destroyed = owner.on_destroyed
         self.label = f"?.{column.name}" if column.name else "?"
         self.cipher = None
         self.index = None
@@ -679,7 +697,7 @@ class _ColumnState:
                 if guard._policy is not None:
                     return sealed(value)
                 return decrypt(value)
-            return process
+            return _null_when_destroyed(process) if self.on_destroyed == "null" else process
 
         decrypt_bytes = self.cipher.decrypt        # labels its own errors
 
@@ -694,6 +712,8 @@ class _ColumnState:
                 return decrypt_bytes(value).decode("utf-8")
             except UnicodeDecodeError:
                 return decrypt(value)               # raises the labelled error
+        if self.on_destroyed == "null":
+            return _null_when_destroyed(process)
         return process
 
 
@@ -799,6 +819,9 @@ class EncryptedString(TypeDecorator):
     - ``kind``: the PII kind (masking policy rules are per kind).
     - ``allow_plaintext``: while migrating a plaintext column, read legacy plaintext
       values as they are (off by default: a non-envelope value is an error).
+    - ``on_destroyed``: ``"raise"`` (default) makes a value under a crypto-shredded key
+      raise :class:`~piiguard.errors.KeyDestroyedError`; ``"null"`` reads it as NULL,
+      so a query over erased subjects still returns everyone else's rows.
 
     ``None`` stays NULL. Values are validated and canonicalised before encryption:
     invalid input raises a :class:`~piiguard.errors.InvalidInputError` (a
@@ -813,8 +836,11 @@ class EncryptedString(TypeDecorator):
 
     def __init__(self, guard: Any, *, searchable: bool = False, index_bits: int = 256,
                  text: bool = False, padded: bool | None = None, key_scope: Any = None,
-                 kind: str | None = None, allow_plaintext: bool = False) -> None:
+                 kind: str | None = None, allow_plaintext: bool = False,
+                 on_destroyed: str = "raise") -> None:
         super().__init__()
+        if on_destroyed not in ("raise", "null"):
+            raise ConfigurationError("on_destroyed must be 'raise' or 'null'")
         for attr in ("field", "blind_index", "register_scope", "columns"):
             if not hasattr(guard, attr):
                 raise ConfigurationError("an encrypted column needs a piiguard Guard")
@@ -836,6 +862,7 @@ class EncryptedString(TypeDecorator):
         self.key_scope = key_scope
         self.kind = kind
         self.allow_plaintext = bool(allow_plaintext)
+        self.on_destroyed = on_destroyed
         self._state: _ColumnState | None = None
         if self.text:
             self.impl = self.impl_instance = Text()
