@@ -272,6 +272,32 @@ class FieldIndex:
                                                    self.bits)
 
 
+#: async driver -> a sync driver for the same database (for the key table)
+_SYNC_DRIVERS = {
+    ("sqlite", "aiosqlite"): "pysqlite",
+    ("postgresql", "asyncpg"): "psycopg",
+    ("postgresql", "psycopg"): "psycopg",
+    ("postgresql", "psycopg_async"): "psycopg",
+    ("mysql", "aiomysql"): "pymysql",
+    ("mysql", "asyncmy"): "pymysql",
+    ("mariadb", "aiomysql"): "pymysql",
+    ("mariadb", "asyncmy"): "pymysql",
+}
+
+
+def _sync_engine_for(async_engine: Any) -> Engine:
+    from sqlalchemy import create_engine
+
+    url = async_engine.url
+    driver = _SYNC_DRIVERS.get((url.get_backend_name(), url.get_driver_name()))
+    if driver is None:
+        raise ConfigurationError(
+            f"cannot derive a sync engine for the key table from the async driver "
+            f"{url.get_backend_name()}+{url.get_driver_name()}: pass "
+            "guard.bind(async_engine, key_engine=create_engine(...))")
+    return create_engine(url.set(drivername=f"{url.get_backend_name()}+{driver}"))
+
+
 class Guard:
     """Field encryption for one application: KMS + key table + cache + policy + audit.
 
@@ -331,10 +357,24 @@ class Guard:
                 self.register_scope("pseudonym", scope)
         self._policy = value
 
-    def bind(self, engine: Any) -> "Guard":
+    def bind(self, engine: Any, *, key_engine: Engine | None = None) -> "Guard":
         """Use ``engine``'s database for the key table (created if missing) and make sure
-        every registered field has its keys. Accepts sync and async engines."""
-        sync = getattr(engine, "sync_engine", engine)
+        every registered field has its keys.
+
+        Accepts sync and async engines. For an async engine the key table is reached
+        through a *sync* engine on the same database, so that key lookups work anywhere
+        (also outside SQLAlchemy's greenlet, e.g. when a masked value is rendered after
+        the query returned): ``key_engine`` if given, else one derived from the async
+        URL (``sqlite+aiosqlite`` -> ``sqlite``, ``postgresql+asyncpg`` ->
+        ``postgresql+psycopg``, ``mysql+aiomysql``/``asyncmy`` -> ``mysql+pymysql``;
+        ``postgresql+psycopg`` serves both).
+        """
+        if key_engine is not None:
+            sync = key_engine
+        elif hasattr(engine, "sync_engine"):
+            sync = _sync_engine_for(engine)
+        else:
+            sync = engine
         if not isinstance(sync, Engine):
             raise ConfigurationError("guard.bind() needs a SQLAlchemy Engine")
         self.keys.bind(sync)

@@ -79,18 +79,39 @@ def test_aiosqlite_with_the_guard_bound_to_the_async_engine(tmp_path, local_kms)
     guard = Guard(kms=local_kms)
     Base, Customer = models(guard)
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    # plain sync call: the key table is reached through a sync engine derived from the
+    # async URL (sqlite+aiosqlite -> sqlite), on the same database file
+    guard.bind(engine)
+    assert guard.engine.url.drivername == "sqlite+pysqlite"
+    assert guard.engine.url.database == engine.url.database
 
     async def main():
-        # the key table is reached through engine.sync_engine: bind inside the greenlet
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda _: guard.bind(engine))
         await exercise(engine, Customer, Base)
         await engine.dispose()
 
     asyncio.run(main())
-    # outside SQLAlchemy's greenlet the async engine cannot be used synchronously
-    with pytest.raises(Exception, match="greenlet"):
-        Guard(kms=local_kms).bind(engine)
+    # a fresh Guard bound the same way, with a policy: values rendered after the query
+    # returned (outside SQLAlchemy's greenlet) still find their keys
+    reader = Guard(kms=local_kms, policy=MaskingPolicy.from_dict({"default": "reveal"}))
+    _, Customer2 = models(reader)
+    reader.bind(engine)
+
+    async def read():
+        async with AsyncSession(engine) as s:
+            rows = (await s.scalars(select(Customer2).order_by(Customer2.id))).all()
+        with acting_as("admin"):
+            return [r.national_id for r in rows]
+
+    got = asyncio.run(read())
+    assert got and all(v and v.isdigit() for v in got)
+
+
+def test_bind_refuses_an_async_driver_it_cannot_mirror(local_kms):
+    engine = create_async_engine("postgresql+asyncpg://u@127.0.0.1:1/x")
+    fake = type("E", (), {"sync_engine": engine.sync_engine,
+                          "url": engine.url.set(drivername="oracle+oracledb_async")})()
+    with pytest.raises(errors.ConfigurationError, match="key_engine"):
+        Guard(kms=local_kms).bind(fake)
 
 
 def test_aiosqlite_with_a_sync_key_engine_and_masking_across_tasks(tmp_path, local_kms):
