@@ -271,7 +271,8 @@ def _normalize_full(text: str) -> str:
                     continue
                 cat = unicodedata.category(ch)
                 if cat in ("Nd", "No", "Nl"):
-                    raise InvalidFormatError("characters", detail=f"{_NAME} has digits from another script")
+                    raise InvalidFormatError(
+                        "characters", detail=f"{_NAME} has digits from another script")
                 if cat == "Cf":
                     continue        # zero-width spaces, soft hyphens, BOM, direction marks
                 if cat in ("Cc", "Cs", "Co", "Cn"):
@@ -466,7 +467,9 @@ def _canonical_parts(text: object) -> tuple[str, str | None, str | None, Provinc
         return None
     postal, district, name = m.groups()
     p = _BY_CANONICAL.get(name)
-    if p is None or (postal is not None and int(postal[:2]) != p.code) or _ALNUM.search(street) is None:
+    if p is None or (postal is not None and int(postal[:2]) != p.code):
+        return None
+    if _ALNUM.search(street) is None:
         return None
     return street, postal, district, p
 

@@ -107,7 +107,9 @@ def validate(address: str, *, lowercase_local: bool = False) -> str:
     'ğül@örnek.com.tr'
     """
     # The full path strips surrounding whitespace after require_str's length bound.
-    parts = _fast(address.strip()) if type(address) is str and len(address) <= 4 * MAX_LENGTH else None
+    parts = None
+    if type(address) is str and len(address) <= 4 * MAX_LENGTH:
+        parts = _fast(address.strip())
     if parts is not None:
         local, dom = parts
         if lowercase_local:
