@@ -250,6 +250,16 @@ def test_is_normal_only_for_fixed_points(text):
     assert outcome(address.normalize, text) == outcome(_normalize_reference, text)
 
 
+def test_separators_exhaustively_like_the_reference():
+    # Every string of up to 6 characters over space, comma, slash, colon and a letter:
+    # normalize() respaces them as the reference rules do.
+    import itertools
+    for n in range(7):
+        for chars in itertools.product(" ,/:a", repeat=n):
+            text = "".join(chars)
+            assert outcome(address.normalize, text) == outcome(_normalize_reference, text), text
+
+
 _any = _letters + "0123456789 .,:/-\t\n\u00a0\u200b\u00ad\u0307\u0308ÂâÎîÛûßİıI٣²\x00\x7f"
 
 

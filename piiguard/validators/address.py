@@ -281,16 +281,21 @@ def _normalize_full(text: str) -> str:
             text = "".join(kept)
     if _ASCII_CONTROL.search(text) is not None:
         raise InvalidFormatError("characters", detail=f"{_NAME} has control characters")
-    # str.split() splits at runs of the characters \s matches (str.isspace) and drops
-    # them at both ends: the same as _WS.sub(" ", text).strip(), faster. Each
-    # substitution runs only when it would change something.
+    # The rules are _WS.sub(" ", text).strip(), then _COMMA.sub(", ", …),
+    # _SLASH.sub("/", …), _COLON.sub(":", …) and .strip(" ,"); string methods do the
+    # same faster. str.split() splits at runs of the characters \s matches
+    # (str.isspace) and drops them at both ends, which leaves single spaces only. Then
+    # _COMMA turns each run of spaces and commas that has a comma into ", " (runs at
+    # either end are stripped at the end anyway, so dropping them is the same), and
+    # _SLASH/_COLON drop every space next to "/" or ":". Each step runs only when it
+    # would change something.
     text = " ".join(tr_upper(text).split())
     if " ," in text or ",," in text or text.count(",") != text.count(", "):
-        text = _COMMA.sub(", ", text)
+        text = ", ".join([part for part in (p.strip(" ") for p in text.split(",")) if part])
     if " /" in text or "/ " in text:
-        text = _SLASH.sub("/", text)
+        text = text.replace(" /", "/").replace("/ ", "/")
     if " :" in text or ": " in text:
-        text = _COLON.sub(":", text)
+        text = text.replace(" :", ":").replace(": ", ":")
     return text.strip(" ,")
 
 
