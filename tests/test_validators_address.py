@@ -423,3 +423,66 @@ def test_str_subclass_takes_the_full_path():
     assert address._canonical_parts(masked) is None
     assert type(address.validate(masked)) is str
     assert address.validate(masked) == "NO:5, 34710 KADIKÖY/İSTANBUL"
+
+
+@st.composite
+def messy_text(draw):
+    """Canonical text written the way people type it: other case, spacing around
+    separators, decomposed letters, invisible characters, country name, province
+    without Turkish letters, postal code last."""
+    s = draw(canonical_text())
+    for op in draw(st.lists(st.sampled_from(
+            ["lower", "title", "space_comma", "no_space", "slash", "colon", "nfd", "zw", "tabs",
+             "country", "fold", "postal_last", "double"]), max_size=4)):
+        if op == "lower":
+            s = address.tr_lower(s)
+        elif op == "title":
+            s = " ".join(w[:1] + address.tr_lower(w[1:]) for w in s.split(" "))
+        elif op == "space_comma":
+            s = s.replace(", ", draw(st.sampled_from([" , ", " ,", ",  ", ",\n"])))
+        elif op == "no_space":
+            s = s.replace(", ", ",")
+        elif op == "slash":
+            s = s.replace("/", draw(st.sampled_from([" / ", " /", "/ "])))
+        elif op == "colon":
+            s = s.replace(":", draw(st.sampled_from([" : ", ": ", " :"])))
+        elif op == "nfd":
+            s = unicodedata.normalize("NFD", s)
+        elif op == "zw":
+            i = draw(st.integers(0, len(s)))
+            s = s[:i] + draw(st.sampled_from(["\u200b", "\u00ad", "\ufeff", "\u200e"])) + s[i:]
+        elif op == "tabs":
+            s = "\t " + s.replace(" ", draw(st.sampled_from(["  ", "\t", "\u00a0"]))) + " \n"
+        elif op == "country":
+            s += draw(st.sampled_from([", Türkiye", " TÜRKİYE", " Turkey.", " turkiye"]))
+        elif op == "fold":
+            s = address._fold(s)
+        elif op == "postal_last":
+            s = re.sub(r", ([0-9]{5}) (.*)$", r", \2 \1", s)
+        else:
+            s = s + s
+    return s
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(messy_text())
+def test_messy_text_agrees_with_the_full_rules(text):
+    assert outcome(address.validate, text) == outcome(address._validate_full, text)
+
+
+def test_messy_text_shortcut_is_taken():
+    for text, expected in [
+        ("atatürk mah.  cumhuriyet cad. no : 5 d : 3 ,34710 kadıköy / istanbul",
+         "ATATÜRK MAH. CUMHURİYET CAD. NO:5 D:3, 34710 KADIKÖY/İSTANBUL"),
+        ("Atatu\u0308rk Mah. No:5,\tKadıko\u0308y/I\u0307stanbul",
+         "ATATÜRK MAH. NO:5, KADIKÖY/İSTANBUL"),
+        ("  kızılay mah. ,atatürk blv.\u200b no : 1 , 06420 çankaya / ankara ",
+         "KIZILAY MAH., ATATÜRK BLV. NO:1, 06420 ÇANKAYA/ANKARA"),
+    ]:
+        assert address._canonical_parts(address.normalize(text)) is not None
+        assert address.validate(text) == expected == address._validate_full(text)
+    # and not taken when the normalised text is not canonical yet
+    for text in ("Bağdat Cad. No:1 Kadıköy/ISTANBUL", "Bağdat Cad. No:1, İstanbul 34728",
+                 "Bağdat Cad. No:1 İstanbul", "Bağdat Cad. No:1, Kadıköy/İstanbul, Türkiye"):
+        assert address._canonical_parts(address.normalize(text)) is None
+        assert address.validate(text) == address._validate_full(text)

@@ -486,7 +486,8 @@ def validate(value: str | TurkishAddress | Mapping[str, object]) -> str:
     return the canonical text.
 
     Canonical text (what this returns) is recognised by a few cheap tests and returned
-    as it is; other input goes through the full rules, with the same result.
+    as it is, and so is free text once :func:`normalize` has made it canonical; other
+    input goes through the full rules. The result is the same either way.
 
     Raises :class:`~piiguard.errors.InvalidFormatError` (type, characters, postal code
     shape), :class:`~piiguard.errors.InvalidLengthError` or
@@ -501,6 +502,13 @@ def validate(value: str | TurkishAddress | Mapping[str, object]) -> str:
     """
     if _canonical_parts(value) is not None:
         return value  # type: ignore[return-value]
+    if isinstance(value, str):
+        text = normalize(value)
+        # The full rules parse normalize(value); when that is canonical text (so a fixed
+        # point of normalize), they do exactly what they do for that text: return it.
+        if _canonical_parts(text) is not None:
+            return text
+        return TurkishAddress._from_text(text).normalized().format()
     return _validate_full(value)
 
 
