@@ -49,16 +49,20 @@ _LOCAL_MAX = 64     # RFC 5321 4.5.3.1.1; email-validator checks it only when st
 _ATEXT = r"A-Za-z0-9!#$%&'+/=?^_`{|}~-"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _FAST = re.compile(rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
-_special: list[object] = [None, frozenset(), False]   # [snapshot, names, any dotted name]
+# (copy of the list, the names as a set, whether any name has a dot); replaced whole.
+_special: tuple[list[str] | None, frozenset[str], bool] = (None, frozenset(), False)
 
 
 def _special_names() -> tuple[frozenset[str], bool]:
     """email-validator's special-use domain names (a list its users may change) as a
     set, and whether any has a dot; rebuilt when the list changes."""
+    global _special
     names = email_validator.SPECIAL_USE_DOMAIN_NAMES
-    if names != _special[0]:
-        _special[:] = [list(names), frozenset(names), any("." in n for n in names)]
-    return _special[1], _special[2]  # type: ignore[return-value]
+    cache = _special
+    if names != cache[0]:
+        cache = (list(names), frozenset(names), any("." in n for n in names))
+        _special = cache
+    return cache[1], cache[2]
 
 
 def _fast(address: object) -> tuple[str, str] | None:
