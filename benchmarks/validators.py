@@ -35,11 +35,18 @@ def _measure(fn: Callable[[], object], number: int, repeat: int) -> tuple[float,
     return min(times), statistics.median(times)
 
 
+ADDRESS = "ATATÜRK MAH. CUMHURİYET CAD. GÜL SOK. NO:5 D:3 KAT:2, 34710 KADIKÖY/İSTANBUL"
+ADDRESS_FREE = "Atatürk Mah. Cumhuriyet Cad.  Gül Sok. No:5 D:3 Kat:2,34710 Kadıköy/istanbul"
+EMAIL = "ali.veli@example.com.tr"
+
+
 def _cases() -> list[tuple[str, Callable[[], object]]]:
     import phonenumbers
     from stdnum.tr import tckimlik
 
-    from piiguard.validators import phone, tckn, vkn
+    import email_validator
+
+    from piiguard.validators import address, email, phone, tckn, vkn
 
     def pn(s: str) -> Callable[[], object]:
         def f() -> bool:
@@ -56,6 +63,11 @@ def _cases() -> list[tuple[str, Callable[[], object]]]:
         ("piiguard phone.validate (non-TR, full parse)", lambda: phone.validate(PHONE_FOREIGN)),
         ("phonenumbers parse+is_valid (E.164)", pn(PHONE)),
         ("phonenumbers parse+is_valid (national formatted)", pn(PHONE_FORMATTED)),
+        ("piiguard address.validate (canonical, 76 ch)", lambda: address.validate(ADDRESS)),
+        ("piiguard address.validate (free text)", lambda: address.validate(ADDRESS_FREE)),
+        ("piiguard email.validate (canonical)", lambda: email.validate(EMAIL)),
+        ("email-validator validate_email (canonical)",
+         lambda: email_validator.validate_email(EMAIL, check_deliverability=False)),
     ]
     try:
         from stdnum.tr import vkn as stdnum_vkn
