@@ -33,6 +33,7 @@ from piiguard.crypto.blind_index import BlindIndexKey, check_bits
 from piiguard.crypto.envelope import (FLAG_PADDED, FORMAT_V1, MAX_SIZE, MIN_SIZE, TEXT_PREFIX,
                                       FieldContext, decode_text, encode_text,
                                       looks_like_envelope, parse_header)
+from piiguard.crypto.nonces import BufferedNonces
 from piiguard.crypto.padding import pad, unpad
 from piiguard.errors import (AlreadyEncryptedError, ConfigurationError, DecryptionError,
                              EnvelopeFormatError, PIIGuardError, UnknownKeyError)
@@ -43,6 +44,10 @@ from piiguard.kms.local import LocalKMS
 from piiguard.masking.audit import AuditTrail
 
 __all__ = ["Guard", "FieldCipher", "FieldIndex"]
+
+def _urandom12() -> bytes:
+    return os.urandom(12)
+
 
 _FMT_PLAIN = bytes((FORMAT_V1,))
 _FMT_PADDED = bytes((FORMAT_V1 | FLAG_PADDED,))
@@ -102,7 +107,7 @@ class FieldCipher:
         self._we = None          # cache entry of the DEK we write with
         self._whdr = b""         # its envelope header
         self._waad = b""         # header + context
-        self._wnonce = os.urandom
+        self._wnonce = _urandom12
         self._reads: dict[bytes, tuple] = {}  # header -> (header, entry, aad, padded)
         self._last: tuple = (b"\xff", None, b"", False)  # matches no envelope
 
@@ -125,7 +130,10 @@ class FieldCipher:
         if e is None or e.uses >= self._max_uses or self._clock() >= e.wexpires:
             e = self._write_entry()
         e.uses += 1
-        nonce = self._wnonce(12)
+        try:
+            nonce = self._wnonce()
+        except ValueError:  # BufferedNonces raced by another thread: take a fresh one
+            nonce = os.urandom(12)
         if self.padded:
             plaintext = pad(plaintext)
         return self._whdr + nonce + e.aead.encrypt(nonce, plaintext, self._waad)
@@ -138,7 +146,8 @@ class FieldCipher:
             raise
         self._whdr = self._fmt + e.key.id_bytes
         self._waad = self._whdr + self._aad
-        self._wnonce = e.key._nonce
+        source = e.key._nonce
+        self._wnonce = getattr(source, "next12", None) or (lambda: source(12))
         self._we = e
         return e
 
@@ -325,7 +334,8 @@ class Guard:
         self.kms = kms
         self.audit = audit or AuditTrail()
         self.keys = KeyManager(kms, limits=cache, clock=clock, wall_clock=wall_clock,
-                               nonce_source=nonce_source, table_name=key_table,
+                               nonce_source=nonce_source or BufferedNonces(),
+                               table_name=key_table,
                                on_event=self._key_event)
         self.default_scope = default_scope
         self._policy = None
