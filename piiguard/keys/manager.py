@@ -8,6 +8,14 @@ lookup and a clock read; everything else takes a lock and may touch the database
 Lifecycle of a key: ``active`` (encrypts; one per kind and scope) -> ``decrypt_only``
 (after rotation) -> ``retired`` (no row uses it; kept for the record) or ``destroyed``
 (crypto-shredded: the wrapped key is erased, data under it is unreadable for good).
+
+Refreshes never make the hot path wait for a lock someone else holds (the application's
+own write transaction on SQLite, a row lock on the key row elsewhere) while the cached key
+may still be used: the key table is read with a brief lock wait and, if it is busy, the
+cached key is kept until the next soft-TTL refresh. Use counts are bookkeeping: they are
+written with the same brief wait and, if that fails, kept in memory and written at a later
+refresh. Only what cannot fall back on the cache (a rotation at ``max_uses``, a reload at
+the hard TTL) waits as long as the connection usually would, and fails closed.
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import and_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from piiguard.crypto.aead import DataKey
@@ -32,6 +41,62 @@ from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTR
                                  RETIRED, key_table)
 
 log = logging.getLogger("piiguard.keys")
+
+# How long a refresh that can fall back on the cached key, or a write of use counts, waits
+# for a lock held by another connection. It runs inside whatever encryption or decryption
+# found the cache stale, so it must stay far below the connection's usual wait (SQLite's
+# busy timeout is 5 s by default); giving up only postpones the work to the next refresh.
+_BRIEF_WAIT_MS = 50
+
+
+@contextmanager
+def _brief_lock_waits(conn: Connection) -> Iterator[Connection]:
+    """A transaction on ``conn`` in which waiting for a lock held by another connection
+    ends after about ``_BRIEF_WAIT_MS`` with an ``OperationalError``, instead of after the
+    connection's usual wait (SQLite: the busy timeout; PostgreSQL: ``lock_timeout``, none
+    by default; MariaDB/MySQL: ``innodb_lock_wait_timeout``, 50 s by default).
+
+    PostgreSQL gets ``SET LOCAL``, which ends with the transaction. SQLite and
+    MariaDB/MySQL set the wait for the session and put the connection's own value back
+    afterwards, because pooled connections are reused. Other databases keep their waits.
+    """
+    dialect = conn.dialect
+    if dialect.name == "postgresql":
+        with conn.begin():
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_BRIEF_WAIT_MS}ms'")
+            yield conn
+        return
+    if dialect.name == "sqlite":
+        get, put, brief = "PRAGMA busy_timeout", "PRAGMA busy_timeout = {}", _BRIEF_WAIT_MS
+    elif dialect.name in ("mysql", "mariadb"):
+        get = "SELECT @@SESSION.innodb_lock_wait_timeout"
+        put = "SET SESSION innodb_lock_wait_timeout = {}"
+        # Whole seconds: MariaDB takes 0 (do not wait at all); MySQL's least is 1.
+        brief = 0 if getattr(dialect, "is_mariadb", False) else 1
+    else:
+        with conn.begin():
+            yield conn
+        return
+    try:
+        before = int(conn.exec_driver_sql(get).scalar())
+        conn.exec_driver_sql(put.format(brief))
+        conn.commit()
+    except SQLAlchemyError:
+        # A server without this setting (a MySQL look-alike): its own waits apply. If the
+        # database is unreachable instead, the statements below fail as they would anyway.
+        conn.rollback()
+        with conn.begin():
+            yield conn
+        return
+    try:
+        with conn.begin():
+            yield conn
+    finally:
+        try:
+            conn.exec_driver_sql(put.format(before))
+            conn.commit()
+        except SQLAlchemyError:
+            conn.invalidate()  # never hand the pool a connection that gives up early
 
 
 @dataclass(frozen=True)
@@ -79,6 +144,8 @@ class KeyManager:
         self._active: dict[tuple[str, str], Entry] = {}
         # scope -> (active index entry, fresh until, [usable index keys])
         self._index_sets: dict[str, tuple] = {}
+        # ids of keys whose use count could not be written at the last try (warned once)
+        self._unrecorded: set[int] = set()
         self._on_event = on_event or (lambda *a, **k: None)
 
     def __repr__(self) -> str:
@@ -172,11 +239,15 @@ class KeyManager:
                                     operation="decrypt")
         material = self.kms.decrypt_data_key(bytes(row.wrapped_key), row.master_key_id,
                                              kms_context(row.kind, row.scope))
+        persisted = row.encryption_count or 0
+        if prev is not None and prev.id == row.id:
+            # prev.flushed_uses also counts what we wrote after ``row`` was read
+            persisted = max(persisted, prev.flushed_uses)
         entry = Entry(self._make_key(row.kind, row.id, material), row.kind, row.scope,
-                      row.state, self._clock(), self.limits,
-                      row.encryption_count or 0)
+                      row.state, self._clock(), self.limits, persisted)
         if prev is not None and prev.id == row.id and prev.uses > prev.flushed_uses:
             entry.uses += prev.uses - prev.flushed_uses  # counted, not yet in the table
+            prev.flushed_uses = prev.uses  # the new entry writes them, not the old one
         self._by_id[row.id] = entry
         return entry
 
@@ -185,13 +256,22 @@ class KeyManager:
 
     def _load(self, key_id: int, kind: str) -> Entry:
         with self._lock:
+            cached = self._by_id.get(key_id)
+            now = self._clock()
+            # Within the hard TTL the cached key may serve if the key table is busy.
+            can_wait_less = cached is not None and now - cached.loaded < self.limits.hard_ttl
             try:
                 with self._engine().connect() as conn:
-                    row = self._row(conn, key_id)
+                    if can_wait_less:
+                        with _brief_lock_waits(conn):
+                            row = self._row(conn, key_id)
+                    else:
+                        row = self._row(conn, key_id)
             except SQLAlchemyError:
-                cached = self._by_id.get(key_id)
-                if cached is not None and self._clock() - cached.loaded < self.limits.hard_ttl:
-                    log.warning("key table unreachable; using cached key id=%s", key_id)
+                if can_wait_less and cached.kind == kind:
+                    log.warning("key table busy or unreachable; using cached key id=%s "
+                                "until the next refresh", key_id)
+                    cached.touch(now)  # retry after the soft TTL, not on every read
                     return cached
                 raise
             if row is None or row.kind != kind:
@@ -202,8 +282,6 @@ class KeyManager:
                 self._forget(key_id)
                 raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=key_id,
                                         operation="decrypt")
-            cached = self._by_id.get(key_id)
-            now = self._clock()
             if cached is not None and now - cached.loaded < self.limits.hard_ttl:
                 cached.set_state(row.state)
                 cached.touch(now)
@@ -235,9 +313,12 @@ class KeyManager:
                                     and now - old.loaded < self.limits.hard_ttl
                                     and old.uses < self.limits.max_uses):
                 return old  # another thread refreshed it while we waited
+            # While the cached key may still encrypt, a busy key table is no reason to
+            # wait: read it briefly, or keep the cached key until the next refresh.
+            can_wait_less = old is not None and now - old.loaded < self.limits.hard_ttl \
+                and old.uses < self.limits.max_uses
             try:
-                self._flush_uses(old)
-                row = self._active_row(kind, scope)
+                row = self._active_row(kind, scope, brief=can_wait_less)
                 if row is not None and kind == "dek":
                     used = row.encryption_count or 0
                     if old is not None and row.id == old.id:
@@ -245,15 +326,17 @@ class KeyManager:
                             old.uses += used - old.flushed_uses
                             old.flushed_uses = used
                         used = old.uses
+                    self._flush_uses(old, brief=True)  # before a rotation: its final count
                     if used >= self.limits.max_uses:
                         row = self._rotate(kind, scope, expect_id=row.id, reason="max_uses")
                 elif row is None:
+                    self._flush_uses(old, brief=True)
                     row = self._create_active(kind, scope)
             except SQLAlchemyError:
                 if old is not None and now - old.loaded < self.limits.hard_ttl \
                         and old.uses < self.limits.max_uses:
-                    log.warning("key table unreachable; keeping cached %s key id=%s",
-                                kind, old.id)
+                    log.warning("key table busy or unreachable; keeping cached %s key id=%s "
+                                "until the next refresh", kind, old.id)
                     old.touch(now)
                     return old
                 raise
@@ -284,10 +367,16 @@ class KeyManager:
             self._active[(kind, scope)] = entry
             return entry
 
-    def _active_row(self, kind: str, scope: str):
+    def _active_row(self, kind: str, scope: str, *, brief: bool = False):
+        """The row of the active key of ``kind``/``scope`` (None if there is none); with
+        ``brief``, waiting for another connection's lock is cut short (OperationalError)."""
         t = self.table
+        query = select(t).where(t.c.active_slot == f"{kind}:{scope}")
         with self._engine().connect() as conn:
-            return conn.execute(select(t).where(t.c.active_slot == f"{kind}:{scope}")).first()
+            if brief:
+                with _brief_lock_waits(conn):
+                    return conn.execute(query).first()
+            return conn.execute(query).first()
 
     def _create_active(self, kind: str, scope: str, conn=None):
         """Insert a new active key for ``kind``/``scope``; on a race, use the winner's."""
@@ -319,17 +408,41 @@ class KeyManager:
         with self._engine().connect() as c:
             return self._row(c, new_id)
 
-    def _flush_uses(self, entry: Entry | None) -> None:
+    def _flush_uses(self, entry: Entry | None, *, brief: bool = False) -> bool:
+        """Add the encryptions counted in ``entry`` but not yet in the key table to its
+        row's ``encryption_count``. True once they are there.
+
+        With ``brief`` (a refresh on the hot path) the write gives up after a short wait
+        for a lock held elsewhere and returns False: the count stays pending in memory
+        (``uses - flushed_uses``) for the next refresh. Otherwise errors propagate."""
         if entry is None or entry.kind != "dek":
-            return
+            return True
         delta = entry.uses - entry.flushed_uses
         if delta <= 0:
-            return
+            return True
         t = self.table
-        with self._engine().begin() as conn:
-            conn.execute(update(t).where(t.c.id == entry.id)
-                         .values(encryption_count=t.c.encryption_count + delta))
-        entry.flushed_uses = entry.uses
+        bump = update(t).where(t.c.id == entry.id) \
+            .values(encryption_count=t.c.encryption_count + delta)
+        if not brief:
+            with self._engine().begin() as conn:
+                conn.execute(bump)
+        else:
+            try:
+                with self._engine().connect() as conn, _brief_lock_waits(conn):
+                    conn.execute(bump)
+            except SQLAlchemyError:
+                # Once per streak: a long transaction would repeat it every soft TTL.
+                level = logging.DEBUG if entry.id in self._unrecorded else logging.WARNING
+                self._unrecorded.add(entry.id)
+                log.log(level, "could not write the use count of key id=%s without waiting "
+                        "(key table busy?); %d uses stay counted in memory and are written "
+                        "at a later refresh", entry.id, delta)
+                return False
+        if self._unrecorded:
+            self._unrecorded.discard(entry.id)
+        # += delta, not = uses: encryptions counted while the UPDATE ran stay pending.
+        entry.flushed_uses += delta
+        return True
 
     def flush(self) -> None:
         """Record in the key table how many encryptions each cached DEK has done."""
