@@ -221,9 +221,13 @@ def test_canonical_characters():
     # Every character canonical text may hold (the fast path's alphabet) is NFC, kept by
     # normalize() and unchanged by Turkish upper-casing.
     chars = [chr(c) for c in range(0x20, 0x7F) if not "a" <= chr(c) <= "z"] + list("ÂÇÎÖÛÜĞİŞ")
-    assert all(address._PLAIN.fullmatch(c) for c in chars)
+    # A single character is normal text iff it is in the alphabet (space and comma
+    # never stand alone; "X X" and "X, X" show they are in it).
+    def in_alphabet(c):
+        return any(address._NORMAL.fullmatch(t) for t in (c, f"X{c}X", f"X{c} X"))
+    assert all(in_alphabet(c) for c in chars)
     for c in map(chr, range(0x110000)):
-        if address._PLAIN.fullmatch(c):
+        if in_alphabet(c):
             assert c in chars
     for c in chars:
         assert address.tr_upper(c) == c and unicodedata.is_normalized("NFC", c)
@@ -305,6 +309,7 @@ def test_canonical_text_takes_the_fast_path(text):
     # Complete for this family (streets whose separators are " ", ", " and "/"); text
     # such as "X,:Y, ANKARA" is canonical too but left to the full rules.
     assert parts is not None
+    assert address._is_canonical(text)
     street, postal, district, p = parts
     parsed = TurkishAddress.parse(text)
     assert (parsed.street, parsed.postal_code, parsed.district, parsed.province) == (
@@ -364,6 +369,7 @@ def near_canonical(draw):
 @given(near_canonical())
 def test_near_canonical_text_agrees_with_the_full_rules(text):
     assert outcome(address.validate, text) == outcome(address._validate_full, text)
+    assert address._is_canonical(text) == (address._canonical_parts(text) is not None)
     if address._canonical_parts(text) is not None:
         assert address._validate_full(text) == text
     ok = outcome(address._validate_full, text)
@@ -413,6 +419,7 @@ def test_near_canonical_text_agrees_with_the_full_rules(text):
 ])
 def test_canonical_table(text, fast):
     assert (address._canonical_parts(text) is not None) is fast
+    assert address._is_canonical(text) is fast
     assert outcome(address.validate, text) == outcome(address._validate_full, text)
     if fast:
         assert address.validate(text) == text
