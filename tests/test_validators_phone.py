@@ -189,3 +189,12 @@ def test_format_and_region():
     assert phone.region_of("+4930123456") == "DE"
     with pytest.raises(errors.ConfigurationError):
         phone.format("05321234567", "weird")
+
+
+@pytest.mark.parametrize("s", ["+90532123456\u0667", "+90\uff15321234567", "+905321234567\n",
+                               "+9005321234567", "+90532123456", "+9053212345678"])
+def test_hot_path_takes_only_ten_ascii_digits(s):
+    # The E.164 hot path is one regex (re.ASCII); anything else is the full parse's call.
+    assert phone._E164_TR(s) is None
+    assert _outcome(phone.validate, s) == _outcome(lambda: phone._apply_options(
+        phone._slow(s, "TR"), None, False))
