@@ -36,7 +36,8 @@ from piiguard.crypto.envelope import (FLAG_PADDED, FORMAT_V1, MAX_SIZE, MIN_SIZE
 from piiguard.crypto.nonces import BufferedNonces
 from piiguard.crypto.padding import pad, unpad
 from piiguard.errors import (AlreadyEncryptedError, ConfigurationError, DecryptionError,
-                             EnvelopeFormatError, PIIGuardError, UnknownKeyError)
+                             EnvelopeFormatError, InvalidInputError, PIIGuardError,
+                             UnknownKeyError)
 from piiguard.keys.cache import CacheLimits
 from piiguard.keys.manager import KeyManager, _utcnow
 from piiguard.kms.base import KeyProvider
@@ -137,6 +138,59 @@ class FieldCipher:
         if self.padded:
             plaintext = pad(plaintext)
         return self._whdr + nonce + e.aead.encrypt(nonce, plaintext, self._waad)
+
+    def encryptor(self, prepare: Callable[[Any], str] | None = None, *,
+                  check_envelope: bool = True) -> Callable[[Any], bytes]:
+        """A function ``value -> binary envelope``: :meth:`encrypt` fused with the
+        column's own preparation, for hot paths that encrypt many values one by one
+        (an ORM flush, an ``executemany``).
+
+        ``prepare`` turns a value into the canonical text (a validator); its
+        :class:`InvalidInputError` comes out naming this field. Without it the value
+        must be ``str``. ``check_envelope=False`` skips the "already an envelope" check,
+        for validators whose canonical forms can never be one (digits, E.164, upper-case
+        addresses). Same envelopes, same key bookkeeping and the same errors as
+        ``encrypt(prepare(value).encode())``; one call instead of several.
+
+            >>> from sqlalchemy import create_engine
+            >>> from piiguard import Guard, LocalKMS
+            >>> guard = Guard(LocalKMS.generate()).bind(create_engine("sqlite://"))
+            >>> enc = guard.field("t", "c").encryptor(str.strip)
+            >>> blob = enc("  10000000146  ")
+            >>> len(blob), guard.field("t", "c").decrypt_str(blob)
+            (44, '10000000146')
+        """
+        label = self.label
+        clock = self._clock
+        max_uses = self._max_uses
+        padded = self.padded
+        keys = self._keys
+        me = self
+
+        def enc(value):
+            if prepare is not None:
+                try:
+                    value = prepare(value)
+                except InvalidInputError as exc:
+                    raise exc.with_column(label) from None
+            plaintext = value.encode("utf-8")
+            if check_envelope and plaintext and plaintext[0] in _ENVELOPE_FIRST \
+                    and _is_envelope(plaintext, keys):
+                raise AlreadyEncryptedError("refusing to encrypt a value that is already "
+                                            "an envelope", column=label,
+                                            operation="encrypt")
+            e = me._we
+            if e is None or e.uses >= max_uses or clock() >= e.wexpires:
+                e = me._write_entry()
+            e.uses += 1
+            try:
+                nonce = me._wnonce()
+            except ValueError:  # BufferedNonces raced by another thread: take a fresh one
+                nonce = os.urandom(12)
+            if padded:
+                plaintext = pad(plaintext)
+            return me._whdr + nonce + e.aead.encrypt(nonce, plaintext, me._waad)
+        return enc
 
     def _write_entry(self):
         try:
