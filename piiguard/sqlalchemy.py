@@ -1175,10 +1175,20 @@ class EncryptedEmail(EncryptedString):
 # ---------------------------------------------------------------------------------------
 def _index_default(st: _ColumnState):
     key = st.column.key
+    validate = st.validate
+    label = st.label
 
     def compute_index(context):
         value = context.get_current_parameters().get(key)
-        return None if value is None else st.index_of_value(value)
+        if value is None:
+            return None
+        if type(value) is str:  # the common case, as index_of_value() would do it
+            try:
+                canonical = validate(value)
+            except InvalidInputError as exc:
+                raise exc.with_column(label) from None
+            return st.index.compute(canonical)
+        return st.index_of_value(value)
     return compute_index
 
 

@@ -31,7 +31,7 @@ KEY_ID_SIZE = 4
 class BlindIndexKey:
     """One plaintext blind-index key in memory; its HMAC state is keyed once."""
 
-    __slots__ = ("id", "id_bytes", "_base")
+    __slots__ = ("id", "id_bytes", "_base", "_by_context")
 
     def __init__(self, key_id: int, key: bytes) -> None:
         if len(key) < 32:
@@ -40,15 +40,23 @@ class BlindIndexKey:
         self.id = key_id
         self.id_bytes = key_id.to_bytes(KEY_ID_SIZE, "big")
         self._base = hmac.new(key, digestmod=hashlib.sha256)
+        # HMAC state with the context already absorbed, per context (a few columns):
+        # each value then costs one copy, one update and the digest.
+        self._by_context: dict[bytes, hmac.HMAC] = {}
 
     def __repr__(self) -> str:
         return f"BlindIndexKey(id={self.id}, key=<redacted>)"
 
     def compute(self, context: bytes, canonical: bytes, bits: int = FULL_BITS) -> bytes:
         """Index value for ``canonical`` in ``context`` (``table.column``)."""
-        h = self._base.copy()
-        h.update(len(context).to_bytes(2, "big"))
-        h.update(context)
+        base = self._by_context.get(context)
+        if base is None:
+            base = self._base.copy()
+            base.update(len(context).to_bytes(2, "big"))
+            base.update(context)
+            if len(self._by_context) < 256:  # bounded: contexts are table.column names
+                self._by_context[context] = base
+        h = base.copy()
         h.update(canonical)
         digest = h.digest()
         if bits >= FULL_BITS:
