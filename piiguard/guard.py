@@ -330,6 +330,15 @@ class FieldIndex:
         return [k.compute(self._ctx, raw, self.bits)
                 for k in self._keys.usable_index_keys(self.scope)]
 
+    def usable_keys(self) -> list:
+        """The index keys lookups consult now (the same list object while the key cache
+        is fresh, so callers can memoise on its identity)."""
+        return self._keys.usable_index_keys(self.scope)
+
+    def cached_key_count(self) -> int | None:
+        """``len(usable_keys())`` if known without I/O (warm key cache), else None."""
+        return self._keys.cached_index_key_count(self.scope)
+
     def with_key(self, key_id: int, canonical: str) -> bytes:
         return self._keys.index_key(key_id).compute(self._ctx, canonical.encode("utf-8"),
                                                    self.bits)

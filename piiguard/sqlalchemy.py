@@ -796,11 +796,23 @@ class _EncryptedComparator(TypeDecorator.Comparator):
                                  "or .blind_match() for the raw candidates")
         canonical = [st.canonical(v) for v in values]     # validated now, at build time
         col = self._index_col(st)
-        # the index keys are looked up when the statement runs (inside SQLAlchemy's
-        # greenlet with async engines), not when the expression is built
-        cands = bindparam(None, callable_=lambda: st.candidates_of(canonical),
-                          expanding=True, type_=col.type)
-        return col.not_in(cands) if negate else col.in_(cands)
+        # The index keys are looked up when the statement runs (inside SQLAlchemy's
+        # greenlet with async engines), not when the expression is built.
+        n = st.index.cached_key_count()
+        slots = None if n is None else len(canonical) * (n + 1)
+        if slots is None or slots > _MAX_INDEX_SLOTS:
+            cands = bindparam(None, callable_=lambda: st.candidates_of(canonical),
+                              expanding=True, type_=col.type)
+            return col.not_in(cands) if negate else col.in_(cands)
+        # Warm key cache: a fixed IN list of plain parameters, which SQLAlchemy compiles
+        # once and caches (an expanding IN is re-rendered at every execution, about as
+        # costly as the lookup itself on SQLite). One spare slot per value for an index
+        # key rotation starting between building and running; spare slots repeat the
+        # first candidate. More candidates than slots fails instead of missing rows.
+        memo = _slot_memo(st, canonical)
+        binds = [bindparam(None, callable_=_index_slot(memo, st.label, i, slots),
+                           type_=col.type) for i in range(slots)]
+        return col.not_in(binds) if negate else col.in_(binds)
 
     def blind_match(self, value):
         """Rows whose blind index matches ``value`` (or any of a list of values). With a
@@ -808,6 +820,40 @@ class _EncryptedComparator(TypeDecorator.Comparator):
         :func:`lookup`."""
         values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
         return self._match(list(values), negate=False, exact_only=False)
+
+
+#: Above this many parameters (values x usable index keys) a lookup uses an expanding IN.
+_MAX_INDEX_SLOTS = 32
+
+
+def _index_slot(memo: Callable[[], list[bytes]], label: str, i: int, slots: int):
+    """Value of parameter ``i`` of a fixed-size blind-index IN list: candidate ``i``."""
+    def value():
+        cands = memo()
+        if len(cands) > slots:
+            raise ConfigurationError(
+                "the blind-index keys changed while this statement waited to run (index "
+                "key rotation): build the query again", column=label, operation="compare")
+        return cands[i] if i < len(cands) else cands[0]
+    return value
+
+
+def _slot_memo(st: _ColumnState, canonical: list[str]) -> Callable[[], list[bytes]]:
+    """The candidates of one statement, computed once per set of usable index keys and
+    shared by its parameters."""
+    # (usable-keys list, candidates) is replaced in one assignment, so concurrent
+    # executions of the statement never pair one key set with another's candidates.
+    box: list[tuple] = [(None, [])]
+
+    def memo() -> list[bytes]:
+        keys = st.index.usable_keys()
+        seen = box[0]
+        if seen[0] is keys:
+            return seen[1]
+        cands = st.candidates_of(canonical)
+        box[0] = (keys, cands)
+        return cands
+    return memo
 
 
 def _compare_error(st: _ColumnState, message: str) -> ConfigurationError:

@@ -219,6 +219,17 @@ class KeyManager:
         self._index_sets[scope] = (active, now + self.limits.soft_ttl, keys)
         return keys
 
+    def cached_index_key_count(self, scope: str) -> int | None:
+        """How many index keys lookups in ``scope`` consult, if the cache knows it right
+        now without asking the key table or the KMS; else None."""
+        active = self._active.get(("index", scope))
+        cached = self._index_sets.get(scope)
+        now = self._clock()
+        if active is None or cached is None or cached[0] is not active \
+                or now >= active.wexpires or now >= cached[1]:
+            return None
+        return len(cached[2])
+
     def pseudonym_key(self, scope: str = "default") -> BlindIndexKey:
         return self.active_index_like("pseudonym", scope)
 
