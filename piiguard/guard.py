@@ -316,7 +316,13 @@ class FieldIndex:
         self.scope = scope
         self.bits = check_bits(bits)
         self.label = f"{table}.{column}"
-        self._ctx = self.label.encode("utf-8")
+        if "." in table or "." in column:
+            # "a.b" + "c" and "a" + "b.c" would share the context "a.b.c" (and so every
+            # index value): such names get the length-prefixed parts instead, after a NUL
+            # that no "table.column" text starts with. Names without dots keep "t.c".
+            self._ctx = b"\x00" + FieldContext(table, column).aad
+        else:
+            self._ctx = self.label.encode("utf-8")
 
     def __repr__(self) -> str:
         return f"FieldIndex({self.label!r}, scope={self.scope!r}, bits={self.bits})"

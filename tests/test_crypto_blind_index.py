@@ -36,3 +36,18 @@ def test_compute_matches_an_independent_hmac_in_any_context_order(calls):
 def test_contexts_do_not_collide_by_concatenation():
     key = BlindIndexKey(1, KEY)
     assert key.compute(b"ab", b"c") != key.compute(b"a", b"bc")
+
+
+def test_dotted_names_do_not_share_an_index_context(local_kms, sqlite_engine):
+    from piiguard import Guard
+
+    guard = Guard(kms=local_kms).bind(sqlite_engine)
+    # One index key (one scope) for both, as when tables share a key scope.
+    a = guard.blind_index("a.b", "c", scope="shared")       # table "a.b", column "c"
+    b = guard.blind_index("a", "b.c", scope="shared")       # table "a", column "b.c"
+    assert a.label == b.label == "a.b.c"    # the same text, so the label alone is ambiguous
+    assert a.compute("10000000146") != b.compute("10000000146")
+    # names without dots keep the "table.column" context
+    plain = guard.blind_index("customers", "national_id")
+    key = guard.keys.active_index_key(plain.scope)
+    assert plain.compute("10000000146") == key.compute(b"customers.national_id", b"10000000146")
