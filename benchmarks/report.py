@@ -159,7 +159,7 @@ def render_chart(report: dict, path: Path) -> bool:
     heights = [max(1.2, 0.28 * len(b) + 0.8) for _, b in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, sum(heights)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for ax, (s, bars) in zip(axes[:, 0], panels):
+    for ax, (s, bars) in zip(axes[:, 0], panels, strict=True):
         labels = [b[0] for b in bars]
         values = [b[1] for b in bars]
         colors = ["#999999" if any(p in lbl for p in _PEERS) else "#2b7bba"

@@ -304,6 +304,6 @@ def optional(tp: Any) -> Any:
 
 
 # Encrypted fields (piiguard/pydantic_encrypted.py): hold only envelopes; reveal() decrypts.
-from piiguard.pydantic_encrypted import Encrypted, encrypted, reveal
+from piiguard.pydantic_encrypted import Encrypted, encrypted, reveal  # noqa: E402
 
 __all__ += ["Encrypted", "encrypted", "reveal"]

@@ -102,7 +102,7 @@ def run(ctx: Context) -> list[dict]:
     table.drop(engine)
     return [timing(NAME, label, "piiguard", rows=n, samples=s, db=ctx.db,
                    batch_size=b, workers=w)
-            for (label, s), (b, w) in zip(samples.items(), CONFIGS)]
+            for (label, s), (b, w) in zip(samples.items(), CONFIGS, strict=True)]
 
 
 def targets(records: list[dict], ctx: Context) -> list[dict]:

@@ -286,7 +286,7 @@ class Lite:
             compiled = self._updates[key] = (c.string, positional, names)
         sql, positional, names = compiled
         if not positional:
-            params = [dict(zip(names, p)) for p in params]  # type: ignore[misc]
+            params = [dict(zip(names, p, strict=True)) for p in params]  # type: ignore[misc]
         return conn.exec_driver_sql(sql, params).rowcount
 
     def exact_param(self, value: Any) -> Any:

@@ -85,7 +85,7 @@ def index_key_id(stored: Any) -> int | None:
 
 def row_key(pk_names: Iterable[str], values: Iterable[Any]) -> str:
     """How a row is named in reports: its primary key, ``id=42`` (never a value)."""
-    return ",".join(f"{n}={v}" for n, v in zip(pk_names, values))
+    return ",".join(f"{n}={v}" for n, v in zip(pk_names, values, strict=True))
 
 
 @dataclass(eq=False)

@@ -404,9 +404,8 @@ class TurkishAddress:
             h = head[:-1]
             j = h.rfind(", ")
             seg, prefix = (h[j + 2:], h[:j]) if j >= 0 else (h, "")
-            m = None
-            for m in _POSTAL_WORD.finditer(seg):
-                pass
+            matches = list(_POSTAL_WORD.finditer(seg))
+            m = matches[-1] if matches else None
             if m is not None:
                 span, before = seg[m.end():].strip(), seg[:m.start()]
                 postal = _merge_postal(postal, m.group(1))
