@@ -26,8 +26,16 @@ import json
 import os
 import secrets
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks (one writer at a time is then on you)
+    fcntl = None  # type: ignore[assignment]
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -71,6 +79,8 @@ class LocalKMS:
         self.master_key_id = current
         self.path = path
         self.disabled: set[str] = set(disabled or ())
+        self._version: tuple | None = None   # (inode, mtime_ns, size) of the file we know
+        self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
         where = f" path={str(self.path)!r}" if self.path else ""
@@ -106,23 +116,72 @@ class LocalKMS:
         if mode & 0o077:
             raise ConfigurationError(
                 f"key file {str(p)!r} is readable by others (mode {oct(mode)}); chmod 600 it")
-        try:
-            doc = json.loads(p.read_text("utf-8"))
-            keys = {kid: base64.b64decode(entry["material"], validate=True)
-                    for kid, entry in doc["keys"].items()}
-            disabled = {kid for kid, entry in doc["keys"].items()
-                        if entry.get("state") == "disabled"}
-            current = doc["current"]
-            if doc.get("version") != _FILE_VERSION:
-                raise ValueError("version")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ConfigurationError(f"key file {str(p)!r} is not a valid piiguard key file") \
-                from None
-        return cls(keys, current, path=p, disabled=disabled)
+        keys, current, disabled, version = _read_file(p)
+        kms = cls(keys, current, path=p, disabled=disabled)
+        kms._version = version
+        return kms
 
     def save(self) -> None:
-        """Write the key file atomically with mode 0600."""
-        self._write(exclusive=False)
+        """Write the key file atomically with mode 0600 (merged with what other
+        processes wrote to it since we read it: no master key is ever dropped)."""
+        self._update(lambda: None)
+
+    # -- sharing the key file between processes ------------------------------------------
+    # Every change is a read-modify-write under an exclusive lock on a sidecar lock file,
+    # merged with the file as it is now: two processes adding master keys at once keep
+    # both (losing one would lose every data key wrapped under it). Readers notice a
+    # changed file (new inode from the atomic replace) at their next KMS operation, so a
+    # master key added or disabled by the CLI is seen without a restart.
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"),
+                     os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)              # releases the lock
+
+    def _update(self, change: Callable[[], None]) -> None:
+        if self.path is None:
+            change()
+            return
+        with self._locked(), self._sync_lock:
+            if self.path.exists():
+                self._merge(*_read_file(self.path))
+            change()
+            self._write(exclusive=False)
+
+    def _sync(self) -> None:
+        """Take in what other processes wrote to the key file since we read it."""
+        if self.path is None:
+            return
+        try:
+            version = _file_version(self.path)
+        except FileNotFoundError:
+            return                    # keep the keys we hold; a write will recreate it
+        if version == self._version:
+            return
+        with self._sync_lock:
+            if version != self._version:
+                self._merge(*_read_file(self.path))
+
+    def _merge(self, keys: dict[str, bytes], current: str, disabled: set[str],
+               version: tuple) -> None:
+        for kid, material in keys.items():
+            known = self._keys.get(kid)
+            if known is None:
+                self._keys[kid] = material
+                self._aeads[kid] = AESGCM(material)
+            elif known != material:
+                raise ConfigurationError("the key file holds another key under a known "
+                                         "master key id", key_id=kid)
+        self.disabled = set(disabled)      # the file says which keys are disabled
+        self.master_key_id = current
+        self._version = version
 
     def _write(self, *, exclusive: bool) -> None:
         # exclusive: publish with link(), which fails if the file exists (create once).
@@ -147,6 +206,7 @@ class LocalKMS:
                 os.link(tmp, self.path)
             else:
                 os.replace(tmp, self.path)
+            self._version = _file_version(self.path)
         finally:
             Path(tmp).unlink(missing_ok=True)
 
@@ -159,32 +219,33 @@ class LocalKMS:
         """Create a new master key; returns its id (saved if the KMS has a file)."""
         kid = _new_key_id()
         material = secrets.token_bytes(32)
-        self._keys[kid] = material
-        self._aeads[kid] = AESGCM(material)
-        if make_current:
-            self.master_key_id = kid
-        if self.path is not None:
-            self.save()
+
+        def change() -> None:
+            self._keys[kid] = material
+            self._aeads[kid] = AESGCM(material)
+            if make_current:
+                self.master_key_id = kid
+        self._update(change)
         return kid
 
     def set_current(self, key_id: str) -> None:
-        self._aead(key_id)
-        self.master_key_id = key_id
-        if self.path is not None:
-            self.save()
+        def change() -> None:
+            self._aead(key_id)
+            self.master_key_id = key_id
+        self._update(change)
 
     def disable(self, key_id: str) -> None:
         """Refuse every later use of ``key_id`` (like disabling a key in AWS KMS)."""
-        self._aead(key_id)
-        self.disabled.add(key_id)
-        if self.path is not None:
-            self.save()
+        def change() -> None:
+            self._aead(key_id)
+            self.disabled.add(key_id)
+        self._update(change)
 
     def enable(self, key_id: str) -> None:
-        self._aead(key_id)
-        self.disabled.discard(key_id)
-        if self.path is not None:
-            self.save()
+        def change() -> None:
+            self._aead(key_id)
+            self.disabled.discard(key_id)
+        self._update(change)
 
     def _aead(self, key_id: str) -> AESGCM:
         try:
@@ -193,6 +254,7 @@ class LocalKMS:
             raise UnknownKeyError("unknown master key", key_id=key_id) from None
 
     def _usable(self, key_id: str, operation: str) -> AESGCM:
+        self._sync()    # one stat() per KMS operation (rare: the key cache sits in front)
         aead = self._aead(key_id)
         if key_id in self.disabled:
             raise KMSAccessError("master key is disabled", key_id=key_id, operation=operation)
@@ -200,9 +262,11 @@ class LocalKMS:
 
     # -- KeyProvider -----------------------------------------------------------------------
     def generate_data_key(self, context: Context) -> DataKeyPair:
+        self._sync()                     # the current master key may have changed
         plaintext = secrets.token_bytes(32)
-        return DataKeyPair(plaintext, self._wrap(self.master_key_id, plaintext, context,
-                                                 "generate_data_key"), self.master_key_id)
+        current = self.master_key_id
+        return DataKeyPair(plaintext, self._wrap(current, plaintext, context,
+                                                 "generate_data_key"), current)
 
     def decrypt_data_key(self, wrapped: bytes, master_key_id: str, context: Context) -> bytes:
         kid, nonce, body = self._parse(wrapped, master_key_id)
@@ -240,6 +304,29 @@ class LocalKMS:
             raise KMSAccessError("wrapped key names another master key", key_id=expected,
                                  operation="decrypt")
         return kid, wrapped[2 + n:14 + n], wrapped[14 + n:]
+
+
+def _file_version(path: Path) -> tuple:
+    st = os.stat(path)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _read_file(p: Path) -> tuple[dict[str, bytes], str, set[str], tuple]:
+    """Keys, current id, disabled ids and version of a key file."""
+    try:
+        version = _file_version(p)
+        doc = json.loads(p.read_text("utf-8"))
+        keys = {kid: base64.b64decode(entry["material"], validate=True)
+                for kid, entry in doc["keys"].items()}
+        disabled = {kid for kid, entry in doc["keys"].items()
+                    if entry.get("state") == "disabled"}
+        current = doc["current"]
+        if doc.get("version") != _FILE_VERSION or current not in keys:
+            raise ValueError("version")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigurationError(f"key file {str(p)!r} is not a valid piiguard key file") \
+            from None
+    return keys, current, disabled, version
 
 
 def _new_key_id() -> str:
