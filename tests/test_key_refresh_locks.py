@@ -304,3 +304,24 @@ def test_max_uses_while_the_key_table_is_locked_refuses_to_encrypt(request, tmp_
     guard.close()
     if db == "sqlite":
         engine.dispose()
+
+
+def test_sqlite_lookup_keys_refresh_does_not_wait_for_an_exclusive_lock(sqlite_engine):
+    """Lookups consult the set of usable index keys; refreshing it while another
+    connection holds SQLite's EXCLUSIVE lock keeps the cached set instead of waiting."""
+    guard, _cipher, clock, _kms = make_guard(sqlite_engine)
+    index = guard.blind_index("notes", "body")
+    before = index.candidates("10000000146")
+    raw = sqlite3.connect(sqlite_engine.url.database, isolation_level=None)
+    try:
+        raw.execute("BEGIN EXCLUSIVE")
+        clock.advance(SOFT)
+        during, took = timed(index.candidates, "10000000146")
+        assert took < NO_WAIT and during == before
+    finally:
+        raw.rollback() if raw.in_transaction else None
+        raw.close()
+    guard.keys.rotate("index", index.scope)        # after the lock: the set is read again
+    after = index.candidates("10000000146")
+    assert len(after) == 2 and after[1] == before[0]
+    assert session_lock_waits(sqlite_engine) == {5000}
