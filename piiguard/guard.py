@@ -71,6 +71,13 @@ def _is_envelope(data: bytes, keys: KeyManager) -> bool:
     return looks_like_envelope(data) and keys.has_key(int.from_bytes(data[1:5], "big"))
 
 
+def _refuse_envelope(data: bytes, keys: KeyManager, label: str) -> None:
+    """Raise :class:`AlreadyEncryptedError` if ``data`` is an envelope already."""
+    if _is_envelope(data, keys):
+        raise AlreadyEncryptedError("refusing to encrypt a value that is already an "
+                                    "envelope", column=label, operation="encrypt")
+
+
 def _name_column(exc: PIIGuardError, label: str) -> PIIGuardError:
     """Name ``table.column`` in an error raised below the cipher (in its message too)."""
     if exc.column is None:
@@ -93,7 +100,8 @@ class FieldCipher:
     """
 
     __slots__ = ("_keys", "ctx", "scope", "padded", "label", "_aad", "_fmt", "_clock",
-                 "_max_uses", "_we", "_whdr", "_waad", "_wnonce", "_reads", "_last")
+                 "_max_uses", "_we", "_whdr", "_waad", "_wnonce", "_reads", "_last",
+                 "_seal")
 
     def __init__(self, keys: KeyManager, ctx: FieldContext, scope: str, padded: bool) -> None:
         self._keys = keys
@@ -111,6 +119,7 @@ class FieldCipher:
         self._wnonce = _urandom12
         self._reads: dict[bytes, tuple] = {}  # header -> (header, entry, aad, padded)
         self._last: tuple = (b"\xff", None, b"", False)  # matches no envelope
+        self._seal = self.encryptor(encoded=True)  # encrypt() in the field's own scope
 
     def __repr__(self) -> str:
         return f"FieldCipher({self.label!r}, scope={self.scope!r}, padded={self.padded})"
@@ -121,33 +130,22 @@ class FieldCipher:
 
         Refuses (:class:`AlreadyEncryptedError`) a value that already parses as an
         envelope, binary or text."""
-        if plaintext and plaintext[0] in _ENVELOPE_FIRST \
-                and _is_envelope(plaintext, self._keys):
-            raise AlreadyEncryptedError("refusing to encrypt a value that is already an "
-                                        "envelope", column=self.label, operation="encrypt")
         if scope is not None and scope != self.scope:
+            if plaintext and plaintext[0] in _ENVELOPE_FIRST:
+                _refuse_envelope(plaintext, self._keys, self.label)
             return self._encrypt_in(scope, plaintext)
-        e = self._we
-        if e is None or e.uses >= self._max_uses or self._clock() >= e.wexpires:
-            e = self._write_entry()
-        e.uses += 1
-        try:
-            nonce = self._wnonce()
-        except ValueError:  # BufferedNonces raced by another thread: take a fresh one
-            nonce = os.urandom(12)
-        if self.padded:
-            plaintext = pad(plaintext)
-        return self._whdr + nonce + e.aead.encrypt(nonce, plaintext, self._waad)
+        return self._seal(plaintext)
 
     def encryptor(self, prepare: Callable[[Any], str] | None = None, *,
-                  check_envelope: bool = True) -> Callable[[Any], bytes]:
+                  check_envelope: bool = True,
+                  encoded: bool = False) -> Callable[[Any], bytes]:
         """A function ``value -> binary envelope``: :meth:`encrypt` fused with the
         column's own preparation, for hot paths that encrypt many values one by one
         (an ORM flush, an ``executemany``).
 
         ``prepare`` turns a value into the canonical text (a validator); its
         :class:`InvalidInputError` comes out naming this field. Without it the value
-        must be ``str``. ``check_envelope=False`` skips the "already an envelope" check,
+        must be ``str`` (``bytes`` with ``encoded=True``). ``check_envelope=False`` skips the "already an envelope" check,
         for validators whose canonical forms can never be one (digits, E.164, upper-case
         addresses). Same envelopes, same key bookkeeping and the same errors as
         ``encrypt(prepare(value).encode())``; one call instead of several.
@@ -173,12 +171,9 @@ class FieldCipher:
                     value = prepare(value)
                 except InvalidInputError as exc:
                     raise exc.with_column(label) from None
-            plaintext = value.encode("utf-8")
-            if check_envelope and plaintext and plaintext[0] in _ENVELOPE_FIRST \
-                    and _is_envelope(plaintext, keys):
-                raise AlreadyEncryptedError("refusing to encrypt a value that is already "
-                                            "an envelope", column=label,
-                                            operation="encrypt")
+            plaintext = value if encoded else value.encode("utf-8")
+            if check_envelope and plaintext and plaintext[0] in _ENVELOPE_FIRST:
+                _refuse_envelope(plaintext, keys, label)
             e = me._we
             if e is None or e.uses >= max_uses or clock() >= e.wexpires:
                 e = me._write_entry()

@@ -531,16 +531,17 @@ class _ColumnState:
 
     # -- values ----------------------------------------------------------------------------
     def canonical(self, value: Any) -> str:
-        if value is None:
-            raise InvalidFormatError("type", column=self.label, detail="value is NULL")
-        if isinstance(value, _masked_types()):
-            raise MaskedValueError("masked", column=self.label,
-                                   detail="a masked view cannot be written or searched")
-        if isinstance(value, Sealed):
-            if value._col is not self:
-                raise MaskedValueError("sealed", column=self.label,
-                                       detail="a sealed value of another column")
-            return value._plaintext()
+        if type(value) is not str:  # a plain str (the common case) is none of these
+            if value is None:
+                raise InvalidFormatError("type", column=self.label, detail="value is NULL")
+            if isinstance(value, _masked_types()):
+                raise MaskedValueError("masked", column=self.label,
+                                       detail="a masked view cannot be written or searched")
+            if isinstance(value, Sealed):
+                if value._col is not self:
+                    raise MaskedValueError("sealed", column=self.label,
+                                           detail="a sealed value of another column")
+                return value._plaintext()
         try:
             return self.validate(value)
         except InvalidInputError as exc:
@@ -1221,20 +1222,10 @@ class EncryptedEmail(EncryptedString):
 # ---------------------------------------------------------------------------------------
 def _index_default(st: _ColumnState):
     key = st.column.key
-    validate = st.validate
-    label = st.label
 
     def compute_index(context):
         value = context.get_current_parameters().get(key)
-        if value is None:
-            return None
-        if type(value) is str:  # the common case, as index_of_value() would do it
-            try:
-                canonical = validate(value)
-            except InvalidInputError as exc:
-                raise exc.with_column(label) from None
-            return st.index.compute(canonical)
-        return st.index_of_value(value)
+        return None if value is None else st.index_of_value(value)
     return compute_index
 
 

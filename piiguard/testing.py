@@ -1,4 +1,5 @@
-"""Test helpers: a local KMS, a real moto server KMS, KMS call counting, fault injection.
+"""Test helpers: a local KMS, a real moto server KMS, KMS call counting, fault injection,
+a manual clock and a SQL statement counter.
 
 Use them as pytest fixtures (``pytest_plugins = ["piiguard.testing"]``) or directly.
 moto never fails on its own (it does not enforce key states, outages or throttling), so
@@ -105,6 +106,77 @@ class KMSCallCounter:
 
     def reset(self) -> None:
         self.calls.clear()
+
+
+class CountingKMS:
+    """A key provider in front of another (a fresh :class:`~piiguard.LocalKMS` by
+    default) that counts the calls reaching it: a spy, not a fake.
+
+        >>> kms = CountingKMS()
+        >>> pair = kms.generate_data_key({"piiguard:scope": "t"})
+        >>> kms.calls["generate"], kms.total
+        (1, 1)
+    """
+
+    def __init__(self, inner: Any = None) -> None:
+        if inner is None:
+            from piiguard.kms.local import LocalKMS
+            inner = LocalKMS.generate()
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def master_key_id(self) -> str:
+        return self.inner.master_key_id
+
+    def generate_data_key(self, context):
+        self.calls["generate"] += 1
+        return self.inner.generate_data_key(context)
+
+    def decrypt_data_key(self, wrapped, master_key_id, context):
+        self.calls["decrypt"] += 1
+        return self.inner.decrypt_data_key(wrapped, master_key_id, context)
+
+    def rewrap(self, wrapped, source_key_id, dest_key_id, context):
+        self.calls["rewrap"] += 1
+        return self.inner.rewrap(wrapped, source_key_id, dest_key_id, context)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+class ManualClock:
+    """A clock that moves only when told: ``Guard(..., clock=clock)`` and
+    ``clock.advance(seconds)`` to step over a key cache's TTLs."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class StatementCounter:
+    """Counts the SQL statements ``engine`` sends (e.g. to show a warm key cache reads
+    nothing from the key table); ``stop()`` detaches it."""
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        self.engine, self.n = engine, 0
+        event.listen(engine, "before_cursor_execute", self._on)
+
+    def _on(self, *args: Any, **kwargs: Any) -> None:
+        self.n += 1
+
+    def stop(self) -> None:
+        from sqlalchemy import event
+
+        event.remove(self.engine, "before_cursor_execute", self._on)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections import Counter
 from contextlib import contextmanager
 
 import pytest
@@ -26,58 +25,14 @@ from sqlalchemy import (Column, Integer, LargeBinary, MetaData, Table, create_en
                         insert, select)
 from sqlalchemy.exc import OperationalError
 
-from piiguard import CacheLimits, Guard, LocalKMS
+from piiguard import CacheLimits, Guard
+from piiguard.testing import CountingKMS as SpyKMS
+from piiguard.testing import ManualClock as Clock
+from piiguard.testing import StatementCounter as SQLCounter
 
 SOFT, HARD = 60.0, 600.0
 NO_WAIT = 1.0      # seconds: far below the 5 s the connections below would wait
 LOCK_WAIT = 5      # seconds a blocked statement waits on every engine here
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class SpyKMS:
-    """A real LocalKMS that counts the calls reaching it."""
-
-    def __init__(self) -> None:
-        self.inner = LocalKMS.generate()
-        self.calls: Counter[str] = Counter()
-
-    @property
-    def master_key_id(self) -> str:
-        return self.inner.master_key_id
-
-    def generate_data_key(self, context):
-        self.calls["generate"] += 1
-        return self.inner.generate_data_key(context)
-
-    def decrypt_data_key(self, wrapped, master_key_id, context):
-        self.calls["decrypt"] += 1
-        return self.inner.decrypt_data_key(wrapped, master_key_id, context)
-
-    def rewrap(self, wrapped, source_key_id, dest_key_id, context):
-        self.calls["rewrap"] += 1
-        return self.inner.rewrap(wrapped, source_key_id, dest_key_id, context)
-
-
-class SQLCounter:
-    def __init__(self, engine) -> None:
-        self.engine, self.n = engine, 0
-        event.listen(engine, "before_cursor_execute", self._on)
-
-    def _on(self, *args, **kwargs) -> None:
-        self.n += 1
-
-    def stop(self) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._on)
 
 
 notes = Table("notes", MetaData(), Column("id", Integer, primary_key=True),

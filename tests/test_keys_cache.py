@@ -15,60 +15,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from sqlalchemy import event
 
 from piiguard import CacheLimits, Guard, LocalKMS
+from piiguard.testing import CountingKMS as SpyKMS
+from piiguard.testing import ManualClock as Clock
+from piiguard.testing import StatementCounter as SQLCounter
 from piiguard.errors import ConfigurationError, KeyDestroyedError
 
 SOFT, HARD = 60.0, 600.0
-
-
-class SpyKMS:
-    """A real LocalKMS behind a counter (a spy, not a fake)."""
-
-    def __init__(self, inner: LocalKMS) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-
-    @property
-    def master_key_id(self) -> str:
-        return self.inner.master_key_id
-
-    def generate_data_key(self, context):
-        self.calls["generate"] += 1
-        return self.inner.generate_data_key(context)
-
-    def decrypt_data_key(self, wrapped, master_key_id, context):
-        self.calls["decrypt"] += 1
-        return self.inner.decrypt_data_key(wrapped, master_key_id, context)
-
-    def rewrap(self, wrapped, source_key_id, dest_key_id, context):
-        self.calls["rewrap"] += 1
-        return self.inner.rewrap(wrapped, source_key_id, dest_key_id, context)
-
-    @property
-    def total(self) -> int:
-        return sum(self.calls.values())
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class SQLCounter:
-    def __init__(self, engine) -> None:
-        self.n = 0
-        event.listen(engine, "before_cursor_execute", self._on)
-
-    def _on(self, *args, **kwargs) -> None:
-        self.n += 1
 
 
 @pytest.fixture

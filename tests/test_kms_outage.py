@@ -20,20 +20,12 @@ from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, insert, se
 
 from piiguard import AwsKMS, CacheLimits, Guard
 from piiguard.errors import KMSUnavailableError
-from piiguard.testing import inject_kms_fault
+from piiguard.testing import ManualClock, inject_kms_fault
 from piiguard.validators import tckn
 
 FAULTS = [dict(code="ServiceUnavailable"), dict(code="ThrottlingException"),
           dict(exception=EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))]
 FAULT_IDS = ["ServiceUnavailable", "ThrottlingException", "EndpointConnectionError"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def national_id(i: int) -> str:
@@ -106,7 +98,7 @@ def test_warm_cache_works_and_kms_needs_fail_fast(aws_kms, sqlite_engine, fault)
 
 def test_outage_longer_than_hard_ttl_fails_closed(aws_kms, sqlite_engine):
     kms, client, _ = aws_kms
-    clock = Clock()
+    clock = ManualClock(0.0)
     guard = Guard(kms=kms, clock=clock,
                   cache=CacheLimits(soft_ttl=10, hard_ttl=100)).bind(sqlite_engine)
     cipher = guard.field("customers", "national_id")
@@ -128,7 +120,7 @@ def test_outage_longer_than_hard_ttl_fails_closed(aws_kms, sqlite_engine):
 def test_rotation_elsewhere_during_outage_keeps_writing_under_the_cached_key(
         aws_kms, sqlite_engine):
     kms, client, _ = aws_kms
-    clock = Clock()
+    clock = ManualClock(0.0)
     limits = CacheLimits(soft_ttl=10, hard_ttl=100)
     g1 = Guard(kms=kms, clock=clock, cache=limits).bind(sqlite_engine)
     g2 = Guard(kms=kms, clock=clock, cache=limits).bind(sqlite_engine)

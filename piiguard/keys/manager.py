@@ -213,26 +213,22 @@ class KeyManager:
         now = self._clock()
         if cached is not None and cached[0] is active and now < cached[1]:
             return cached[2]
-        if cached is None:
-            rows = self.keys(kind="index", scope=scope)
-        else:
-            # A refresh with a set to fall back on: never wait for another connection's
-            # lock (a lookup would stall for SQLite's busy timeout); keep the set we have,
-            # with the active key now in front, until the next refresh instead.
-            t = self.table
-            q = select(t.c.id, t.c.state).where(t.c.kind == "index", t.c.scope == scope) \
-                .order_by(t.c.id)
-            try:
-                with self._engine().connect() as conn, _brief_lock_waits(conn):
-                    rows = conn.execute(q).all()
-            except SQLAlchemyError:
-                log.warning("key table busy or unreachable; lookups keep the cached index "
-                            "keys of scope %s until the next refresh", scope)
-                keys = [active.key, *(k for k in cached[2] if k.id != active.key.id)]
-                self._index_sets[scope] = (active, now + self.limits.soft_ttl, keys)
-                return keys
-        others = [self.index_key(r.id) for r in rows if r.state == DECRYPT_ONLY]
-        keys = [active.key, *others]
+        t = self.table
+        q = select(t.c.id).where(t.c.kind == "index", t.c.scope == scope,
+                                 t.c.state == DECRYPT_ONLY).order_by(t.c.id)
+        try:
+            with self._engine().connect() as conn:
+                # With a set to fall back on, never wait for another connection's lock
+                # (a lookup would stall for SQLite's busy timeout).
+                with _brief_lock_waits(conn) if cached is not None else conn.begin():
+                    ids = conn.execute(q).scalars().all()
+        except SQLAlchemyError:
+            if cached is None:
+                raise
+            log.warning("key table busy or unreachable; lookups keep the cached index "
+                        "keys of scope %s until the next refresh", scope)
+            ids = [k.id for k in cached[2] if k.id != active.key.id]
+        keys = [active.key, *(self.index_key(i) for i in ids)]
         self._index_sets[scope] = (active, now + self.limits.soft_ttl, keys)
         return keys
 

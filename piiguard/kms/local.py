@@ -254,21 +254,23 @@ class LocalKMS:
             raise UnknownKeyError("unknown master key", key_id=key_id) from None
 
     def _usable(self, key_id: str, operation: str) -> AESGCM:
-        self._sync()    # one stat() per KMS operation (rare: the key cache sits in front)
         aead = self._aead(key_id)
         if key_id in self.disabled:
             raise KMSAccessError("master key is disabled", key_id=key_id, operation=operation)
         return aead
 
     # -- KeyProvider -----------------------------------------------------------------------
+    # Each operation first takes in changes other processes made to the key file: one
+    # stat() per KMS operation (rare: the key cache sits in front of the KMS).
     def generate_data_key(self, context: Context) -> DataKeyPair:
-        self._sync()                     # the current master key may have changed
+        self._sync()                     # the current master key may have changed too
         plaintext = secrets.token_bytes(32)
         current = self.master_key_id
         return DataKeyPair(plaintext, self._wrap(current, plaintext, context,
                                                  "generate_data_key"), current)
 
     def decrypt_data_key(self, wrapped: bytes, master_key_id: str, context: Context) -> bytes:
+        self._sync()
         kid, nonce, body = self._parse(wrapped, master_key_id)
         aead = self._usable(kid, "decrypt")
         try:

@@ -446,8 +446,28 @@ def _merge_postal(a: str | None, b: str) -> str:
 
 # --------------------------------------------------------------------------- canonical text
 
-# The part after the last ", " of canonical text: [POSTAL ][DISTRICT/]PROVINCE.
-_TAIL = re.compile(r"(?:([0-9]{5}) )?(?:([^ ,/0-9][^,/0-9]*)/)?([^ ,/0-9]+)")
+# Canonical text as one regex: normal text (the _NORMAL lookahead), a street with a
+# letter or digit (str.isalnum, over the canonical alphabet), then after the last ", "
+# (the tail has no comma) [POSTAL ][DISTRICT/]PROVINCE, the district without digits.
+_ALNUM_CANONICAL = "0-9A-ZÂÇÎÖÛÜĞİŞ"
+_CANONICAL = re.compile(
+    f"(?=(?:{_NORMAL.pattern})\\Z)[^{_ALNUM_CANONICAL}]*+[{_ALNUM_CANONICAL}].*, "
+    "(?:([0-9]{5}) )?(?:([^ ,/0-9][^,/0-9]*)/)?([^ ,/0-9]++)")
+_PLATE_BY_CANONICAL: dict[str, str] = {p.canonical: f"{p.code:02d}" for p in PROVINCES}
+
+
+def _canonical_match(text: object) -> re.Match | None:
+    """The ``_CANONICAL`` match of ``text`` when it is canonical text, else None."""
+    if type(text) is not str or len(text) > MAX_LENGTH:
+        return None
+    m = _CANONICAL.fullmatch(text)
+    if m is None:
+        return None
+    postal, _, name = m.groups()
+    plate = _PLATE_BY_CANONICAL.get(name)
+    if plate is None or (postal is not None and not postal.startswith(plate)):
+        return None
+    return m
 
 
 def _canonical_parts(text: object) -> tuple[str, str | None, str | None, Province] | None:
@@ -455,49 +475,23 @@ def _canonical_parts(text: object) -> tuple[str, str | None, str | None, Provinc
     that :func:`validate` returns unchanged, else None ("not known": use the full rules).
 
     Sound by construction (see the tests, which check it against the full rules): the
-    text is a fixed point of :func:`normalize` (:func:`_is_normal`), its tail after the
-    last ``", "`` has no comma, so the parser splits it there too, the tail is
+    text is a fixed point of :func:`normalize` (the ``_NORMAL`` lookahead), its tail
+    after the last ``", "`` has no comma, so the parser splits it there too, the tail is
     ``[POSTAL ][DISTRICT/]PROVINCE`` with a district without digits, a province in its
     canonical spelling and a postal code of that province, and the street has a letter
     or digit.
     """
-    if type(text) is not str or len(text) > MAX_LENGTH or not _is_normal(text):
-        return None
-    street, sep, tail = text.rpartition(", ")
-    if not sep:
-        return None
-    m = _TAIL.fullmatch(tail)
+    m = _canonical_match(text)
     if m is None:
         return None
     postal, district, name = m.groups()
-    p = _BY_CANONICAL.get(name)
-    if p is None or (postal is not None and int(postal[:2]) != p.code):
-        return None
-    if _ALNUM.search(street) is None:
-        return None
-    return street, postal, district, p
-
-
-# _canonical_parts as one regex, for validate()'s hot path: normal text (the _NORMAL
-# lookahead) with a letter or digit (str.isalnum, over the canonical alphabet) before its
-# last ", ", then the tail; the groups are the postal code's plate digits and the province.
-_ALNUM_CANONICAL = "0-9A-ZÂÇÎÖÛÜĞİŞ"
-_CANONICAL = re.compile(
-    f"(?=(?:{_NORMAL.pattern})\\Z)[^{_ALNUM_CANONICAL}]*+[{_ALNUM_CANONICAL}].*, "
-    "(?:([0-9]{2})[0-9]{3} )?(?:[^ ,/0-9][^,/0-9]*/)?([^ ,/0-9]++)")
-_PLATE_BY_CANONICAL: dict[str, str] = {p.canonical: f"{p.code:02d}" for p in PROVINCES}
+    # the tail has no comma: the street is everything before the last ", "
+    return text[:text.rfind(", ")], postal, district, _BY_CANONICAL[name]
 
 
 def _is_canonical(text: object) -> bool:
-    """``_canonical_parts(text) is not None``, faster (one regex, one dict lookup)."""
-    if type(text) is not str or len(text) > MAX_LENGTH:
-        return False
-    m = _CANONICAL.fullmatch(text)
-    if m is None:
-        return False
-    plate, name = m.groups()
-    code = _PLATE_BY_CANONICAL.get(name)
-    return code is not None and (plate is None or plate == code)
+    """True when ``text`` is canonical text (what :func:`validate`'s hot path asks)."""
+    return _canonical_match(text) is not None
 
 
 # --------------------------------------------------------------------------- API
@@ -521,13 +515,13 @@ def validate(value: str | TurkishAddress | Mapping[str, object]) -> str:
     >>> validate('ALSANCAK MAH. 1470 SK. NO:3, 35220 KONAK/İZMİR')
     'ALSANCAK MAH. 1470 SK. NO:3, 35220 KONAK/İZMİR'
     """
-    if _is_canonical(value):
+    if _canonical_match(value) is not None:
         return value  # type: ignore[return-value]
     if isinstance(value, str):
         text = normalize(value)
         # The full rules parse normalize(value); when that is canonical text (so a fixed
         # point of normalize), they do exactly what they do for that text: return it.
-        if _is_canonical(text):
+        if _canonical_match(text) is not None:
             return text
         return TurkishAddress._from_text(text).normalized().format()
     return _validate_full(value)
