@@ -39,6 +39,9 @@ True
 
 from __future__ import annotations
 
+import copy
+from typing import Self
+
 __all__ = [
     "PIIGuardError",
     "InvalidInputError",
@@ -67,7 +70,12 @@ class PIIGuardError(Exception):
     """Base of every piiguard error.
 
     Carries structured, value-free context: ``column`` (``table.column``), ``key_id``
-    and ``operation``. The message is built from these, never from user data.
+    and ``operation``. The message is built from these and from ``reason`` (what went
+    wrong, a fixed text), never from user data.
+
+    >>> err = DecryptionError("decryption failed", key_id=7, operation="decrypt")
+    >>> str(err.with_column("customers.phone"))
+    'decryption failed column=customers.phone key_id=7 operation=decrypt'
     """
 
     def __init__(
@@ -78,39 +86,72 @@ class PIIGuardError(Exception):
         key_id: str | int | None = None,
         operation: str | None = None,
     ) -> None:
+        self.reason = message
         self.column = column
         self.key_id = None if key_id is None else str(key_id)
         self.operation = operation
-        parts = [message]
-        if column:
-            parts.append(f"column={column}")
+        super().__init__(self._render())
+
+    def _headline(self) -> str:
+        return self.reason
+
+    def _render(self) -> str:
+        parts = [self._headline()]
+        if self.column:
+            parts.append(f"column={self.column}")
         if self.key_id is not None:
             parts.append(f"key_id={self.key_id}")
-        if operation:
-            parts.append(f"operation={operation}")
-        self._detail = message
-        super().__init__(" ".join(parts) if len(parts) > 1 else message)
+        if self.operation:
+            parts.append(f"operation={self.operation}")
+        return " ".join(parts)
+
+    def with_column(self, column: str | None) -> Self:
+        """Name ``column`` (``table.column``) in this error and its message, if it names
+        no column yet; returns the error itself, so ``raise exc.with_column(label)``
+        re-raises it with its cause. Where the frames below may hold a value (a
+        validator's), drop them: ``raise exc.with_column(label).with_traceback(None)
+        from None``."""
+        if self.column is None and column:
+            self.column = column
+            self.args = (self._render(),)
+        return self
+
+    def clone(self) -> Self:
+        """A fresh copy of this error (same class, same context and cause, no
+        traceback): what a framework hook raises instead of its own wrapper."""
+        new = copy.copy(self)
+        new.args = (new._render(),)
+        new.__traceback__ = None
+        new.__cause__ = self.__cause__
+        new.__context__ = None
+        new.__suppress_context__ = True
+        return new
 
 
 class InvalidInputError(PIIGuardError, ValueError):
-    """A value was refused before encryption; ``rule`` names the rule that failed."""
+    """A value was refused before encryption; ``rule`` names the rule that failed and
+    ``detail`` says more (never the value)."""
 
     kind = "invalid"
 
     def __init__(self, rule: str, *, column: str | None = None, detail: str | None = None,
                  operation: str | None = None) -> None:
         self.rule = rule
-        where = f" for {column}" if column else ""
-        msg = f"invalid value{where}: {rule} rule failed"
-        if detail:
-            msg += f" ({detail})"
-        PIIGuardError.__init__(self, msg, operation=operation)
-        self.column = column
+        self.detail = detail
+        PIIGuardError.__init__(self, f"{rule} rule failed", column=column,
+                               operation=operation)
 
-    def with_column(self, column: str) -> "InvalidInputError":
-        """Return a copy of this error that names ``column`` (``table.column``)."""
-        detail = self._detail.split(" (", 1)[1][:-1] if " (" in self._detail else None
-        return type(self)(self.rule, column=column, detail=detail, operation=self.operation)
+    def _headline(self) -> str:
+        where = f" for {self.column}" if self.column else ""
+        msg = f"invalid value{where}: {self.rule} rule failed"
+        if self.detail:
+            msg += f" ({self.detail})"
+        return msg
+
+    def _render(self) -> str:
+        # The column is in the headline already ("invalid value for t.c: ...").
+        return self._headline() if not self.operation else \
+            f"{self._headline()} operation={self.operation}"
 
 
 class InvalidFormatError(InvalidInputError):

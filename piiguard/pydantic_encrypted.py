@@ -112,7 +112,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError, core_schema
 
-from piiguard.crypto.envelope import TEXT_PREFIX, decode_text
+from piiguard.crypto.envelope import TEXT_PREFIX, decode_text, key_id_of
 from piiguard.errors import (
     AlreadyEncryptedError,
     ConfigurationError,
@@ -431,9 +431,10 @@ def reveal(model: Any, field: str, *, row_key: Any = None) -> str | None:
                                   operation="reveal")
     try:
         blob = decode_text(value)
+        key_id = key_id_of(blob)
     except EnvelopeFormatError as exc:
-        raise EnvelopeFormatError(exc._detail, column=cipher.label,
+        raise EnvelopeFormatError(exc.reason, column=cipher.label,
                                   operation="reveal") from None
     return render(enc.guard, kind=kind, column=cipher.label,
                   plaintext_fn=lambda: cipher.decrypt(blob).decode("utf-8"),
-                  row_key=row_key, key_id=int.from_bytes(blob[1:5], "big"))
+                  row_key=row_key, key_id=key_id)

@@ -63,12 +63,11 @@ from sqlalchemy.types import TypeDecorator
 from piiguard.crypto.blind_index import recommend_bits
 from piiguard.crypto.envelope import (
     BINARY_OVERHEAD,
-    FORMAT_V1,
-    MAX_SIZE,
-    MIN_SIZE,
     TEXT_PREFIX,
     decode_text,
     encode_text,
+    is_binary_shape,
+    key_id_of,
     looks_like_envelope,
 )
 from piiguard.crypto.padding import bucket_size
@@ -395,17 +394,10 @@ def _text_canonical(value: str) -> str:
 
 
 def _with_label(exc: PIIGuardError, label: str) -> PIIGuardError:
-    """``exc`` naming ``label`` in its message (value-free errors only are rebuilt)."""
-    if isinstance(exc, InvalidInputError):
-        return exc.with_column(label)
-    if exc.column == label:
-        return exc
-    try:
-        return type(exc)(exc._detail, column=label, key_id=exc.key_id,
-                         operation=exc.operation)
-    except TypeError:
-        exc.column = label
-        return exc
+    """``exc`` naming ``label`` in its message; a refused value's error keeps no
+    frames (they hold the value)."""
+    exc.with_column(label)
+    return exc.with_traceback(None) if isinstance(exc, InvalidInputError) else exc
 
 
 class _ColumnState:
@@ -545,7 +537,7 @@ class _ColumnState:
         try:
             return self.validate(value)
         except InvalidInputError as exc:
-            raise exc.with_column(self.label) from None
+            raise exc.with_column(self.label).with_traceback(None) from None
 
     def encrypt(self, canonical: str, scope: str | None = None) -> bytes | str:
         try:
@@ -578,8 +570,7 @@ class _ColumnState:
     def is_envelope(self, stored) -> bool:
         if isinstance(stored, str):
             return stored.startswith(TEXT_PREFIX) and looks_like_envelope(stored)
-        n = len(stored)
-        return MIN_SIZE <= n <= MAX_SIZE and stored[0] & 0xFE == FORMAT_V1
+        return is_binary_shape(stored)
 
     def decrypt(self, stored) -> str:
         try:
@@ -602,15 +593,10 @@ class _ColumnState:
                                   operation="decrypt") from None
 
     def stored_key_id(self, stored) -> int:
-        if isinstance(stored, str):
-            try:
-                stored = decode_text(stored)
-            except EnvelopeFormatError as exc:
-                raise _with_label(exc, self.label) from None
-        if len(stored) < MIN_SIZE or stored[0] & 0xFE != FORMAT_V1:
-            raise EnvelopeFormatError("stored value is not a piiguard envelope",
-                                      column=self.label, operation="key id")
-        return int.from_bytes(bytes(stored[1:5]), "big")
+        try:
+            return key_id_of(stored)
+        except EnvelopeFormatError as exc:
+            raise exc.with_column(self.label) from None
 
     def index_for(self, canonical: str) -> bytes | None:
         return None if self.index is None else self.index.compute(canonical)
@@ -1281,13 +1267,7 @@ def _install_engine_hook() -> None:
 
 
 def _clone_error(exc: PIIGuardError) -> PIIGuardError:
-    if isinstance(exc, InvalidInputError):
-        return exc.with_column(exc.column) if exc.column else exc
-    try:
-        return type(exc)(exc._detail, column=exc.column, key_id=exc.key_id,
-                         operation=exc.operation)
-    except TypeError:
-        return exc
+    return exc.clone()
 
 
 def _unwrap_piiguard_error(ctx):

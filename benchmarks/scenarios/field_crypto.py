@@ -49,7 +49,7 @@ def _systems(ctx: Context) -> dict[str, tuple]:
     cipher = guard.field("customers", "national_id")
     cipher.decrypt(cipher.encrypt(b"10000000146"))  # creates and caches the DEK
     dek = guard.keys.active_dek(cipher.scope)
-    floor = dek._aead  # the same key, schedule built once (what piiguard itself holds)
+    floor = dek.aead  # the same key, schedule built once (what piiguard itself holds)
     urandom = os.urandom
 
     def floor_enc(pt: bytes) -> tuple[bytes, bytes]:

@@ -41,7 +41,7 @@ class DataKey:
     ``nonce_source`` is injectable for deterministic test vectors (default ``os.urandom``).
     """
 
-    __slots__ = ("id", "_aead", "id_bytes", "_nonce", "__weakref__")
+    __slots__ = ("id", "aead", "id_bytes", "nonce12", "__weakref__")
 
     def __init__(self, key_id: int, key: bytes, *,
                  nonce_source: NonceSource = os.urandom) -> None:
@@ -50,24 +50,43 @@ class DataKey:
         if not 0 <= key_id < 2**32:
             raise ConfigurationError("a data key id must fit in 32 bits", key_id=key_id)
         self.id = key_id
-        self._aead = AESGCM(key)
+        #: The ``AESGCM`` object, built once (the envelope's prepared sealers use it).
+        self.aead = AESGCM(key)
         self.id_bytes = key_id.to_bytes(4, "big")
-        self._nonce = nonce_source
+        #: Zero-argument nonce source: ``BufferedNonces.next12`` when there is one.
+        self.nonce12 = _zero_arg(nonce_source)
 
     def __repr__(self) -> str:
         return f"DataKey(id={self.id}, key=<redacted>)"
 
     def seal(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """AES-256-GCM encrypt: ciphertext followed by the 16-byte tag."""
-        return self._aead.encrypt(nonce, plaintext, aad)
+        return self.aead.encrypt(nonce, plaintext, aad)
 
     def open(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         """AES-256-GCM decrypt; any failure is one opaque :class:`DecryptionError`."""
         try:
-            return self._aead.decrypt(nonce, ciphertext, aad)
+            return self.aead.decrypt(nonce, ciphertext, aad)
         except (InvalidTag, ValueError, OverflowError):
             raise DecryptionError("decryption failed", key_id=self.id,
                                   operation="decrypt") from None
 
     def new_nonce(self) -> bytes:
-        return self._nonce(NONCE_SIZE)
+        """A fresh 12-byte nonce from the key's nonce source."""
+        try:
+            return self.nonce12()
+        except ValueError:  # BufferedNonces raced by another thread: take a fresh one
+            return os.urandom(NONCE_SIZE)
+
+
+def _zero_arg(source: NonceSource) -> Callable[[], bytes]:
+    fast = getattr(source, "next12", None)
+    if callable(fast):
+        return fast  # type: ignore[no-any-return]
+    if source is os.urandom:
+        return _urandom12
+    return lambda: source(NONCE_SIZE)
+
+
+def _urandom12() -> bytes:
+    return os.urandom(NONCE_SIZE)

@@ -64,6 +64,39 @@ class BlindIndexKey:
         return self.id_bytes + truncate(digest, bits)
 
 
+def index_context(table: str, column: str) -> bytes:
+    """The context a column's blind index values are computed in (``docs/format.md``
+    section 5): ``table.column``, or length-prefixed parts when a name has a dot.
+
+    >>> index_context("customers", "national_id")
+    b'customers.national_id'
+    >>> index_context("a.b", "c") != index_context("a", "b.c")
+    True
+    """
+    if "." in table or "." in column:
+        # "a.b" + "c" and "a" + "b.c" would share the context "a.b.c" (and so every
+        # index value): such names get the length-prefixed parts instead, after a NUL
+        # that no "table.column" text starts with. Names without dots keep "t.c".
+        out = bytearray(b"\x00")
+        for part in (table, column):
+            raw = part.encode("utf-8")
+            out += len(raw).to_bytes(2, "big") + raw
+        return bytes(out)
+    return f"{table}.{column}".encode("utf-8")
+
+
+def index_key_bytes_of(value: bytes | bytearray | memoryview) -> bytes:
+    """The 4 bytes naming the index key of a stored blind-index value."""
+    return bytes(value[:KEY_ID_SIZE])
+
+
+def index_key_id_of(value: bytes | bytearray | memoryview | None) -> int | None:
+    """The index key id a stored blind-index value names; ``None`` if it is too short."""
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) > KEY_ID_SIZE:
+        return int.from_bytes(bytes(value[:KEY_ID_SIZE]), "big")
+    return None
+
+
 def truncate(digest: bytes, bits: int) -> bytes:
     nbytes = -(-bits // 8)
     out = bytearray(digest[:nbytes])

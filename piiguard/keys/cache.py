@@ -48,7 +48,7 @@ class Entry:
                  limits: CacheLimits, persisted_uses: int = 0) -> None:
         self.key = key
         self.id = key.id
-        self.aead = getattr(key, "_aead", None)
+        self.aead = getattr(key, "aead", None)
         self.kind = kind
         self.scope = scope
         self.state = state

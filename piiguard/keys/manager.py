@@ -135,6 +135,7 @@ class KeyManager:
         self.kms = kms
         self.limits = limits or CacheLimits()
         self._clock = clock
+        self.clock = clock
         self._wall = wall_clock
         self._nonce = nonce_source
         self.table = key_table(table_name)

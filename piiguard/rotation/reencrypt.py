@@ -24,9 +24,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-
-from piiguard.crypto.envelope import FLAG_PADDED, FORMAT_V1, encode_text
+from piiguard.crypto.blind_index import index_key_bytes_of
+from piiguard.crypto.envelope import (
+    Opener,
+    Sealer,
+    encode_text,
+    header_key_id,
+    header_of,
+    key_bytes,
+    key_bytes_of,
+    key_id_bytes,
+    to_blob,
+)
 from piiguard.crypto.padding import unpad
 from piiguard.errors import (
     ConfigurationError,
@@ -36,6 +45,7 @@ from piiguard.errors import (
     PIIGuardError,
     UnknownKeyError,
 )
+from piiguard.keys.cache import Entry
 from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED
 from piiguard.rotation.batches import (
     BatchJob,
@@ -48,12 +58,9 @@ from piiguard.rotation.batches import (
 )
 from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.sql import or_all
-from piiguard.rotation.targets import discover, to_blob
+from piiguard.rotation.targets import discover
 
 __all__ = ["KeyPlan", "ReencryptReport", "reencrypt"]
-
-_FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
-
 
 @dataclass
 class ReencryptReport:
@@ -114,10 +121,10 @@ class KeyPlan:
         self.destroyed_deks = frozenset(k.id for k in infos if k.kind == "dek"
                                         and k.state == DESTROYED)
         # The same, keyed by the 4 id bytes as they appear in stored values (hot path).
-        self.old_deks_b = frozenset(i.to_bytes(4, "big") for i in self.old_deks)
-        self.old_index_b = frozenset(i.to_bytes(4, "big") for i in self.old_index)
-        self.dek_scope_b = {i.to_bytes(4, "big"): s for i, s in self.dek_scope.items()}
-        self.destroyed_deks_b = frozenset(i.to_bytes(4, "big") for i in self.destroyed_deks)
+        self.old_deks_b = key_id_bytes(self.old_deks)
+        self.old_index_b = key_id_bytes(self.old_index)
+        self.dek_scope_b = {key_bytes(i): s for i, s in self.dek_scope.items()}
+        self.destroyed_deks_b = key_id_bytes(self.destroyed_deks)
 
     def __repr__(self) -> str:
         return f"KeyPlan(old_deks={sorted(self.old_deks)}, old_index={sorted(self.old_index)})"
@@ -127,23 +134,24 @@ class _Resealer:
     """Opens an envelope of one column and seals the same (padded) plaintext under the
     active DEK of a scope: the re-encryption hot path.
 
-    The format byte is kept, so a padded value stays padded without an unpad/pad round
-    trip; the associated data is the column's (the header changes with the key id, as
-    it must). Keys come from the key manager's cache exactly as for
-    :class:`~piiguard.guard.FieldCipher`: expiry, ``max_uses`` and use counts hold.
-    Errors are the cipher's: one opaque :class:`~piiguard.errors.DecryptionError`
-    naming the column and key id."""
+    The format is kept, so a padded value stays padded without an unpad/pad round
+    trip (:meth:`~piiguard.crypto.envelope.Opener.open_prepared` /
+    :meth:`~piiguard.crypto.envelope.Sealer.seal_prepared`); the associated data is the
+    column's (the header changes with the key id, as it must). Keys come from the key
+    manager's cache exactly as for :class:`~piiguard.field.FieldCipher`: expiry,
+    ``max_uses`` and use counts hold. Errors are the cipher's: one opaque
+    :class:`~piiguard.errors.DecryptionError` naming the column and key id."""
 
-    __slots__ = ("aad", "clock", "keys", "label", "max_uses", "reads", "writes")
+    __slots__ = ("clock", "ctx", "keys", "label", "max_uses", "reads", "writes")
 
     def __init__(self, keys: Any, cipher: Any) -> None:
         self.keys = keys
-        self.aad = cipher.ctx.aad
+        self.ctx = cipher.ctx
         self.label = cipher.label
-        self.clock = keys._clock
+        self.clock = keys.clock
         self.max_uses = keys.limits.max_uses
-        self.reads: dict[bytes, tuple] = {}
-        self.writes: dict[tuple, tuple] = {}
+        self.reads: dict[bytes, tuple[Entry, Opener]] = {}
+        self.writes: dict[tuple[str, bool], tuple[Entry, Sealer]] = {}
 
     def begin_batch(self) -> None:
         """Drop cached keys whose cache entry expired: expiry is checked once a batch
@@ -157,41 +165,33 @@ class _Resealer:
             if now >= w[0].wexpires:
                 del self.writes[k]
 
-    def open(self, blob: bytes) -> bytes:
-        """The stored plaintext (still padded if the format byte says so)."""
-        r = self.reads.get(blob[:5])
+    def open(self, blob: bytes) -> Opener:
+        """The opener of ``blob`` (its key loaded); ``opener.open_prepared(blob)`` gives
+        the stored plaintext, still padded if the format says so."""
+        hdr = header_of(blob)
+        r = self.reads.get(hdr)
         if r is None:
-            r = self._load(blob[:5])
-        try:
-            return r[0].aead.decrypt(blob[5:17], blob[17:], r[1])
-        except InvalidTag:
-            raise DecryptionError("decryption failed", column=self.label, key_id=r[0].id,
-                                  operation="decrypt") from None
+            kid = header_key_id(hdr)
+            try:
+                entry = self.keys.read_entry(kid)
+            except UnknownKeyError:
+                raise DecryptionError("decryption failed: no data key with this id",
+                                      column=self.label, key_id=kid,
+                                      operation="decrypt") from None
+            except PIIGuardError as exc:
+                raise exc.with_column(self.label)
+            r = self.reads[hdr] = (entry, Opener(entry.key, hdr, self.ctx))
+        return r[1]
 
-    def _load(self, hdr: bytes) -> tuple:
-        kid = int.from_bytes(hdr[1:5], "big")
-        try:
-            entry = self.keys.read_entry(kid)
-        except UnknownKeyError:
-            raise DecryptionError("decryption failed: no data key with this id",
-                                  column=self.label, key_id=kid,
-                                  operation="decrypt") from None
-        except PIIGuardError as exc:
-            exc.column = exc.column or self.label
-            raise
-        r = self.reads[hdr] = (entry, hdr + self.aad)
-        return r
-
-    def seal(self, fmt: int, scope: str, data: bytes) -> bytes:
-        w = self.writes.get((scope, fmt))
+    def seal(self, padded: bool, scope: str, data: bytes) -> bytes:
+        """``data`` (as :meth:`open` gave it) sealed under the active DEK of ``scope``."""
+        w = self.writes.get((scope, padded))
         if w is None or w[0].uses >= self.max_uses:
             entry = self.keys.write_entry(scope)
-            hdr = bytes((fmt,)) + entry.key.id_bytes
-            w = self.writes[(scope, fmt)] = (entry, hdr, hdr + self.aad)
-        entry = w[0]
-        entry.uses += 1
-        nonce = entry.key.new_nonce()
-        return w[1] + nonce + entry.aead.encrypt(nonce, data, w[2])
+            w = self.writes[(scope, padded)] = (entry, Sealer(entry.key, self.ctx,
+                                                              padded=padded))
+        w[0].uses += 1
+        return w[1].seal_prepared(data)
 
 
 class _ReencryptJob(BatchJob):
@@ -231,22 +231,19 @@ class _ReencryptJob(BatchJob):
             stored = row[ci]
             if stored is None:
                 continue
-            if type(stored) is bytes and len(stored) >= 33 and stored[0] in _FORMATS:
-                blob = stored
-            else:
-                blob = to_blob(stored)
-                if blob is None:
-                    if ec.allow_plaintext:
-                        counts.plaintext += 1
-                    else:
-                        self.fail(counts, ec, row, "not an envelope")
-                    continue
-            kid = blob[1:5]
+            blob = to_blob(stored)
+            if blob is None:
+                if ec.allow_plaintext:
+                    counts.plaintext += 1
+                else:
+                    self.fail(counts, ec, row, "not an envelope")
+                continue
+            kid = key_bytes_of(blob)
             need_ct = kid in old_deks
             if ii is not None:
                 iv = row[ii]
                 need_idx = (iv is None and kid not in plan.destroyed_deks_b) \
-                    or (iv is not None and bytes(iv[:4]) in plan.old_index_b)
+                    or (iv is not None and index_key_bytes_of(iv) in plan.old_index_b)
             elif not need_ct:
                 continue
             else:
@@ -254,12 +251,13 @@ class _ReencryptJob(BatchJob):
             if not (need_ct or need_idx):
                 continue
             try:
-                data = rs.open(blob)
+                opener = rs.open(blob)
+                data = opener.open_prepared(blob)
                 if need_ct:
                     if dry:
                         new = None
                     else:
-                        new = rs.seal(blob[0], plan.dek_scope_b.get(kid, home), data)
+                        new = rs.seal(opener.padded, plan.dek_scope_b.get(kid, home), data)
                         if text_form:
                             new = encode_text(new)
                     set_names.append(ec.name)
@@ -267,7 +265,7 @@ class _ReencryptJob(BatchJob):
                     check_names.append(ec.name)
                     check_vals.append(stored)
                     counts.values += 1
-                if need_idx and blob[0] & FLAG_PADDED:
+                if need_idx and opener.padded:
                     data = unpad(data)
             except KMSError:
                 raise  # the KMS is down or refuses: stop, nothing half-written

@@ -2,27 +2,21 @@
 
 Which key a stored value uses is written in its envelope header, so "how many rows use
 key 7" is a substring of the stored value, grouped: one ``GROUP BY`` query per column,
-no decryption. Binary envelopes (BYTEA / BLOB / VARBINARY) carry the format byte and the
-4-byte DEK id at bytes 1-5: ``substr(col, 1, 5)``. Text envelopes are
-``"pg1:" + base64url(binary)``; base64 turns bytes 0-5 into characters 0-7, so
-characters 0-6 of the body (``substr(col, 5, 7)``) fix the format byte and the DEK id
-(the 7th character also carries 2 random bits of the nonce: each key shows as at most 8
-groups, folded together in Python). ``substr`` is the same function on SQLite,
-PostgreSQL (``substr(bytea, int, int)``) and MariaDB; MariaDB compares text
-case-insensitively by default, so there the substring is cast to ``BINARY`` before it
-is grouped or compared (base64 is case-sensitive).
+no decryption. Which substring is the envelope's business
+(:data:`piiguard.crypto.envelope.KEY_PREFIX`: the first bytes of a binary envelope, or
+the first characters of a text envelope's body); this module turns it into ``substr``
+expressions. A text envelope's prefix also carries 2 random bits of the nonce, so each
+key shows as at most 8 groups, folded together in Python. ``substr`` is the same
+function on SQLite, PostgreSQL (``substr(bytea, int, int)``) and MariaDB; MariaDB
+compares text case-insensitively by default, so there the substring is cast to
+``BINARY`` before it is grouped or compared (base64 is case-sensitive).
 
->>> text_key_prefixes(1)[:2]
-['EAAAAAE', 'EAAAAAF']
->>> decode_text_group('EAAAAAF')
-1
->>> decode_binary_group(bytes((0x11, 0, 0, 0, 9)))
-9
+>>> decode_text_group('EAAAAAF'), decode_binary_group(bytes((0x11, 0, 0, 0, 9)))
+(1, 9)
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -45,57 +39,40 @@ from sqlalchemy import table as table_clause
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from piiguard.crypto.envelope import FLAG_PADDED, FORMAT_V1, TEXT_PREFIX
+from piiguard.crypto.blind_index import KEY_ID_SIZE as _INDEX_KEY_BYTES
+from piiguard.crypto.envelope import (
+    FORMATS,
+    KEY_PREFIX,
+    TEXT_PREFIX,
+    key_ids_in_prefix,
+    key_prefixes,
+)
 from piiguard.rotation.targets import EncryptedColumn, TableTarget
 
 __all__ = ["Lite", "decode_binary_group", "decode_text_group", "text_key_prefixes"]
 
-_FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
 #: Alias of the grouped expression: unusual, so it never shadows a real column.
 _KID = "piiguard_kid"
 
 
-def _lit(n: int):
+def _lit(n: int) -> Any:
     # Inline integers: the same expression in SELECT and GROUP BY must render the same.
     return literal_column(str(int(n)))
 
 
 def text_key_prefixes(key_id: int) -> list[str]:
-    """The 7-character body prefixes a text envelope under ``key_id`` can start with."""
-    out = []
-    kid = key_id.to_bytes(4, "big")
-    for fmt in _FORMATS:
-        for top in range(4):
-            raw = bytes((fmt,)) + kid + bytes((top << 6,))
-            out.append(base64.urlsafe_b64encode(raw).decode("ascii")[:7])
-    return out
+    """The body prefixes a text envelope under ``key_id`` can start with."""
+    return key_prefixes(key_id, text=True)  # type: ignore[return-value]
 
 
 def decode_text_group(prefix: str | bytes | None) -> int | None:
-    """DEK id from a 7-character body prefix; ``None`` if it is not an envelope's."""
-    if prefix is None:
-        return None
-    if isinstance(prefix, (bytes, bytearray, memoryview)):
-        prefix = bytes(prefix).decode("ascii", "replace")
-    if len(prefix) != 7:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(prefix + "A")
-    except (ValueError, TypeError):
-        return None
-    if raw[0] not in _FORMATS:
-        return None
-    return int.from_bytes(raw[1:5], "big")
+    """DEK id from a text envelope's body prefix; ``None`` if it is not an envelope's."""
+    return key_ids_in_prefix(prefix, text=True)
 
 
 def decode_binary_group(prefix: Any) -> int | None:
-    """DEK id from the first 5 bytes of a binary envelope; ``None`` if not one."""
-    if prefix is None:
-        return None
-    raw = bytes(prefix)
-    if len(raw) != 5 or raw[0] not in _FORMATS:
-        return None
-    return int.from_bytes(raw[1:5], "big")
+    """DEK id from the prefix of a binary envelope; ``None`` if not one."""
+    return key_ids_in_prefix(prefix)
 
 
 class Lite:
@@ -131,12 +108,14 @@ class Lite:
         """The part of the stored value that names its DEK (see the module docstring)."""
         col = self.c[ec.name]
         if ec.text_form:
-            return self._exact(func.substr(col, _lit(5), _lit(7)))
-        return func.substr(col, _lit(1), _lit(5))
+            return self._exact(func.substr(col, _lit(KEY_PREFIX.text_offset + 1),
+                                           _lit(KEY_PREFIX.text_length)))
+        return func.substr(col, _lit(1), _lit(KEY_PREFIX.binary_length))
 
     def is_text_envelope(self, ec: EncryptedColumn):
         col = self.c[ec.name]
-        return self._exact(func.substr(col, _lit(1), _lit(4))) == self._prefix_value()
+        return self._exact(func.substr(col, _lit(1), _lit(len(TEXT_PREFIX)))) \
+            == self._prefix_value()
 
     def _prefix_value(self):
         # Inline literal, so that the same CASE renders identically in SELECT and GROUP BY.
@@ -151,7 +130,7 @@ class Lite:
             return and_(col.is_not(None), self.is_text_envelope(ec))
         return and_(col.is_not(None),
                     func.substr(col, _lit(1), _lit(1)).in_(
-                        [bindparam(None, bytes((f,)), type_=LargeBinary) for f in _FORMATS]))
+                        [bindparam(None, bytes((f,)), type_=LargeBinary) for f in FORMATS]))
 
     def is_plaintext(self, ec: EncryptedColumn) -> ColumnElement:
         """Stored value is not NULL and does not look like an envelope."""
@@ -160,7 +139,7 @@ class Lite:
             return and_(col.is_not(None), ~self.is_text_envelope(ec))
         return and_(col.is_not(None),
                     func.substr(col, _lit(1), _lit(1)).not_in(
-                        [bindparam(None, bytes((f,)), type_=LargeBinary) for f in _FORMATS]))
+                        [bindparam(None, bytes((f,)), type_=LargeBinary) for f in FORMATS]))
 
     def uses_deks(self, ec: EncryptedColumn, key_ids: Iterable[int]) -> ColumnElement:
         """Stored value is an envelope under one of ``key_ids``."""
@@ -174,19 +153,20 @@ class Lite:
                 values = [v.encode("ascii") for v in values]
             return and_(self.is_text_envelope(ec),
                         self.key_expr(ec).in_([bindparam(None, v) for v in values]))
-        values = [bytes((f,)) + i.to_bytes(4, "big") for i in ids for f in _FORMATS]
-        return func.substr(col, _lit(1), _lit(5)).in_(
-            [bindparam(None, v, type_=LargeBinary) for v in values])
+        raw = [p for i in ids for p in key_prefixes(i)]
+        return func.substr(col, _lit(1), _lit(KEY_PREFIX.binary_length)).in_(
+            [bindparam(None, v, type_=LargeBinary) for v in raw])
 
     def index_key_expr(self, ec: EncryptedColumn):
-        return func.substr(self.c[ec.index_name], _lit(1), _lit(4))
+        return func.substr(self.c[ec.index_name], _lit(1), _lit(_INDEX_KEY_BYTES))
 
     def uses_index_keys(self, ec: EncryptedColumn, key_ids: Iterable[int]) -> ColumnElement:
         ids = sorted(set(key_ids))
         if not ids or ec.index_name is None:
             return false()
         return self.index_key_expr(ec).in_(
-            [bindparam(None, i.to_bytes(4, "big"), type_=LargeBinary) for i in ids])
+            [bindparam(None, i.to_bytes(_INDEX_KEY_BYTES, "big"), type_=LargeBinary)
+             for i in ids])
 
     def index_missing(self, ec: EncryptedColumn, skip_deks: Iterable[int] = ()
                       ) -> ColumnElement:
@@ -245,7 +225,7 @@ class Lite:
         if ec.text_form:
             grouped = case((self.is_text_envelope(ec), self.key_expr(ec)), else_=None)
         else:
-            grouped = func.substr(col, _lit(1), _lit(5))
+            grouped = self.key_expr(ec)
         return (select(grouped.label(_KID), func.count(col))
                 .where(col.is_not(None)).group_by(literal_column(_KID)))
 

@@ -7,10 +7,6 @@ to read them) grouped by table into :class:`TableTarget` (the primary key the jo
 and compare-and-swap on). Jobs read raw stored values: no type processors run, so a job
 never decrypts or encrypts by accident.
 
->>> from piiguard.crypto.envelope import encode_text
->>> blob = bytes((0x10,)) + (7).to_bytes(4, "big") + bytes(28)
->>> envelope_key_id(blob), envelope_key_id(encode_text(blob))
-(7, 7)
 >>> envelope_key_id("10000000146") is None
 True
 >>> row_key(("id",), (42,))
@@ -25,13 +21,8 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from piiguard.crypto.envelope import (
-    FLAG_PADDED,
-    FORMAT_V1,
-    MIN_SIZE,
-    TEXT_PREFIX,
-    decode_text,
-)
+from piiguard.crypto.blind_index import index_key_id_of
+from piiguard.crypto.envelope import decode_text, encode_text, peek_key_id, to_blob
 from piiguard.errors import ConfigurationError, EnvelopeFormatError
 
 __all__ = [
@@ -43,44 +34,14 @@ __all__ = [
     "to_blob",
 ]
 
-_FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
-
-
-def to_blob(stored: Any) -> bytes | None:
-    """The binary envelope a stored value holds, or ``None`` if it is not an envelope
-    (plaintext left by a migration, or junk). Never raises."""
-    if isinstance(stored, str):
-        if not stored.startswith(TEXT_PREFIX):
-            return None
-        try:
-            blob = decode_text(stored)
-        except EnvelopeFormatError:
-            return None
-    elif isinstance(stored, (bytes, bytearray, memoryview)):
-        blob = bytes(stored)
-        if blob[:4] == b"pg1:":  # a text envelope stored in a binary column
-            try:
-                blob = decode_text(blob.decode("ascii"))
-            except (UnicodeDecodeError, EnvelopeFormatError):
-                return None
-    else:
-        return None
-    if len(blob) < MIN_SIZE or blob[0] not in _FORMATS:
-        return None
-    return blob
-
-
 def envelope_key_id(stored: Any) -> int | None:
     """The DEK id a stored envelope names (no decryption), ``None`` if not an envelope."""
-    blob = to_blob(stored)
-    return None if blob is None else int.from_bytes(blob[1:5], "big")
+    return peek_key_id(stored)
 
 
 def index_key_id(stored: Any) -> int | None:
-    """The index key id a stored blind index value names (its first 4 bytes)."""
-    if isinstance(stored, (bytes, bytearray, memoryview)) and len(stored) > 4:
-        return int.from_bytes(bytes(stored[:4]), "big")
-    return None
+    """The index key id a stored blind index value names."""
+    return index_key_id_of(stored)
 
 
 def row_key(pk_names: Iterable[str], values: Iterable[Any]) -> str:
@@ -124,15 +85,12 @@ class EncryptedColumn:
         try:
             return decode_text(text)
         except EnvelopeFormatError as exc:
-            raise EnvelopeFormatError(exc._detail, column=self.label,
-                                      operation="decrypt") from None
+            raise exc.with_column(self.label) from None
 
     def seal(self, plaintext: bytes, scope: str | None) -> Any:
         """A new stored value for ``plaintext`` under the active DEK of ``scope``."""
         blob = self.cipher.encrypt(plaintext, scope=scope)
         if self.text_form:
-            from piiguard.crypto.envelope import encode_text
-
             return encode_text(blob)
         return blob
 
