@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
 
+from piiguard.crypto.blind_index import BlindIndexKey
 from piiguard.crypto.envelope import FieldContext
 from piiguard.crypto.nonces import BufferedNonces
 from piiguard.errors import ConfigurationError
@@ -190,6 +191,10 @@ class Guard:
                 idx = self._indexes.setdefault(k, FieldIndex(self.keys, table, column,
                                                              scope, bits))
         return idx
+
+    def pseudonym_key(self, scope: str = "default") -> BlindIndexKey:
+        """The active key of ``pseudonym:<scope>`` masks (:class:`MaskingHost`)."""
+        return self.keys.pseudonym_key(scope)
 
     # -- audit -----------------------------------------------------------------------------
     def _key_event(self, action: str, **fields: Any) -> None:

@@ -214,7 +214,7 @@ def _pseudonym_fn(scope: str) -> Callable[..., str]:
         if guard is None:
             raise ConfigurationError("the pseudonym mask needs a Guard (its key is in the "
                                      "key table)", column=column, operation="mask")
-        key = guard.keys.pseudonym_key(scope)
+        key = guard.pseudonym_key(scope)
         # The token depends on the kind and the value, not on the column, so the same
         # person's national id joins across tables; the 4-byte key id is dropped.
         digest = key.compute(b"pseudonym:" + kind.encode("ascii", "replace"),

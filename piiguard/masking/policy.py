@@ -67,12 +67,13 @@ from typing import Any
 
 from piiguard.errors import PolicyError
 from piiguard.masking import masks as _masks
+from piiguard.kinds import kind_names
 from piiguard.masking.masks import Mask, parse_spec, pseudonym_scope
 
 __all__ = ["KINDS", "MaskingPolicy"]
 
-#: The PII kinds a policy can name.
-KINDS = ("national_id", "tax_id", "phone", "address", "email", "name", "text")
+#: The PII kinds a policy can name (the registry's: :mod:`piiguard.kinds`).
+KINDS = kind_names()
 
 _DEFAULT = "default"
 _COLUMN_RE = re.compile(r"[^.\s]+\.[^.\s]+")
