@@ -170,7 +170,8 @@ class FieldCipher:
         try:
             e = self._keys.write_entry(self.scope)
         except PIIGuardError as exc:
-            raise exc.with_column(self.label)
+            exc.with_column(self.label)
+            raise
         self._sealer = Sealer(e.key, self.ctx, padded=self.padded)
         self._we = e
         return e
@@ -179,7 +180,8 @@ class FieldCipher:
         try:
             key = self._keys.active_dek(scope)
         except PIIGuardError as exc:
-            raise exc.with_column(self.label)
+            exc.with_column(self.label)
+            raise
         return Sealer(key, self.ctx, padded=self.padded).seal(plaintext)
 
     def decrypt(self, blob: bytes) -> bytes:
@@ -204,14 +206,16 @@ class FieldCipher:
                 e = self._keys.read_entry(key_id)
             except UnknownKeyError as exc:
                 if exc.key_id != str(key_id):  # e.g. the KMS does not know the master key
-                    raise exc.with_column(self.label)
+                    exc.with_column(self.label)
+                    raise
                 # No such data key here: tampered with, or copied from another database.
                 # Same opaque error as a failed tag (DecryptionError's contract).
                 raise DecryptionError("decryption failed: no data key with this id",
                                       column=self.label, key_id=key_id,
                                       operation="decrypt") from None
             except PIIGuardError as exc:
-                raise exc.with_column(self.label)
+                exc.with_column(self.label)
+                raise
             r = (Opener(e.key, hdr, self.ctx), e)
             if len(self._reads) > 64:  # many keys seen: keep the map small
                 self._reads.clear()

@@ -15,7 +15,7 @@ share nothing::
     >>> guard.field("customers", "phone").decrypt_str(blob)
     Traceback (most recent call last):
     ...
-    piiguard.errors.DecryptionError: decryption failed column=customers.phone key_id=1 operation=decrypt
+    piiguard.errors.DecryptionError: decryption failed column=customers.phone key_id=1 ...
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ a new kind is one entry in :data:`KINDS` (plus its validator module).
 >>> kind("passport")
 Traceback (most recent call last):
 ...
-piiguard.errors.ConfigurationError: unknown PII kind 'passport'; expected one of national_id, tax_id, phone, address, email, name, text
+piiguard.errors.ConfigurationError: unknown PII kind 'passport'; expected one of national_id, ...
 """
 
 from __future__ import annotations

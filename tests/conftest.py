@@ -20,6 +20,28 @@ MARIADB_URL = os.environ.get("PIIGUARD_TEST_MARIADB",
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+#: Fixtures that need a database server, and the marker each gives a test that uses it.
+_SERVER_FIXTURES = {
+    "pg_server_engine": "postgresql", "pg_engine": "postgresql",
+    "mariadb_server_engine": "mariadb", "mariadb_engine": "mariadb",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test by the database servers its fixtures reach, so that
+    ``-m postgresql`` / ``-m "not mariadb"`` select exactly those tests (``any_engine``
+    marks each parameter by its own database)."""
+    for item in items:
+        needed = {m for f, m in _SERVER_FIXTURES.items() if f in item.fixturenames}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "any_engine" in item.fixturenames:
+            param = callspec.params.get("any_engine")
+            if param in ("postgresql", "mariadb"):
+                needed.add(param)
+        for name in sorted(needed):
+            item.add_marker(getattr(pytest.mark, name))
+
+
 def _server_engine(url: str, name: str):
     engine = create_engine(url, pool_pre_ping=True)
     try:

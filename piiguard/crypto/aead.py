@@ -82,7 +82,7 @@ class DataKey:
 def _zero_arg(source: NonceSource) -> Callable[[], bytes]:
     fast = getattr(source, "next12", None)
     if callable(fast):
-        return fast  # type: ignore[no-any-return]
+        return fast
     if source is os.urandom:
         return _urandom12
     return lambda: source(NONCE_SIZE)
