@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint typecheck bench dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/piiguard demo
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m benchmarks --quick
@@ -24,5 +30,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# Build the sdist and wheel, check them, install the wheel in a fresh venv, smoke-test.
+dist: $(STAMP)
+	$(BIN)/python tools/dist/check.py
+
 clean:
-	rm -rf $(VENV) .piiguard demo.db
+	rm -rf $(VENV) .piiguard demo.db dist build
