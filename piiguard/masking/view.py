@@ -38,7 +38,8 @@ from collections.abc import Callable
 from typing import Any
 
 from piiguard.errors import PIIGuardError
-from piiguard.masking.context import _purpose, _role
+from piiguard.masking.context import current_purpose, current_role
+from piiguard.masking.host import MaskingHost
 
 __all__ = ["MaskedStr", "is_masked", "render"]
 
@@ -56,7 +57,8 @@ class MaskedStr(str):
 
     __slots__ = ()
 
-    def __reduce__(self):  # keep the marker through pickle and copy
+    def __reduce__(self) -> tuple[type[MaskedStr], tuple[str]]:
+        # Keep the marker through pickle and copy.
         return (MaskedStr, (str(self),))
 
 
@@ -65,20 +67,22 @@ def is_masked(value: object) -> bool:
     return isinstance(value, MaskedStr)
 
 
-def render(guard: Any, *, kind: str, column: str | None,
+def render(guard: MaskingHost, *, kind: str, column: str | None,
            plaintext_fn: Callable[[], str | None], row_key: Any = None,
            key_id: int | None = None) -> str | None:
     """What the role in effect may see of one stored value.
 
-    ``plaintext_fn`` decrypts the value (called at most once, and never for masks that
-    need no plaintext); ``column`` is ``table.column`` or ``Model.field``; ``row_key``
-    (the primary key, where known) and ``key_id`` (the DEK id in the envelope) go to
-    the audit trail with reveals. Call it for non-NULL stored values only.
+    ``guard`` is the :class:`~piiguard.masking.host.MaskingHost` (a Guard) whose policy
+    applies and whose audit trail records reveals; ``plaintext_fn`` decrypts the value
+    (called at most once, and never for masks that need no plaintext); ``column`` is
+    ``table.column`` or ``Model.field``; ``row_key`` (the primary key, where known) and
+    ``key_id`` (the DEK id in the envelope) go to the audit trail with reveals. Call it
+    for non-NULL stored values only.
     """
     policy = guard.policy
     if policy is None:
         return plaintext_fn()
-    role = _role.get()
+    role = current_role()
     mask = policy.mask_for(kind=kind, column=column, role=role)
     if mask.is_reveal:
         try:
@@ -89,7 +93,7 @@ def render(guard: Any, *, kind: str, column: str | None,
                              error=type(exc).__name__)
             raise
         if value is not None:
-            guard.audit.record_reveal(column, key_id, row_key, role, _purpose.get())
+            guard.audit.record_reveal(column, key_id, row_key, role, current_purpose())
         return value
     if not mask.needs_plaintext:
         return mask(None, kind=kind, guard=guard, column=column)
