@@ -1,4 +1,4 @@
-"""Encrypted pydantic fields: models that hold only envelopes (piiguard.pydantic_encrypted).
+"""Encrypted pydantic fields: models that hold only envelopes (piiguard.pydantic.encryption).
 
 Acceptance (issue 3): a model round-trips through JSON with no plaintext in the JSON
 text; a tampered envelope fails validation with a clear error; an envelope made for
@@ -19,7 +19,7 @@ from pydantic_core import PydanticSerializationError
 from sqlalchemy import create_engine
 
 import piiguard.pydantic as ppyd
-import piiguard.pydantic_encrypted as penc
+import piiguard.pydantic.encryption as penc
 from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as
 from piiguard.crypto.envelope import decode_text, encode_text
 from piiguard.errors import ConfigurationError, DecryptionError, KeyDestroyedError

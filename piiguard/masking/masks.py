@@ -57,14 +57,17 @@ import inspect
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from piiguard.errors import ConfigurationError, PolicyError
-from piiguard.masking.host import MaskingHost
-from piiguard.masking.view import MaskedStr
+from piiguard.masking.masked import MaskedStr
+
+if TYPE_CHECKING:
+    from piiguard.crypto.blind_index import BlindIndexKey
 
 __all__ = [
     "BUILTIN_MASKS",
+    "PseudonymKeys",
     "KIND_SPECIFIC",
     "PSEUDONYM_PREFIX",
     "REDACTED",
@@ -88,6 +91,18 @@ BUILTIN_MASKS = ("reveal", "redact", "null", "partial", "email", "city", "pseudo
 #: under another kind; under ``default`` and ``table.column`` rules they fail closed).
 KIND_SPECIFIC = {"email": "email", "city": "address"}
 
+
+
+class PseudonymKeys(Protocol):
+    """What a mask may use of its host: the key of a ``pseudonym`` scope. It is the part
+    of :class:`~piiguard.masking.host.MaskingHost` (a Guard) that masks see (the host
+    sits above masks and policies, so masks name only this)."""
+
+    def pseudonym_key(self, scope: str) -> BlindIndexKey:
+        """The active key of a ``pseudonym:<scope>`` mask."""
+        ...
+
+
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 _SCOPE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
@@ -97,9 +112,9 @@ class Mask:
     says), ``needs_plaintext`` (False for ``redact`` and ``null``: no decryption
     happens for them) and ``__call__(plaintext, *, kind)``.
 
-    ``guard`` (a :class:`~piiguard.masking.host.MaskingHost`) is passed by
-    :func:`~piiguard.masking.view.render` for masks that need keys (``pseudonym``);
-    ``column`` is ``table.column`` or ``Model.field``.
+    ``guard`` (the :class:`~piiguard.masking.host.MaskingHost`, seen as
+    :class:`PseudonymKeys`) is passed by :func:`~piiguard.masking.view.render` for masks
+    that need keys (``pseudonym``); ``column`` is ``table.column`` or ``Model.field``.
 
     >>> m = parse_spec('partial:0:2')
     >>> m, m.name, m.spec, m.needs_plaintext
@@ -139,7 +154,7 @@ class Mask:
         """
         return Mask(name, self._fn, needs_plaintext=self.needs_plaintext)
 
-    def __call__(self, plaintext: str | None, *, kind: str, guard: MaskingHost | None = None,
+    def __call__(self, plaintext: str | None, *, kind: str, guard: PseudonymKeys | None = None,
                  column: str | None = None) -> str | None:
         if self.is_reveal:
             return plaintext
@@ -168,7 +183,7 @@ def _nfc(value: str) -> str:
 
 
 def _partial_fn(first: int, last: int) -> Callable[..., str]:
-    def fn(value: str, kind: str, guard: MaskingHost | None, column: str | None) -> str:
+    def fn(value: str, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
         value = _nfc(value)
         n = len(value)
         if n <= first + last:
@@ -192,15 +207,15 @@ def partial(first: int, last: int) -> Mask:
                 spec=f"partial:{first}:{last}")
 
 
-def _redact(value: Any, kind: str, guard: MaskingHost | None, column: str | None) -> str:
+def _redact(value: Any, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
     return REDACTED
 
 
-def _null(value: Any, kind: str, guard: MaskingHost | None, column: str | None) -> None:
+def _null(value: Any, kind: str, guard: PseudonymKeys | None, column: str | None) -> None:
     return None
 
 
-def _email(value: str, kind: str, guard: MaskingHost | None, column: str | None) -> str:
+def _email(value: str, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
     local, at, domain = _nfc(value).rpartition("@")
     if not at or not local or not domain:
         return REDACTED
@@ -208,7 +223,7 @@ def _email(value: str, kind: str, guard: MaskingHost | None, column: str | None)
 
 
 def _city_fn(district: bool) -> Callable[..., str]:
-    def fn(value: str, kind: str, guard: MaskingHost | None, column: str | None) -> str:
+    def fn(value: str, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
         from piiguard.validators.address import TurkishAddress
 
         try:
@@ -222,7 +237,7 @@ def _city_fn(district: bool) -> Callable[..., str]:
 
 
 def _pseudonym_fn(scope: str) -> Callable[..., str]:
-    def fn(value: str, kind: str, guard: MaskingHost | None, column: str | None) -> str:
+    def fn(value: str, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
         if guard is None:
             raise ConfigurationError("the pseudonym mask needs a Guard (its key is in the "
                                      "key table)", column=column, operation="mask")
@@ -338,9 +353,9 @@ def custom(name: str, fn: Callable[..., str | None], *, needs_plaintext: bool = 
         params = {}
     takes_kind = "kind" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
     if takes_kind:
-        def wrapped(value: Any, kind: str, guard: MaskingHost | None, column: str | None) -> Any:
+        def wrapped(value: Any, kind: str, guard: PseudonymKeys | None, column: str | None) -> Any:
             return fn(value, kind=kind)
     else:
-        def wrapped(value: Any, kind: str, guard: MaskingHost | None, column: str | None) -> Any:
+        def wrapped(value: Any, kind: str, guard: PseudonymKeys | None, column: str | None) -> Any:
             return fn(value)
     return Mask(name, wrapped, needs_plaintext=needs_plaintext)

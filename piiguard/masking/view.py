@@ -12,9 +12,9 @@ turn a stored value into what the current role may see:
   no KMS call happens;
 - every other mask: the mask applied to ``plaintext_fn()``.
 
-Masked output is a :class:`MaskedStr`, a ``str`` marked as not being a real value: the
-column types and encrypted pydantic fields refuse to write one back
-(:class:`~piiguard.errors.MaskedValueError`).
+Masked output is a :class:`MaskedStr` (:mod:`piiguard.masking.masked`, re-exported
+here), a ``str`` marked as not being a real value: the column types and encrypted
+pydantic fields refuse to write one back (:class:`~piiguard.errors.MaskedValueError`).
 
 >>> from sqlalchemy import create_engine
 >>> from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as
@@ -40,31 +40,9 @@ from typing import Any
 from piiguard.errors import PIIGuardError
 from piiguard.masking.context import current_purpose, current_role
 from piiguard.masking.host import MaskingHost
+from piiguard.masking.masked import MaskedStr, is_masked
 
 __all__ = ["MaskedStr", "is_masked", "render"]
-
-
-class MaskedStr(str):
-    """A masked view of a value (``'1********46'``, ``'[REDACTED]'``, a pseudonym).
-
-    It behaves as the ``str`` it shows (its ``repr`` is the masked text) and marks that
-    it is not the real value, so piiguard refuses to store it.
-
-    >>> m = MaskedStr('1********46')
-    >>> m, m == '1********46', is_masked(m), is_masked('1********46')
-    ('1********46', True, True, False)
-    """
-
-    __slots__ = ()
-
-    def __reduce__(self) -> tuple[type[MaskedStr], tuple[str]]:
-        # Keep the marker through pickle and copy.
-        return (MaskedStr, (str(self),))
-
-
-def is_masked(value: object) -> bool:
-    """True for a :class:`MaskedStr` (a value that must never be written back)."""
-    return isinstance(value, MaskedStr)
 
 
 def render(guard: MaskingHost, *, kind: str, column: str | None,
