@@ -69,15 +69,18 @@ class PIIAnnotation:
 
     kind: ClassVar[str] = ""      # the registry name and masking policy key, 'national_id'
     facts: ClassVar[Kind]         # kind(cls.kind), set by __init_subclass__
+    # facts.validate, resolved once (it runs for every value validated).
+    validator: ClassVar[staticmethod[..., str]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.kind:
             cls.facts = registered_kind(cls.kind)
+            cls.validator = staticmethod(cls.facts.validate)
 
     def check(self, value: str) -> str:
         """Validate ``value`` and return its canonical form (raises piiguard errors)."""
-        return self.facts.validate(value)
+        return self.validator(value)
 
     def serializer(self, label: str | None = None) -> core_schema.SerSchema | None:
         """Role-aware masking on output (:mod:`piiguard.pydantic.serialization`);
@@ -159,8 +162,8 @@ class PhoneOptions(PIIAnnotation):
             raise ConfigurationError("mobile_only must be a bool")
 
     def check(self, value: str) -> str:
-        return self.facts.validate(value, self.region, only_region=self.only_region,
-                                   mobile_only=self.mobile_only)
+        return self.validator(value, self.region, only_region=self.only_region,
+                              mobile_only=self.mobile_only)
 
     def __repr__(self) -> str:
         return (f"PhoneOptions(region={self.region!r}, only_region={self.only_region!r}, "
@@ -183,7 +186,7 @@ class EmailOptions(PIIAnnotation):
     kind: ClassVar[str] = "email"
 
     def check(self, value: str) -> str:
-        return self.facts.validate(value, lowercase_local=self.lowercase_local)
+        return self.validator(value, lowercase_local=self.lowercase_local)
 
     def __repr__(self) -> str:
         return f"EmailOptions(lowercase_local={self.lowercase_local!r})"
