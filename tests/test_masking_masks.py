@@ -68,10 +68,11 @@ def test_each_mask_on_each_kind(spec, kind, pguard):
     if spec == "redact":
         assert out == REDACTED
     elif spec.startswith("partial:"):
-        f, l = map(int, spec.split(":")[1:])
+        first, last = map(int, spec.split(":")[1:])
         assert len(out) == len(value)
-        assert out[:f] == value[:f] and out[len(out) - l:] == value[len(value) - l:]
-        assert set(out[f:len(out) - l]) == {"*"}
+        assert out[:first] == value[:first]
+        assert out[len(out) - last:] == value[len(value) - last:]
+        assert set(out[first:len(out) - last]) == {"*"}
     elif spec == "email":
         if kind == "email":
             assert out == "Ş***@örnek.com.tr"

@@ -308,8 +308,9 @@ def test_precedence_matches_the_documented_rule(rules, kind, column, role):
 
 def test_all_names_exist():
     import piiguard.masking as pkg
-    from piiguard.masking import audit, context, masks, policy, serialization, view
+    from piiguard.masking import audit, context, host, masked, masks, policy, view
+    from piiguard.pydantic import serialization  # role-aware serialisation moved there
 
-    for mod in (pkg, audit, context, masks, policy, serialization, view):
+    for mod in (pkg, audit, context, host, masked, masks, policy, serialization, view):
         for name in mod.__all__:
             assert getattr(mod, name) is not None, (mod.__name__, name)

@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from piiguard import MaskingPolicy, acting_as
 from piiguard.errors import ConfigurationError
-from piiguard.masking.serialization import current_guard
 from piiguard.masking.view import MaskedStr, is_masked
 from piiguard.pydantic import (
     Address,
@@ -23,6 +22,7 @@ from piiguard.pydantic import (
     masking,
     optional,
 )
+from piiguard.pydantic.serialization import current_guard
 
 POLICY = {
     "default": "redact",

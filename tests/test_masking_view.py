@@ -93,7 +93,7 @@ def test_reveal_is_counted_and_flushed_when_the_role_block_ends(guard):
     with acting_as("admin", purpose="ticket-9"):
         for i in range(250):
             show(guard, Spy(TCKN), row_key=i, key_id=7)
-        for i in range(40):
+        for _ in range(40):
             show(guard, Spy(PHONE), kind="phone", column="customers.phone", key_id=8)
         with acting_as("support"):
             show(guard, Spy(TCKN))                  # partial: not a reveal

@@ -1,4 +1,4 @@
-"""Encrypted pydantic fields: models that hold only envelopes (piiguard.pydantic_encrypted).
+"""Encrypted pydantic fields: models that hold only envelopes (piiguard.pydantic.encryption).
 
 Acceptance (issue 3): a model round-trips through JSON with no plaintext in the JSON
 text; a tampered envelope fails validation with a clear error; an envelope made for
@@ -19,9 +19,9 @@ from pydantic_core import PydanticSerializationError
 from sqlalchemy import create_engine
 
 import piiguard.pydantic as ppyd
-import piiguard.pydantic_encrypted as penc
+import piiguard.pydantic.encryption as penc
 from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as
-from piiguard.crypto.envelope import decode_text, encode_text
+from piiguard.crypto.envelope import decode_text, encode_text, key_id_of
 from piiguard.errors import ConfigurationError, DecryptionError, KeyDestroyedError
 from piiguard.guard import FieldCipher
 from piiguard.masking.view import MaskedStr
@@ -298,7 +298,7 @@ def test_two_guards_cannot_read_each_others_envelopes(guard, tmp_path):
     _, LeadB = make_models(other)
     a = LeadA(national_id="10000000146")
     b = LeadB(national_id="10000000146")
-    assert decode_text(a.national_id)[1:5] == decode_text(b.national_id)[1:5]  # both DEK 1
+    assert key_id_of(a.national_id) == key_id_of(b.national_id)  # both DEK 1
     for model, env in ((LeadB, a.national_id), (LeadA, b.national_id)):
         with pytest.raises(ValidationError) as ei:
             model.model_validate_json(json.dumps({"national_id": env}))
@@ -469,7 +469,7 @@ def test_reveal_by_role(guard, monkeypatch):
     with acting_as("admin", purpose="ticket-7"):
         assert reveal(c, "national_id", row_key=42) == "10000000146"
         assert reveal(c, "note") == CANON["note"]
-        key_id = int.from_bytes(decode_text(c.national_id)[1:5], "big")
+        key_id = key_id_of(c.national_id)
     events = [e for e in guard.audit.last_events if e["action"] == "reveal"]
     by_col = {e["column"]: e for e in events}
     assert by_col["Customer.national_id"]["count"] == 1
@@ -517,17 +517,17 @@ def test_dek_scope(guard):
 
     t = Ticket(a="x", b="y")
     scopes = {k.id: k.scope for k in guard.keys.keys(kind="dek")}
-    assert scopes[int.from_bytes(decode_text(t.a)[1:5], "big")] == "Ticket"
-    assert scopes[int.from_bytes(decode_text(t.b)[1:5], "big")] == "shared-docs"
+    assert scopes[key_id_of(t.a)] == "Ticket"
+    assert scopes[key_id_of(t.b)] == "shared-docs"
 
 
 def test_envelopes_survive_dek_rotation(guard):
     _, Lead = make_models(guard)
     old = Lead(national_id="10000000146")
-    old_id = int.from_bytes(decode_text(old.national_id)[1:5], "big")
+    old_id = key_id_of(old.national_id)
     new_id = guard.keys.rotate("dek", "Lead")
     new = Lead(national_id="10000000078")
-    assert int.from_bytes(decode_text(new.national_id)[1:5], "big") == new_id != old_id
+    assert key_id_of(new.national_id) == new_id != old_id
     back = Lead.model_validate_json(old.model_dump_json())  # decrypt-only key still reads
     assert reveal(back, "national_id") == "10000000146"
 
@@ -570,7 +570,7 @@ def test_operational_failures_are_not_validation_errors(guard, local_kms):
 
     _, Lead = make_models(guard)
     env = Lead(national_id="10000000146").national_id
-    guard.keys.destroy(int.from_bytes(decode_text(env)[1:5], "big"))
+    guard.keys.destroy(key_id_of(env))
     with pytest.raises(KeyDestroyedError):  # crypto-shredded: unreadable, not "invalid"
         Lead.model_validate_json(json.dumps({"national_id": env}))
 

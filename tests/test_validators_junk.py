@@ -57,7 +57,9 @@ def test_junk_helpers(name):
 @pytest.mark.parametrize("name", ["piiguard.validators", "piiguard.validators.tckn",
                                   "piiguard.validators.vkn", "piiguard.validators.phone",
                                   "piiguard.validators.address", "piiguard.validators.email",
-                                  "piiguard.pydantic"])
+                                  "piiguard.pydantic", "piiguard.pydantic.types",
+                                  "piiguard.pydantic.serialization",
+                                  "piiguard.pydantic.encryption"])
 def test_all_is_exact(name):
     mod = importlib.import_module(name)
     assert len(mod.__all__) == len(set(mod.__all__))

@@ -5,7 +5,11 @@
   ``city``, ``pseudonym``, ``null`` and custom masks),
 - :func:`acting_as` (the role in effect, on ``contextvars``),
 - :func:`render` and :class:`MaskedStr` (what the column types and pydantic types call),
-- :class:`AuditTrail` (reveal and key events, batched with exact counts).
+- :class:`AuditTrail` (reveal and key events, batched with exact counts),
+- :class:`MaskingHost` (what masking needs from the Guard: policy, audit, pseudonym keys).
+
+This layer knows nothing of pydantic or SQLAlchemy's column types: role-aware pydantic
+serialisation (``masking(guard)``, ``Masked``) lives in :mod:`piiguard.pydantic`.
 
 >>> from piiguard.masking import MaskingPolicy, acting_as
 >>> policy = MaskingPolicy.from_dict({"phone": {"support": "partial:0:2"}})
@@ -19,10 +23,10 @@ from piiguard.masking.context import acting_as, current_purpose, current_role
 
 _LAZY = {"MaskingPolicy": "policy", "KINDS": "policy", "Mask": "masks", "REDACTED": "masks",
          "MaskedStr": "view", "render": "view", "is_masked": "view",
-         "masking": "serialization", "Masked": "serialization"}
+         "MaskingHost": "host"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     # Lazy, like piiguard.MaskingPolicy: `import piiguard` stays light.
     mod = _LAZY.get(name)
     if mod is None:
@@ -37,13 +41,12 @@ __all__ = [
     "REDACTED",
     "AuditTrail",
     "Mask",
-    "Masked",
     "MaskedStr",
+    "MaskingHost",
     "MaskingPolicy",
     "acting_as",
     "current_purpose",
     "current_role",
     "is_masked",
-    "masking",
     "render",
 ]

@@ -60,8 +60,8 @@ from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
 from sqlalchemy.engine import Engine
 
 from piiguard.errors import ConfigurationError
-from piiguard.masking import context as _context
-from piiguard.masking.context import acting_as, current_purpose, current_role  # noqa: F401
+from piiguard.masking.context import acting_as  # noqa: F401 - the doctests use it
+from piiguard.masking.context import current_purpose, current_role, register_exit_hook
 
 __all__ = ["ALLOWED_FIELDS", "AuditTrail", "audit_table", "flush_all"]
 
@@ -251,5 +251,5 @@ class AuditTrail:
         return event
 
 
-_context._exit_hooks.append(flush_all)
+register_exit_hook(flush_all)
 atexit.register(flush_all)

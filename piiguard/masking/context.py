@@ -25,7 +25,8 @@ from typing import Any, Self, TypeVar
 
 from piiguard.errors import ConfigurationError
 
-__all__ = ["acting_as", "current_purpose", "current_role"]
+__all__ = ["acting_as", "current_purpose", "current_role", "register_exit_hook",
+           "unregister_exit_hook"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,18 +35,41 @@ _role: contextvars.ContextVar[str | None] = contextvars.ContextVar("piiguard_rol
 _purpose: contextvars.ContextVar[str | None] = contextvars.ContextVar("piiguard_purpose",
                                                                      default=None)
 
-# Called when an acting_as block ends (the audit trail flushes its pending reveal
-# counts there); hooks must not raise.
+# Called when an acting_as block ends; filled through register_exit_hook().
 _exit_hooks: list[Callable[[], None]] = []
 
+#: ``current_role()``: the role in effect here, or ``None`` when no role was set.
+#: (The context variable's own ``get``: it runs for every value read under a policy,
+#: so no wrapper frame.)
+current_role: Callable[[], str | None] = _role.get
 
-def current_role() -> str | None:
-    """The role in effect here, or ``None`` when no role was set."""
-    return _role.get()
+#: ``current_purpose()``: the purpose given to the ``acting_as`` in effect, or ``None``.
+current_purpose: Callable[[], str | None] = _purpose.get
 
 
-def current_purpose() -> str | None:
-    return _purpose.get()
+def register_exit_hook(hook: Callable[[], None]) -> Callable[[], None]:
+    """Call ``hook()`` whenever an :class:`acting_as` block ends, while its role is still
+    in effect (the audit trail flushes its pending reveal counts there). A hook must not
+    raise. Registering the same hook again does nothing; returns ``hook``.
+
+    >>> seen = []
+    >>> hook = register_exit_hook(lambda: seen.append(current_role()))
+    >>> with acting_as("ops"):
+    ...     pass
+    >>> seen
+    ['ops']
+    >>> unregister_exit_hook(hook)
+    """
+    if hook not in _exit_hooks:
+        _exit_hooks.append(hook)
+    return hook
+
+
+def unregister_exit_hook(hook: Callable[[], None]) -> None:
+    """Stop calling ``hook`` (registered with :func:`register_exit_hook`); no error if
+    it is not registered."""
+    if hook in _exit_hooks:
+        _exit_hooks.remove(hook)
 
 
 class acting_as:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from piiguard.masking.masks import PseudonymKeys
+
 if TYPE_CHECKING:
-    from piiguard.crypto.blind_index import BlindIndexKey
     from piiguard.masking.audit import AuditTrail
     from piiguard.masking.policy import MaskingPolicy
 
@@ -22,8 +23,9 @@ __all__ = ["MaskingHost"]
 
 
 @runtime_checkable
-class MaskingHost(Protocol):
-    """The policy, audit trail and pseudonym keys masking works with."""
+class MaskingHost(PseudonymKeys, Protocol):
+    """The policy, audit trail and pseudonym keys masking works with (masks themselves
+    see only the :class:`~piiguard.masking.masks.PseudonymKeys` part)."""
 
     @property
     def policy(self) -> MaskingPolicy | None:
@@ -35,6 +37,4 @@ class MaskingHost(Protocol):
         """Where reveal events go."""
         ...
 
-    def pseudonym_key(self, scope: str) -> BlindIndexKey:
-        """The active key of a ``pseudonym:<scope>`` mask."""
-        ...
+    # pseudonym_key(scope) -> BlindIndexKey comes from PseudonymKeys.

@@ -46,7 +46,8 @@ an encrypted pydantic field can refuse to write it back.
 >>> parse_spec('partial:1')
 Traceback (most recent call last):
     ...
-piiguard.errors.PolicyError: bad mask 'partial:1': partial takes two numbers, partial:FIRST:LAST (e.g. partial:1:2)
+piiguard.errors.PolicyError: bad mask 'partial:1': partial takes two numbers,
+partial:FIRST:LAST (e.g. partial:1:2)
 """
 
 from __future__ import annotations
@@ -56,13 +57,17 @@ import inspect
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from piiguard.errors import ConfigurationError, PolicyError
-from piiguard.masking.view import MaskedStr
+from piiguard.masking.masked import MaskedStr
+
+if TYPE_CHECKING:
+    from piiguard.crypto.blind_index import BlindIndexKey
 
 __all__ = [
     "BUILTIN_MASKS",
+    "PseudonymKeys",
     "KIND_SPECIFIC",
     "PSEUDONYM_PREFIX",
     "REDACTED",
@@ -86,6 +91,18 @@ BUILTIN_MASKS = ("reveal", "redact", "null", "partial", "email", "city", "pseudo
 #: under another kind; under ``default`` and ``table.column`` rules they fail closed).
 KIND_SPECIFIC = {"email": "email", "city": "address"}
 
+
+
+class PseudonymKeys(Protocol):
+    """What a mask may use of its host: the key of a ``pseudonym`` scope. It is the part
+    of :class:`~piiguard.masking.host.MaskingHost` (a Guard) that masks see (the host
+    sits above masks and policies, so masks name only this)."""
+
+    def pseudonym_key(self, scope: str) -> BlindIndexKey:
+        """The active key of a ``pseudonym:<scope>`` mask."""
+        ...
+
+
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 _SCOPE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
@@ -95,8 +112,9 @@ class Mask:
     says), ``needs_plaintext`` (False for ``redact`` and ``null``: no decryption
     happens for them) and ``__call__(plaintext, *, kind)``.
 
-    ``guard`` is passed by :func:`~piiguard.masking.view.render` for masks that need
-    keys (``pseudonym``); ``column`` is ``table.column`` or ``Model.field``.
+    ``guard`` (the :class:`~piiguard.masking.host.MaskingHost`, seen as
+    :class:`PseudonymKeys`) is passed by :func:`~piiguard.masking.view.render` for masks
+    that need keys (``pseudonym``); ``column`` is ``table.column`` or ``Model.field``.
 
     >>> m = parse_spec('partial:0:2')
     >>> m, m.name, m.spec, m.needs_plaintext
@@ -127,7 +145,16 @@ class Mask:
     def __hash__(self) -> int:
         return hash(self.spec)
 
-    def __call__(self, plaintext: str | None, *, kind: str, guard: Any = None,
+    def renamed(self, name: str) -> Mask:
+        """This mask's function under another name (a custom mask registered as
+        ``name``).
+
+        >>> parse_spec('redact').renamed('hide')
+        Mask('hide')
+        """
+        return Mask(name, self._fn, needs_plaintext=self.needs_plaintext)
+
+    def __call__(self, plaintext: str | None, *, kind: str, guard: PseudonymKeys | None = None,
                  column: str | None = None) -> str | None:
         if self.is_reveal:
             return plaintext
@@ -156,7 +183,7 @@ def _nfc(value: str) -> str:
 
 
 def _partial_fn(first: int, last: int) -> Callable[..., str]:
-    def fn(value: str, kind: str, guard: Any, column: str | None) -> str:
+    def fn(value: str, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
         value = _nfc(value)
         n = len(value)
         if n <= first + last:
@@ -180,15 +207,15 @@ def partial(first: int, last: int) -> Mask:
                 spec=f"partial:{first}:{last}")
 
 
-def _redact(value: Any, kind: str, guard: Any, column: str | None) -> str:
+def _redact(value: Any, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
     return REDACTED
 
 
-def _null(value: Any, kind: str, guard: Any, column: str | None) -> None:
+def _null(value: Any, kind: str, guard: PseudonymKeys | None, column: str | None) -> None:
     return None
 
 
-def _email(value: str, kind: str, guard: Any, column: str | None) -> str:
+def _email(value: str, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
     local, at, domain = _nfc(value).rpartition("@")
     if not at or not local or not domain:
         return REDACTED
@@ -196,7 +223,7 @@ def _email(value: str, kind: str, guard: Any, column: str | None) -> str:
 
 
 def _city_fn(district: bool) -> Callable[..., str]:
-    def fn(value: str, kind: str, guard: Any, column: str | None) -> str:
+    def fn(value: str, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
         from piiguard.validators.address import TurkishAddress
 
         try:
@@ -210,7 +237,7 @@ def _city_fn(district: bool) -> Callable[..., str]:
 
 
 def _pseudonym_fn(scope: str) -> Callable[..., str]:
-    def fn(value: str, kind: str, guard: Any, column: str | None) -> str:
+    def fn(value: str, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
         if guard is None:
             raise ConfigurationError("the pseudonym mask needs a Guard (its key is in the "
                                      "key table)", column=column, operation="mask")
@@ -257,11 +284,13 @@ def parse_spec(spec: object, custom: Mapping[str, Mask] | None = None) -> Mask:
     >>> parse_spec('blur')
     Traceback (most recent call last):
         ...
-    piiguard.errors.PolicyError: unknown mask 'blur' (built-in masks: reveal, redact, null, partial:F:L, email, city, city:province, pseudonym, pseudonym:SCOPE)
+    piiguard.errors.PolicyError: unknown mask 'blur' (built-in masks: reveal, redact, null,
+    partial:F:L, email, city, city:province, pseudonym, pseudonym:SCOPE)
     >>> parse_spec('partial:-1:x')
     Traceback (most recent call last):
         ...
-    piiguard.errors.PolicyError: bad mask 'partial:-1:x': partial takes whole numbers from 0 to 256 (e.g. partial:1:2)
+    piiguard.errors.PolicyError: bad mask 'partial:-1:x': partial takes whole numbers from 0
+    to 256 (e.g. partial:1:2)
     """
     if not isinstance(spec, str):
         raise PolicyError(f"a mask is a string such as 'redact' or 'partial:1:2', "
@@ -317,15 +346,16 @@ def custom(name: str, fn: Callable[..., str | None], *, needs_plaintext: bool = 
         raise PolicyError(f"mask name {name!r} is a built-in mask")
     if not callable(fn):
         raise PolicyError(f"custom mask {name!r} is not callable")
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins without a signature
         params = {}
     takes_kind = "kind" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
     if takes_kind:
-        def wrapped(value: Any, kind: str, guard: Any, column: str | None) -> Any:
+        def wrapped(value: Any, kind: str, guard: PseudonymKeys | None, column: str | None) -> Any:
             return fn(value, kind=kind)
     else:
-        def wrapped(value: Any, kind: str, guard: Any, column: str | None) -> Any:
+        def wrapped(value: Any, kind: str, guard: PseudonymKeys | None, column: str | None) -> Any:
             return fn(value)
     return Mask(name, wrapped, needs_plaintext=needs_plaintext)

@@ -48,11 +48,13 @@ Mask('redact')
 >>> MaskingPolicy.from_dict({"national_id": {"support": "partial:1"}})
 Traceback (most recent call last):
     ...
-piiguard.errors.PolicyError: policy['national_id']['support']: bad mask 'partial:1': partial takes two numbers, partial:FIRST:LAST (e.g. partial:1:2)
+piiguard.errors.PolicyError: policy['national_id']['support']: bad mask 'partial:1': partial
+takes two numbers, partial:FIRST:LAST (e.g. partial:1:2)
 >>> MaskingPolicy.from_dict({"nationalid": {"support": "reveal"}})
 Traceback (most recent call last):
     ...
-piiguard.errors.PolicyError: policy['nationalid']: unknown kind 'nationalid' (kinds: national_id, tax_id, phone, address, email, name, text; or a table.column)
+piiguard.errors.PolicyError: policy['nationalid']: unknown kind 'nationalid' (kinds: national_id,
+tax_id, phone, address, email, name, text; or a table.column)
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ from types import MappingProxyType
 from typing import Any
 
 from piiguard.errors import PolicyError
-from piiguard.masking import masks as _masks
 from piiguard.kinds import kind_names
+from piiguard.masking import masks as _masks
 from piiguard.masking.masks import Mask, parse_spec, pseudonym_scope
 
 __all__ = ["KINDS", "MaskingPolicy"]
@@ -167,7 +169,7 @@ class MaskingPolicy:
             raise PolicyError(f"custom mask {name!r} is already registered")
         if isinstance(fn, Mask):
             if fn.spec != name:
-                fn = Mask(name, fn._fn, needs_plaintext=fn.needs_plaintext)
+                fn = fn.renamed(name)
             if fn.is_reveal or name in _masks.BUILTIN_MASKS:
                 raise PolicyError(f"mask name {name!r} is a built-in mask")
             self._custom[name] = fn

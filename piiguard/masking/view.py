@@ -12,9 +12,9 @@ turn a stored value into what the current role may see:
   no KMS call happens;
 - every other mask: the mask applied to ``plaintext_fn()``.
 
-Masked output is a :class:`MaskedStr`, a ``str`` marked as not being a real value: the
-column types and encrypted pydantic fields refuse to write one back
-(:class:`~piiguard.errors.MaskedValueError`).
+Masked output is a :class:`MaskedStr` (:mod:`piiguard.masking.masked`, re-exported
+here), a ``str`` marked as not being a real value: the column types and encrypted
+pydantic fields refuse to write one back (:class:`~piiguard.errors.MaskedValueError`).
 
 >>> from sqlalchemy import create_engine
 >>> from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as
@@ -38,47 +38,29 @@ from collections.abc import Callable
 from typing import Any
 
 from piiguard.errors import PIIGuardError
-from piiguard.masking.context import _purpose, _role
+from piiguard.masking.context import current_purpose, current_role
+from piiguard.masking.host import MaskingHost
+from piiguard.masking.masked import MaskedStr, is_masked
 
 __all__ = ["MaskedStr", "is_masked", "render"]
 
 
-class MaskedStr(str):
-    """A masked view of a value (``'1********46'``, ``'[REDACTED]'``, a pseudonym).
-
-    It behaves as the ``str`` it shows (its ``repr`` is the masked text) and marks that
-    it is not the real value, so piiguard refuses to store it.
-
-    >>> m = MaskedStr('1********46')
-    >>> m, m == '1********46', is_masked(m), is_masked('1********46')
-    ('1********46', True, True, False)
-    """
-
-    __slots__ = ()
-
-    def __reduce__(self):  # keep the marker through pickle and copy
-        return (MaskedStr, (str(self),))
-
-
-def is_masked(value: object) -> bool:
-    """True for a :class:`MaskedStr` (a value that must never be written back)."""
-    return isinstance(value, MaskedStr)
-
-
-def render(guard: Any, *, kind: str, column: str | None,
+def render(guard: MaskingHost, *, kind: str, column: str | None,
            plaintext_fn: Callable[[], str | None], row_key: Any = None,
            key_id: int | None = None) -> str | None:
     """What the role in effect may see of one stored value.
 
-    ``plaintext_fn`` decrypts the value (called at most once, and never for masks that
-    need no plaintext); ``column`` is ``table.column`` or ``Model.field``; ``row_key``
-    (the primary key, where known) and ``key_id`` (the DEK id in the envelope) go to
-    the audit trail with reveals. Call it for non-NULL stored values only.
+    ``guard`` is the :class:`~piiguard.masking.host.MaskingHost` (a Guard) whose policy
+    applies and whose audit trail records reveals; ``plaintext_fn`` decrypts the value
+    (called at most once, and never for masks that need no plaintext); ``column`` is
+    ``table.column`` or ``Model.field``; ``row_key`` (the primary key, where known) and
+    ``key_id`` (the DEK id in the envelope) go to the audit trail with reveals. Call it
+    for non-NULL stored values only.
     """
     policy = guard.policy
     if policy is None:
         return plaintext_fn()
-    role = _role.get()
+    role = current_role()
     mask = policy.mask_for(kind=kind, column=column, role=role)
     if mask.is_reveal:
         try:
@@ -89,7 +71,7 @@ def render(guard: Any, *, kind: str, column: str | None,
                              error=type(exc).__name__)
             raise
         if value is not None:
-            guard.audit.record_reveal(column, key_id, row_key, role, _purpose.get())
+            guard.audit.record_reveal(column, key_id, row_key, role, current_purpose())
         return value
     if not mask.needs_plaintext:
         return mask(None, kind=kind, guard=guard, column=column)

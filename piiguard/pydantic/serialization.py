@@ -1,6 +1,9 @@
 """Role-aware serialisation for the pydantic types: ``model_dump``, ``model_dump_json``
 and FastAPI responses show what the role in effect may see.
 
+(It lives here, in the pydantic layer, because it is pydantic's: :mod:`piiguard.masking`
+below it knows nothing of pydantic and only provides :func:`~piiguard.masking.view.render`.)
+
 The pydantic types (:mod:`piiguard.pydantic`) are plain annotations: they do not hold a
 Guard. When a model is serialised, each piiguard field looks for the Guard whose policy
 applies, in this order:
@@ -46,49 +49,73 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
+from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from piiguard.errors import ConfigurationError
+from piiguard.masking.host import MaskingHost
 from piiguard.masking.view import MaskedStr, render
 
 __all__ = [
+    "CONTEXT_KEY",
+    "KIND_KEY",
     "Masked",
     "current_guard",
     "field_label",
     "keep_masked",
+    "kind_in",
     "masking",
     "serializer_schema",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_guard: contextvars.ContextVar[Any] = contextvars.ContextVar("piiguard_masking_guard",
-                                                            default=None)
+_guard: contextvars.ContextVar[MaskingHost | None] = contextvars.ContextVar(
+    "piiguard_masking_guard", default=None)
 _UNSET: Any = object()
+#: The serialisation-context key that names the Guard: ``context={"piiguard": guard}``.
 CONTEXT_KEY = "piiguard"
+#: The core-schema metadata key under which a piiguard type records its PII kind.
+KIND_KEY = "piiguard_kind"
 
 
-def current_guard() -> Any:
+def current_guard() -> MaskingHost | None:
     """The Guard set by :class:`masking` here, or None."""
     return _guard.get()
 
 
-def _check_guard(guard: Any) -> Any:
-    if guard is not None and not callable(getattr(getattr(guard, "audit", None),
-                                                  "record_reveal", None)):
+def _check_guard(guard: Any) -> MaskingHost | None:
+    if guard is not None and not isinstance(guard, MaskingHost):
         raise ConfigurationError("masking() needs a piiguard Guard (or None)")
     return guard
+
+
+def kind_in(schema: Any) -> str | None:
+    """The PII kind a piiguard type recorded in ``schema`` (or in a schema it wraps),
+    else None.
+
+    >>> from pydantic import TypeAdapter
+    >>> from piiguard.pydantic import PhoneValue
+    >>> kind_in(TypeAdapter(PhoneValue).core_schema), kind_in({"type": "str"})
+    ('phone', None)
+    """
+    while isinstance(schema, dict):
+        kind = (schema.get("metadata") or {}).get(KIND_KEY)
+        if kind:
+            return kind
+        schema = schema.get("schema")
+    return None
 
 
 class masking:
     """Serialise piiguard pydantic fields under ``guard``'s policy in the enclosed code
     (context manager, ``async with``, or decorator of sync and async functions)."""
 
-    def __init__(self, guard: Any) -> None:
+    def __init__(self, guard: MaskingHost | None) -> None:
         self.guard = _check_guard(guard)
-        self._tokens: list[contextvars.Token] = []
+        self._tokens: list[contextvars.Token[MaskingHost | None]] = []
 
     def __repr__(self) -> str:
         return f"masking({self.guard!r})"
@@ -127,7 +154,10 @@ def field_label(handler: Any) -> str | None:
     name alone, or None for a bare ``TypeAdapter``)."""
     name = getattr(handler, "field_name", None)
     model = None
-    try:  # pydantic keeps the model being built on a private stack; optional
+    # The one private pydantic API piiguard uses: pydantic keeps the model being built
+    # on a stack with no public accessor. Without it labels degrade to the field name,
+    # which tests of Model.field policy rules (test_masking_pydantic) would show.
+    try:
         model = handler._generate_schema.model_type_stack.get()
     except Exception:  # noqa: BLE001 - private API: degrade to the field name
         model = None
@@ -136,7 +166,7 @@ def field_label(handler: Any) -> str | None:
     return name or None
 
 
-def serializer_schema(kind: str, label: str | None, guard: Any = None
+def serializer_schema(kind: str, label: str | None, guard: MaskingHost | None = None
                       ) -> core_schema.SerSchema:
     """The pydantic-core serialisation schema that masks a ``kind`` value by role."""
     bound = _check_guard(guard)
@@ -145,7 +175,8 @@ def serializer_schema(kind: str, label: str | None, guard: Any = None
         if value is None or type(value) is MaskedStr or not isinstance(value, str):
             return value
         ctx = info.context
-        g = ctx.get(CONTEXT_KEY, _UNSET) if isinstance(ctx, dict) else _UNSET
+        g: MaskingHost | None = (ctx.get(CONTEXT_KEY, _UNSET) if isinstance(ctx, dict)
+                                 else _UNSET)
         if g is _UNSET:
             g = bound if bound is not None else _guard.get()
         if not g or g.policy is None:
@@ -157,7 +188,7 @@ def serializer_schema(kind: str, label: str | None, guard: Any = None
         return_schema=core_schema.nullable_schema(core_schema.str_schema()))
 
 
-def keep_masked(schema: core_schema.CoreSchema, metadata: dict | None = None
+def keep_masked(schema: core_schema.CoreSchema, metadata: dict[str, Any] | None = None
                 ) -> core_schema.CoreSchema:
     """Wrap a validation schema so that a :class:`MaskedStr` passes as it is (it is a
     masked view, not input to check), keeping the schema's serialisation."""
@@ -182,30 +213,22 @@ class Masked:
     piiguard.errors.ConfigurationError: masking() needs a piiguard Guard (or None)
     """
 
-    def __init__(self, guard: Any = None, *, column: str | None = None) -> None:
+    def __init__(self, guard: MaskingHost | None = None, *, column: str | None = None
+                 ) -> None:
         self.guard = _check_guard(guard)
         self.column = column
 
     def __repr__(self) -> str:
         return f"Masked(column={self.column!r})"
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: Any
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler
                                      ) -> core_schema.CoreSchema:
         schema = handler(source)
-        kind = _kind_of(schema)
+        kind = kind_in(schema)
         if kind is None:
             raise ConfigurationError("Masked() goes after a piiguard pydantic type, e.g. "
                                      "Annotated[NationalId, Masked(guard)]")
-        schema = dict(schema)  # type: ignore[assignment]
-        schema["serialization"] = serializer_schema(kind, self.column or field_label(handler),
-                                                    self.guard)
-        return schema  # type: ignore[return-value]
-
-
-def _kind_of(schema: Any) -> str | None:
-    while isinstance(schema, dict):
-        kind = (schema.get("metadata") or {}).get("piiguard_kind")
-        if kind:
-            return kind
-        schema = schema.get("schema")
-    return None
+        out = dict(schema)
+        out["serialization"] = serializer_schema(kind, self.column or field_label(handler),
+                                                 self.guard)
+        return cast(core_schema.CoreSchema, out)

@@ -100,16 +100,18 @@ Customer()
 ...     Lead(national_id=c.national_id)
 ... except ValidationError as exc:
 ...     print(exc.errors()[0]["type"], exc.errors()[0]["msg"])
-piiguard_envelope envelope does not authenticate for Lead.national_id (tampered with, or made for another field, model or key) key_id=1
+piiguard_envelope envelope does not authenticate for Lead.national_id (tampered with, or
+made for another field, model or key) key_id=1
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Annotated, Any, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, get_args, get_origin
 
-from pydantic import Field
+from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.fields import FieldInfo
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from piiguard.crypto.envelope import TEXT_PREFIX, decode_text, key_id_of
@@ -119,8 +121,13 @@ from piiguard.errors import (
     DecryptionError,
     EnvelopeFormatError,
 )
-from piiguard.masking.serialization import field_label
 from piiguard.masking.view import MaskedStr, render
+from piiguard.pydantic.serialization import field_label, kind_in
+from piiguard.pydantic.types import PIIAnnotation
+
+if TYPE_CHECKING:
+    from piiguard.field import FieldCipher
+    from piiguard.guard import Guard
 
 __all__ = ["DOMAIN", "ENVELOPE_PATTERN", "Encrypted", "encrypted", "reveal"]
 
@@ -148,17 +155,8 @@ def _base_type(schema: Any) -> str | None:
     return None
 
 
-def _kind_in(schema: Any) -> str | None:
-    """The piiguard masking kind recorded by the inner type's annotation, if any."""
-    while isinstance(schema, dict):
-        kind = (schema.get("metadata") or {}).get("piiguard_kind")
-        if kind:
-            return kind
-        schema = schema.get("schema")
-    return None
-
-
-def _check_guard(guard: Any) -> Any:
+def _check_guard(guard: Any) -> Guard:
+    # Duck-typed, checked when the annotation is built: what Encrypted uses of a Guard.
     if not (callable(getattr(guard, "field", None)) and hasattr(guard, "policy")
             and hasattr(guard, "audit")):
         raise ConfigurationError("Encrypted() needs a piiguard Guard")
@@ -182,11 +180,11 @@ class Encrypted:
 
     __slots__ = ("_ciphers", "_where", "guard", "name", "padded", "scope")
 
-    def __init__(self, guard: Any, *, name: str | None = None, scope: str | None = None,
+    def __init__(self, guard: Guard, *, name: str | None = None, scope: str | None = None,
                  padded: bool = False) -> None:
         self.guard = _check_guard(guard)
         self._where: tuple[str, str] | None = None
-        self._ciphers: dict[tuple, Any] = {}  # (title, field) -> FieldCipher
+        self._ciphers: dict[tuple[str | None, str | None], FieldCipher] = {}
         if name is not None:
             table, dot, column = name.rpartition(".") if isinstance(name, str) else ("", "", "")
             if not (dot and table and column):
@@ -214,8 +212,8 @@ class Encrypted:
                                      "Encrypted(name='Model.field')")
         return model_title, field_name
 
-    def cipher(self, model_title: str | None, field_name: str | None):
-        """The :class:`~piiguard.guard.FieldCipher` for ``Model.field`` (cached by the
+    def cipher(self, model_title: str | None, field_name: str | None) -> FieldCipher:
+        """The :class:`~piiguard.field.FieldCipher` for ``Model.field`` (cached by the
         Guard)."""
         k = (model_title, field_name)
         cipher = self._ciphers.get(k)
@@ -227,7 +225,7 @@ class Encrypted:
         return cipher
 
     # -- pydantic hooks --------------------------------------------------------------------
-    def __get_pydantic_core_schema__(self, source: Any, handler: Any
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler
                                      ) -> core_schema.CoreSchema:
         inner = handler(source)
         base = _base_type(inner)
@@ -237,7 +235,7 @@ class Encrypted:
         if self._where is None and getattr(handler, "field_name", None) is None:
             raise ConfigurationError("Encrypted() outside a model field needs "
                                      "name='Model.field' (e.g. in a TypeAdapter)")
-        kind = _kind_in(inner) or "text"
+        kind = kind_in(inner) or "text"
         # For error messages only (the binding uses the title pydantic gives validators).
         label = self.name or field_label(handler)
 
@@ -258,9 +256,9 @@ class Encrypted:
             serialization=core_schema.plain_serializer_function_ser_schema(
                 serialize, when_used="always", return_schema=core_schema.str_schema()))
 
-    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: Any
-                                     ) -> dict[str, Any]:
-        envelope = {"type": "string", "pattern": ENVELOPE_PATTERN,
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        envelope: JsonSchemaValue = {"type": "string", "pattern": ENVELOPE_PATTERN,
                     "format": "piiguard-envelope",
                     "description": "piiguard text envelope (AES-256-GCM, bound to this "
                                    "model and field)"}
@@ -301,7 +299,7 @@ class Encrypted:
                 {"column": cipher.label, "rule": "already_encrypted"}) from None
 
     @staticmethod
-    def _check_envelope(cipher: Any, text: str) -> str:
+    def _check_envelope(cipher: FieldCipher, text: str) -> str:
         """``text`` if it authenticates for ``cipher``'s field; the plaintext the AEAD
         produces on the way is discarded (see the module docstring)."""
         try:
@@ -318,7 +316,7 @@ class Encrypted:
         return text
 
 
-def encrypted(tp: Any, guard: Any, *, name: str | None = None, scope: str | None = None,
+def encrypted(tp: Any, guard: Guard, *, name: str | None = None, scope: str | None = None,
               padded: bool = False) -> Any:
     """``tp`` as an encrypted field type: ``national_id: encrypted(NationalId, guard)``.
 
@@ -341,7 +339,6 @@ def _title_of(cls: type) -> str:
 
 def _find_encrypted(metadata: list[Any], annotation: Any) -> tuple[Encrypted, str] | None:
     """The field's :class:`Encrypted` annotation and the kind of the type it wraps."""
-    from piiguard.pydantic import PIIAnnotation  # piiguard.pydantic imports this module
 
     def scan(items: list[Any]) -> tuple[Encrypted, str] | None:
         kind = "text"
@@ -370,14 +367,22 @@ def _find_encrypted(metadata: list[Any], annotation: Any) -> tuple[Encrypted, st
     return None
 
 
-def _flatten(args: tuple) -> list[Any]:
+def _flatten(args: tuple[Any, ...]) -> list[Any]:
     """Metadata of ``Annotated[base, *meta]`` including that of nested ``Annotated``."""
     base, *meta = args
     inner = _flatten(get_args(base)) if get_origin(base) is Annotated else []
     return inner + [m for m in meta if not isinstance(m, FieldInfo)]
 
 
-def _lookup(cls: type, field: str) -> tuple[Encrypted, str, Any]:
+class _EncryptedField(NamedTuple):
+    """What :func:`reveal` needs of one encrypted field of a model class."""
+
+    annotation: Encrypted
+    kind: str
+    cipher: FieldCipher
+
+
+def _lookup(cls: type, field: str) -> _EncryptedField:
     fields = getattr(cls, "__pydantic_fields__", None) or {}
     info = fields.get(field)
     if info is None:
@@ -386,12 +391,13 @@ def _lookup(cls: type, field: str) -> tuple[Encrypted, str, Any]:
     if found is None:
         raise ConfigurationError(f"{cls.__name__}.{field} is not an encrypted field")
     enc, kind = found
-    return enc, kind, enc.cipher(_title_of(cls), field)
+    return _EncryptedField(enc, kind, enc.cipher(_title_of(cls), field))
 
 
-#: model class -> {field: (Encrypted, kind, FieldCipher)}; weak, so that model classes
-#: made on the fly can be collected.
-_FIELDS: weakref.WeakKeyDictionary[type, dict[str, tuple]] = weakref.WeakKeyDictionary()
+#: model class -> {field: _EncryptedField}; weak, so that model classes made on the fly
+#: can be collected.
+_FIELDS: weakref.WeakKeyDictionary[type, dict[str, _EncryptedField]] = \
+    weakref.WeakKeyDictionary()
 
 
 def reveal(model: Any, field: str, *, row_key: Any = None) -> str | None:
@@ -416,13 +422,13 @@ def reveal(model: Any, field: str, *, row_key: Any = None) -> str | None:
         per_cls = _FIELDS.get(cls)
     except TypeError:  # not weak-referenceable: not a model class
         per_cls = None
-    hit = per_cls.get(field) if per_cls is not None else None
-    if hit is None:
-        hit = _lookup(cls, field)
+    found = per_cls.get(field) if per_cls is not None else None
+    if found is None:
+        found = _lookup(cls, field)
         if per_cls is None:
             per_cls = _FIELDS.setdefault(cls, {})
-        per_cls[field] = hit
-    enc, kind, cipher = hit
+        per_cls[field] = found
+    cipher = found.cipher
     value = getattr(model, field)
     if value is None:
         return None
@@ -435,6 +441,6 @@ def reveal(model: Any, field: str, *, row_key: Any = None) -> str | None:
     except EnvelopeFormatError as exc:
         raise EnvelopeFormatError(exc.reason, column=cipher.label,
                                   operation="reveal") from None
-    return render(enc.guard, kind=kind, column=cipher.label,
+    return render(found.annotation.guard, kind=found.kind, column=cipher.label,
                   plaintext_fn=lambda: cipher.decrypt(blob).decode("utf-8"),
                   row_key=row_key, key_id=key_id)
