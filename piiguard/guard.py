@@ -33,7 +33,7 @@ from piiguard.crypto.nonces import BufferedNonces
 from piiguard.errors import ConfigurationError
 from piiguard.field import FieldCipher, FieldIndex
 from piiguard.keys.cache import CacheLimits
-from piiguard.keys.manager import KeyManager, _utcnow
+from piiguard.keys.manager import KeyManager, utcnow
 from piiguard.kms.base import KeyProvider
 from piiguard.kms.local import LocalKMS
 from piiguard.masking.audit import AuditTrail
@@ -81,7 +81,7 @@ class Guard:
     def __init__(self, kms: KeyProvider, *, cache: CacheLimits | None = None,
                  policy: Any = None, key_table: str = "piiguard_data_keys",
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], datetime] = _utcnow,
+                 wall_clock: Callable[[], datetime] = utcnow,
                  nonce_source: Callable[[int], bytes] | None = None,
                  audit: AuditTrail | None = None, default_scope: str | None = None) -> None:
         for attr in ("generate_data_key", "decrypt_data_key", "rewrap"):
