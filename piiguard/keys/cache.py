@@ -115,7 +115,7 @@ class Entry:
     def may_encrypt(self, now: float) -> bool:
         """True while this key may keep encrypting if the key table or the KMS cannot be
         asked: within the hard TTL and below ``max_uses``."""
-        return now - self.loaded < self._limits.hard_ttl and self.uses < self._limits.max_uses
+        return self.uses < self._limits.max_uses and self.within_hard_ttl(now)
 
     def recently_checked(self, now: float) -> bool:
         """True if the key table was consulted less than ``soft_ttl`` ago."""
@@ -143,6 +143,7 @@ class IndexKeySet:
     keys: list[BlindIndexKey]
 
     def serves(self, active: Entry, now: float) -> bool:
+        """True if lookups may use this set at ``now`` with ``active`` the active key."""
         return self.active is active and now < self.fresh_until
 
 

@@ -193,16 +193,16 @@ class KeyManager:
                                     operation="decrypt")
         material = self.kms.decrypt_data_key(row.wrapped_key, row.master_key_id,
                                              kms_context(row.kind, row.scope))
-        same = prev is not None and prev.id == row.id
+        same = prev if prev is not None and prev.id == row.id else None
         recorded = row.encryption_count
-        if prev is not None and same:
-            # prev.flushed_uses also counts what we wrote after ``row`` was read
-            recorded = max(recorded, prev.flushed_uses)
+        if same is not None:
+            # same.flushed_uses also counts what we wrote after ``row`` was read
+            recorded = max(recorded, same.flushed_uses)
         entry = Entry(self._make_key(row.kind, row.id, material), row.kind, row.scope,
                       row.state, self.clock(), self.limits, recorded)
-        if prev is not None and same and prev.pending_uses > 0:
-            entry.uses += prev.pending_uses  # counted, not yet in the table
-            prev.flushed_uses = prev.uses    # the new entry writes them, not the old one
+        if same is not None and same.pending_uses > 0:
+            entry.uses += same.pending_uses  # counted, not yet in the table
+            same.flushed_uses = same.uses    # the new entry writes them, not the old one
         return self.cache.put(entry)
 
     def _load(self, key_id: int, kind: str) -> Entry:
