@@ -33,8 +33,8 @@ from piiguard.crypto.nonces import BufferedNonces
 from piiguard.errors import ConfigurationError
 from piiguard.field import FieldCipher, FieldIndex
 from piiguard.keys.cache import CacheLimits
-from piiguard.keys.manager import KeyManager, _utcnow
-from piiguard.kms.base import KeyProvider
+from piiguard.keys.manager import KeyManager, utcnow
+from piiguard.kms.base import KeyProvider, check_key_provider
 from piiguard.kms.local import LocalKMS
 from piiguard.masking.audit import AuditTrail
 
@@ -81,12 +81,10 @@ class Guard:
     def __init__(self, kms: KeyProvider, *, cache: CacheLimits | None = None,
                  policy: Any = None, key_table: str = "piiguard_data_keys",
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], datetime] = _utcnow,
+                 wall_clock: Callable[[], datetime] = utcnow,
                  nonce_source: Callable[[int], bytes] | None = None,
                  audit: AuditTrail | None = None, default_scope: str | None = None) -> None:
-        for attr in ("generate_data_key", "decrypt_data_key", "rewrap"):
-            if not callable(getattr(kms, attr, None)):
-                raise ConfigurationError(f"kms must be a KeyProvider (missing {attr}())")
+        check_key_provider(kms)
         if nonce_source is not None and not callable(nonce_source):
             raise ConfigurationError("nonce_source must be callable")
         self.kms = kms

@@ -100,10 +100,10 @@ def test_guards_sharing_a_database_and_kms_have_separate_caches(sqlite_engine, l
     a = Guard(kms=local_kms).bind(sqlite_engine)
     b = Guard(kms=local_kms).bind(sqlite_engine)
     blob = a.field("customers", "phone").encrypt_str("+905321234567")
-    assert b.keys._by_id == {}
+    assert b.keys.cache.by_id == {}
     assert b.field("customers", "phone").decrypt_str(blob) == "+905321234567"
     a.close()
-    assert a.keys._by_id == {} and len(b.keys._by_id) == 1
+    assert a.keys.cache.by_id == {} and len(b.keys.cache.by_id) == 1
     assert a.field("customers", "phone") is a.field("customers", "phone")
     assert a.field("customers", "phone") is not b.field("customers", "phone")
 
@@ -149,7 +149,7 @@ def test_reprs_never_contain_key_material(sqlite_engine, caplog):
     guard.close()
     cipher.decrypt(cipher.encrypt(b"10000000146"))  # unwraps again through the KMS
     index.compute("10000000146")
-    entries = list(guard.keys._by_id.values())
+    entries = list(guard.keys.cache.by_id.values())
     objects = [guard, guard.keys, kms.inner, cipher, index, *kms.pairs, *entries,
                *(e.key for e in entries)]
     assert isinstance(index, FieldIndex) and isinstance(cipher, FieldCipher)

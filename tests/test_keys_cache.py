@@ -225,7 +225,7 @@ def test_clear_cache_drops_plaintext_keys(sqlite_engine, master, clock):
     cipher = guard.field("customers", "phone")
     blob = cipher.encrypt(b"x")
     guard.close()
-    assert guard.keys._by_id == {} and guard.keys._active == {}
+    assert guard.keys.cache.by_id == {} and guard.keys.cache.active == {}
     assert cipher.decrypt(blob) == b"x"
     assert spy.calls == {"generate": 1, "decrypt": 1}
 

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine
 
 from piiguard import Guard, LocalKMS
 from piiguard.errors import ConfigurationError, KMSAccessError, KMSError, UnknownKeyError
-from piiguard.kms import DataKeyPair, KeyProvider
+from piiguard.kms import DataKeyPair, KeyProvider, check_key_provider
 
 CTX = {"piiguard:kind": "dek", "piiguard:scope": "customers"}
 
@@ -252,6 +252,26 @@ def test_every_tampered_wrapped_key_is_refused(local_kms):
 # -- protocol and repr -------------------------------------------------------------------------
 def test_local_kms_is_a_key_provider(local_kms):
     assert isinstance(local_kms, KeyProvider)
+    check_key_provider(local_kms)
+
+
+class _NoRewrap:
+    master_key_id = "mk-test"
+
+    def generate_data_key(self, context):
+        raise AssertionError("never called")
+
+    def decrypt_data_key(self, wrapped, master_key_id, context):
+        raise AssertionError("never called")
+
+    rewrap = None  # present, but not a method
+
+
+@pytest.mark.parametrize("kms", [object(), _NoRewrap()])
+def test_guard_refuses_what_is_not_a_key_provider(kms):
+    missing = "generate_data_key" if type(kms) is object else "rewrap"
+    with pytest.raises(ConfigurationError, match=rf"missing {missing}\(\)"):
+        Guard(kms=kms)
 
 
 def test_repr_never_shows_key_material(tmp_path):

@@ -1,16 +1,43 @@
-"""Limits on how long and how much a plaintext data key may be used from memory.
+"""The plaintext key cache: its limits, its entries and when an entry may still serve.
 
 >>> CacheLimits(soft_ttl=60, hard_ttl=30)
 Traceback (most recent call last):
 ...
 piiguard.errors.ConfigurationError: hard_ttl must be at least soft_ttl
+
+The freshness policy, in one place. An :class:`Entry` is *fresh* (served from memory,
+nothing asked) while ``clock() < entry.expires``: less than ``soft_ttl`` since the key
+table was last consulted and less than ``hard_ttl`` since the KMS unwrapped it.
+``entry.wexpires`` is the same for encryption, and ``-inf`` once the key is no longer
+the active one. A stale entry that is still :meth:`~Entry.within_hard_ttl` may serve on
+while the key table is busy or unreachable, or (writes) while the KMS is down::
+
+    >>> from piiguard.crypto.blind_index import BlindIndexKey
+    >>> limits = CacheLimits(soft_ttl=60, hard_ttl=600, max_uses=2)
+    >>> key = BlindIndexKey(7, bytes(32))
+    >>> entry = Entry(key, "index", "customers", "active", now=0.0, limits=limits)
+    >>> entry.expires, entry.wexpires
+    (60.0, 60.0)
+    >>> entry.touch(590.0)                     # the key table said: still active
+    >>> entry.expires                          # ... but the hard TTL comes first
+    600.0
+    >>> entry.within_hard_ttl(599.0), entry.may_encrypt(599.0), entry.within_hard_ttl(600.0)
+    (True, True, False)
+    >>> entry.uses = 2                         # max_uses reached: no more encryptions
+    >>> entry.may_encrypt(599.0)
+    False
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from piiguard.crypto.blind_index import BlindIndexKey
 from piiguard.errors import ConfigurationError
+from piiguard.keys.table import ACTIVE, DECRYPT_ONLY
+
+__all__ = ["CacheLimits", "Entry", "IndexKeySet", "KeyCache"]
 
 
 @dataclass(frozen=True)
@@ -39,26 +66,29 @@ class CacheLimits:
 
 
 class Entry:
-    """One cached plaintext key and its bookkeeping (never printed with its key)."""
+    """One cached plaintext key and its bookkeeping (never printed with its key).
+
+    ``key`` is a :class:`~piiguard.crypto.aead.DataKey` (kind ``dek``) or a
+    :class:`~piiguard.crypto.blind_index.BlindIndexKey` (``index``, ``pseudonym``).
+    ``uses`` counts every encryption under this key known here (the key table's count
+    when loaded, plus ours), so ``max_uses`` holds across reloads and restarts;
+    ``flushed_uses`` is how many of them the key table has recorded.
+    """
 
     __slots__ = ("key", "id", "kind", "scope", "state", "loaded", "checked", "uses",
-                 "persisted_uses", "flushed_uses", "expires", "wexpires", "_limits", "aead")
+                 "flushed_uses", "expires", "wexpires", "_limits")
 
-    def __init__(self, key, kind: str, scope: str, state: str, now: float,
-                 limits: CacheLimits, persisted_uses: int = 0) -> None:
+    def __init__(self, key: Any, kind: str, scope: str, state: str, now: float,
+                 limits: CacheLimits, recorded_uses: int = 0) -> None:
         self.key = key
-        self.id = key.id
-        self.aead = getattr(key, "aead", None)
+        self.id: int = key.id
         self.kind = kind
         self.scope = scope
         self.state = state
         self._limits = limits
         self.loaded = now
-        # ``uses`` counts every encryption under this key known here (the key table's
-        # count when loaded, plus ours), so max_uses holds across reloads and restarts.
-        self.uses = persisted_uses
-        self.flushed_uses = persisted_uses
-        self.persisted_uses = persisted_uses
+        self.uses = recorded_uses
+        self.flushed_uses = recorded_uses
         self.touch(now)
 
     def touch(self, now: float) -> None:
@@ -66,16 +96,104 @@ class Entry:
         (the earlier of the soft TTL from now and the hard TTL from loading)."""
         self.checked = now
         self.expires = min(now + self._limits.soft_ttl, self.loaded + self._limits.hard_ttl)
-        self.wexpires = self.expires if self.state == "active" else float("-inf")
+        self.wexpires = self.expires if self.state == ACTIVE else float("-inf")
 
     def set_state(self, state: str) -> None:
         self.state = state
-        if state != "active":
+        if state != ACTIVE:
             self.wexpires = float("-inf")
 
     def invalidate(self) -> None:
         """Make every holder of this entry take the slow path next time."""
         self.expires = self.wexpires = float("-inf")
 
+    def within_hard_ttl(self, now: float) -> bool:
+        """True while the plaintext may serve at all: less than ``hard_ttl`` since the KMS
+        unwrapped it (after that, the KMS must unwrap the key again)."""
+        return now - self.loaded < self._limits.hard_ttl
+
+    def may_encrypt(self, now: float) -> bool:
+        """True while this key may keep encrypting if the key table or the KMS cannot be
+        asked: within the hard TTL and below ``max_uses``."""
+        return self.uses < self._limits.max_uses and self.within_hard_ttl(now)
+
+    def recently_checked(self, now: float) -> bool:
+        """True if the key table was consulted less than ``soft_ttl`` ago."""
+        return now - self.checked < self._limits.soft_ttl
+
+    @property
+    def pending_uses(self) -> int:
+        """Encryptions counted here that the key table has not recorded yet."""
+        return self.uses - self.flushed_uses
+
     def __repr__(self) -> str:
         return f"Entry(id={self.id}, kind={self.kind}, scope={self.scope}, state={self.state})"
+
+
+@dataclass(frozen=True)
+class IndexKeySet:
+    """The index keys lookups in one scope consult: the active one first, then every
+    decrypt-only one (the blind-index rotation window), as read at one refresh.
+
+    The set serves while ``active`` is still the cached active index key and the soft TTL
+    since it was read (``fresh_until``) has not passed."""
+
+    active: Entry
+    fresh_until: float
+    keys: list[BlindIndexKey]
+
+    def serves(self, active: Entry, now: float) -> bool:
+        """True if lookups may use this set at ``now`` with ``active`` the active key."""
+        return self.active is active and now < self.fresh_until
+
+
+class KeyCache:
+    """The plaintext keys one :class:`~piiguard.keys.KeyManager` holds in memory.
+
+    ``by_id`` serves decryption (every cached key by id), ``active`` encryption (the
+    active key's entry per ``(kind, scope)``) and ``index_sets`` lookups (an
+    :class:`IndexKeySet` per scope). They are plain dicts because the hot paths read them
+    with one ``get``; changes go through the methods, which invalidate an entry that
+    leaves the cache so that every holder of it (a FieldCipher) takes the slow path.
+    """
+
+    __slots__ = ("by_id", "active", "index_sets")
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, Entry] = {}
+        self.active: dict[tuple[str, str], Entry] = {}
+        self.index_sets: dict[str, IndexKeySet] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def put(self, entry: Entry) -> Entry:
+        """Cache ``entry`` by id (replacing an older entry of the same key)."""
+        self.by_id[entry.id] = entry
+        return entry
+
+    def activate(self, entry: Entry) -> None:
+        """``entry`` is now the active key of its kind and scope."""
+        self.active[(entry.kind, entry.scope)] = entry
+
+    def demote_others(self, kind: str, scope: str, active_id: int) -> None:
+        """Every cached key of ``kind``/``scope`` but ``active_id`` is decrypt-only now."""
+        for entry in self.by_id.values():
+            if entry.kind == kind and entry.scope == scope and entry.id != active_id:
+                entry.set_state(DECRYPT_ONLY)
+
+    def forget(self, key_id: int) -> None:
+        """Drop key ``key_id`` (retired, destroyed, or to be unwrapped again)."""
+        entry = self.by_id.pop(key_id, None)
+        if entry is not None:
+            entry.invalidate()
+            if self.active.get((entry.kind, entry.scope)) is entry:
+                del self.active[(entry.kind, entry.scope)]
+
+    def clear(self) -> None:
+        """Drop every plaintext key, index key sets included."""
+        for entry in self.by_id.values():
+            entry.invalidate()
+        self.by_id.clear()
+        self.active.clear()
+        self.index_sets.clear()

@@ -13,8 +13,11 @@ from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, LargeBinar
 
 DEFAULT_TABLE_NAME = "piiguard_data_keys"
 
-KINDS = ("dek", "index", "pseudonym")
+#: What a key serves: data encryption, blind indexes, pseudonym masks. (Not the PII kinds
+#: of :data:`piiguard.kinds.KINDS`.)
+KEY_KINDS = ("dek", "index", "pseudonym")
 ACTIVE, DECRYPT_ONLY, RETIRED, DESTROYED = "active", "decrypt_only", "retired", "destroyed"
+#: A key's lifecycle, in order (see :mod:`piiguard.keys.manager`).
 STATES = (ACTIVE, DECRYPT_ONLY, RETIRED, DESTROYED)
 
 

@@ -5,11 +5,13 @@ master keys in a local key file (the embedded default); ``AwsKMS`` calls AWS KMS
 boto3 and is the only module that imports it.
 """
 
-from piiguard.kms.base import DataKeyPair, KeyProvider
+from typing import Any
+
+from piiguard.kms.base import DataKeyPair, KeyProvider, check_key_provider
 from piiguard.kms.local import LocalKMS
 
 
-def __getattr__(name: str):  # AwsKMS imports boto3 only when asked for
+def __getattr__(name: str) -> Any:  # AwsKMS imports boto3 only when asked for
     if name == "AwsKMS":
         from piiguard.kms.aws import AwsKMS
 
@@ -17,4 +19,4 @@ def __getattr__(name: str):  # AwsKMS imports boto3 only when asked for
     raise AttributeError(name)
 
 
-__all__ = ["KeyProvider", "DataKeyPair", "LocalKMS", "AwsKMS"]
+__all__ = ["KeyProvider", "DataKeyPair", "check_key_provider", "LocalKMS", "AwsKMS"]

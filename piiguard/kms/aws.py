@@ -16,7 +16,7 @@ key id and the operation and chain the original with ``from``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as B
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
 from piiguard.errors import ConfigurationError, KMSAccessError, KMSUnavailableError
-from piiguard.kms.base import Context, DataKeyPair
+from piiguard.kms.base import Context, DataKeyPair, KeyProvider
 
 #: Error codes that mean "try again later" rather than "no".
 _TRANSIENT = frozenset({
@@ -63,10 +63,11 @@ class AwsKMS:
     def __repr__(self) -> str:
         return f"AwsKMS(key_id={self.master_key_id!r})"
 
-    def _call(self, operation: str, key_id: str, **kwargs: Any) -> dict:
+    def _call(self, operation: str, key_id: str, **kwargs: Any) -> dict[str, Any]:
         method = getattr(self.client, operation)
         try:
-            return method(**kwargs)
+            response: dict[str, Any] = method(**kwargs)
+            return response
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in _TRANSIENT:
@@ -103,3 +104,8 @@ class AwsKMS:
     def resolve_key_id(self, key_id: str) -> str:
         """The key ARN for an alias or id (what the key table records)."""
         return self._call("describe_key", key_id, KeyId=key_id)["KeyMetadata"]["Arn"]
+
+
+if TYPE_CHECKING:
+    def _is_a_key_provider(kms: AwsKMS) -> KeyProvider:  # mypy: AwsKMS keeps the protocol
+        return kms

@@ -16,7 +16,7 @@ context bound as associated data::
     >>> kms.decrypt_data_key(pair.wrapped, pair.master_key_id, {"piiguard:scope": "x"})
     Traceback (most recent call last):
     ...
-    piiguard.errors.KMSAccessError: local KMS could not unwrap the data key key_id=... operation=decrypt
+    piiguard.errors.KMSAccessError: local KMS could not unwrap the data key key_id=...
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 try:
     import fcntl
@@ -41,10 +42,30 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from piiguard.errors import ConfigurationError, KMSAccessError, UnknownKeyError
-from piiguard.kms.base import Context, DataKeyPair
+from piiguard.kms.base import Context, DataKeyPair, KeyProvider
 
 _WRAP_VERSION = 1
 _FILE_VERSION = 1
+
+#: What tells one state of the key file from another: (inode, mtime_ns, size).
+FileVersion = tuple[int, int, int]
+
+
+class _KeyFile(NamedTuple):
+    """The content of a key file as read at ``version``."""
+
+    keys: dict[str, bytes]
+    current: str
+    disabled: set[str]
+    version: FileVersion
+
+
+class _Wrapped(NamedTuple):
+    """A wrapped data key taken apart (see :class:`LocalKMS` for the layout)."""
+
+    key_id: str
+    nonce: bytes
+    body: bytes
 
 
 def _context_aad(key_id: str, context: Context) -> bytes:
@@ -79,7 +100,7 @@ class LocalKMS:
         self.master_key_id = current
         self.path = path
         self.disabled: set[str] = set(disabled or ())
-        self._version: tuple | None = None   # (inode, mtime_ns, size) of the file we know
+        self._version: FileVersion | None = None   # of the key file we know
         self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -89,13 +110,13 @@ class LocalKMS:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def generate(cls) -> "LocalKMS":
+    def generate(cls) -> LocalKMS:
         """A key-file-less LocalKMS with one fresh master key (tests, demos)."""
         kid = _new_key_id()
         return cls({kid: secrets.token_bytes(32)}, kid)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, *, create: bool = False) -> "LocalKMS":
+    def from_file(cls, path: str | os.PathLike[str], *, create: bool = False) -> LocalKMS:
         """Load a key file; with ``create=True`` make one (mode 0600) if it is missing."""
         p = Path(path)
         if not p.exists():
@@ -116,9 +137,9 @@ class LocalKMS:
         if mode & 0o077:
             raise ConfigurationError(
                 f"key file {str(p)!r} is readable by others (mode {oct(mode)}); chmod 600 it")
-        keys, current, disabled, version = _read_file(p)
-        kms = cls(keys, current, path=p, disabled=disabled)
-        kms._version = version
+        doc = _read_file(p)
+        kms = cls(doc.keys, doc.current, path=p, disabled=doc.disabled)
+        kms._version = doc.version
         return kms
 
     def save(self) -> None:
@@ -151,7 +172,7 @@ class LocalKMS:
             return
         with self._locked(), self._sync_lock:
             if self.path.exists():
-                self._merge(*_read_file(self.path))
+                self._merge(_read_file(self.path))
             change()
             self._write(exclusive=False)
 
@@ -167,11 +188,10 @@ class LocalKMS:
             return
         with self._sync_lock:
             if version != self._version:
-                self._merge(*_read_file(self.path))
+                self._merge(_read_file(self.path))
 
-    def _merge(self, keys: dict[str, bytes], current: str, disabled: set[str],
-               version: tuple) -> None:
-        for kid, material in keys.items():
+    def _merge(self, doc: _KeyFile) -> None:
+        for kid, material in doc.keys.items():
             known = self._keys.get(kid)
             if known is None:
                 self._keys[kid] = material
@@ -179,9 +199,9 @@ class LocalKMS:
             elif known != material:
                 raise ConfigurationError("the key file holds another key under a known "
                                          "master key id", key_id=kid)
-        self.disabled = set(disabled)      # the file says which keys are disabled
-        self.master_key_id = current
-        self._version = version
+        self.disabled = set(doc.disabled)  # the file says which keys are disabled
+        self.master_key_id = doc.current
+        self._version = doc.version
 
     def _write(self, *, exclusive: bool) -> None:
         # exclusive: publish with link(), which fails if the file exists (create once).
@@ -274,7 +294,8 @@ class LocalKMS:
         kid, nonce, body = self._parse(wrapped, master_key_id)
         aead = self._usable(kid, "decrypt")
         try:
-            return aead.decrypt(nonce, body, _context_aad(kid, context))
+            plaintext: bytes = aead.decrypt(nonce, body, _context_aad(kid, context))
+            return plaintext
         except InvalidTag:
             raise KMSAccessError("local KMS could not unwrap the data key", key_id=kid,
                                  operation="decrypt") from None
@@ -292,7 +313,7 @@ class LocalKMS:
                 + aead.encrypt(nonce, plaintext, _context_aad(key_id, context)))
 
     @staticmethod
-    def _parse(wrapped: bytes, expected: str) -> tuple[str, bytes, bytes]:
+    def _parse(wrapped: bytes, expected: str) -> _Wrapped:
         wrapped = bytes(wrapped)
         if len(wrapped) < 2 or wrapped[0] != _WRAP_VERSION:
             raise KMSAccessError("wrapped key has an unknown format", key_id=expected,
@@ -305,15 +326,15 @@ class LocalKMS:
         if kid != expected:
             raise KMSAccessError("wrapped key names another master key", key_id=expected,
                                  operation="decrypt")
-        return kid, wrapped[2 + n:14 + n], wrapped[14 + n:]
+        return _Wrapped(kid, wrapped[2 + n:14 + n], wrapped[14 + n:])
 
 
-def _file_version(path: Path) -> tuple:
+def _file_version(path: Path) -> FileVersion:
     st = os.stat(path)
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _read_file(p: Path) -> tuple[dict[str, bytes], str, set[str], tuple]:
+def _read_file(p: Path) -> _KeyFile:
     """Keys, current id, disabled ids and version of a key file."""
     try:
         version = _file_version(p)
@@ -328,9 +349,14 @@ def _read_file(p: Path) -> tuple[dict[str, bytes], str, set[str], tuple]:
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ConfigurationError(f"key file {str(p)!r} is not a valid piiguard key file") \
             from None
-    return keys, current, disabled, version
+    return _KeyFile(keys, current, disabled, version)
 
 
 def _new_key_id() -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d")
     return f"mk-{stamp}-{secrets.token_hex(4)}"
+
+
+if TYPE_CHECKING:
+    def _is_a_key_provider(kms: LocalKMS) -> KeyProvider:  # mypy: LocalKMS keeps the protocol
+        return kms

@@ -1,0 +1,274 @@
+"""KeyStore: every SQL statement piiguard runs on the key table.
+
+The store reads and writes rows and hands back named records (:class:`KeyRow` with the
+wrapped key, :class:`KeyInfo` without); it knows nothing of the KMS, the plaintext cache
+or when to refresh. Reads that may fall back on a cached key pass ``brief=True``: waiting
+for another connection's lock then ends after
+:data:`~piiguard.keys.locks.BRIEF_LOCK_WAIT_MS` with an ``OperationalError``.
+
+    >>> from datetime import datetime, timezone
+    >>> from sqlalchemy import create_engine
+    >>> from piiguard.kms.base import DataKeyPair
+    >>> store = KeyStore(key_table())
+    >>> store.bind(create_engine("sqlite://"))
+    >>> now = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    >>> added = store.insert_active("dek", "customers", DataKeyPair(b"k" * 32, b"w", "mk"), now)
+    >>> added.created, added.row.id, added.row.state
+    (True, 1, 'active')
+    >>> store.active_row("dek", "customers")
+    KeyRow(id=1, kind='dek', scope='customers', state='active', master_key_id='mk', ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, select, update
+from sqlalchemy.engine import Connection, CursorResult, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import ColumnElement
+
+from piiguard.errors import ConfigurationError, KeyInUseError, UnknownKeyError
+from piiguard.keys.locks import brief_lock_waits
+from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, key_table
+from piiguard.kms.base import DataKeyPair
+
+__all__ = ["KeyInfo", "KeyRow", "Inserted", "KeyStore"]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One key table row, without key material (what ``keys status`` shows)."""
+
+    id: int
+    kind: str
+    scope: str
+    state: str
+    master_key_id: str
+    created_at: datetime
+    state_changed_at: datetime | None
+    destroyed_at: datetime | None
+    encryption_count: int
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One key table row with its wrapped key (``None`` once destroyed; never shown)."""
+
+    id: int
+    kind: str
+    scope: str
+    state: str
+    master_key_id: str
+    created_at: datetime
+    state_changed_at: datetime | None
+    destroyed_at: datetime | None
+    encryption_count: int
+    wrapped_key: bytes | None = field(repr=False)
+
+    @classmethod
+    def of(cls, row: Any) -> KeyRow:
+        """The record of a row as SQLAlchemy returns it."""
+        wrapped = row.wrapped_key
+        return cls(row.id, row.kind, row.scope, row.state, row.master_key_id, row.created_at,
+                   row.state_changed_at, row.destroyed_at, row.encryption_count or 0,
+                   None if wrapped is None else bytes(wrapped))
+
+    def info(self) -> KeyInfo:
+        return KeyInfo(self.id, self.kind, self.scope, self.state, self.master_key_id,
+                       self.created_at, self.state_changed_at, self.destroyed_at,
+                       self.encryption_count)
+
+
+@dataclass(frozen=True)
+class Inserted:
+    """What :meth:`KeyStore.insert_active` did: ``row`` is the active key, ours if
+    ``created``, else the one another process inserted first."""
+
+    row: KeyRow
+    created: bool
+
+
+def _slot(kind: str, scope: str) -> str:
+    # The unique active_slot column: "one active key per kind and scope" as a DB rule.
+    return f"{kind}:{scope}"
+
+
+def _inserted_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    if key is None:  # only for statements other than a single-row INSERT
+        raise ConfigurationError("the key table did not report the new key's id")
+    return int(key[0])
+
+
+class KeyStore:
+    """The key table of one database (``table``, bound to ``engine`` by :meth:`bind`)."""
+
+    def __init__(self, table: Table | None = None) -> None:
+        self.table = table if table is not None else key_table()
+        self.engine: Engine | None = None
+
+    # -- connections ---------------------------------------------------------------------
+    def bind(self, engine: Engine) -> None:
+        """Use ``engine``'s database, creating the key table if it is missing."""
+        try:
+            self.table.create(engine, checkfirst=True)
+        except (OperationalError, ProgrammingError, IntegrityError):
+            # Another process created it between our check and our CREATE.
+            with engine.connect() as conn:
+                if not engine.dialect.has_table(conn, self.table.name):
+                    raise
+        self.engine = engine
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise ConfigurationError("this Guard is not bound to a database: call "
+                                     "guard.bind(engine) first", operation="key lookup")
+        return self.engine
+
+    @contextmanager
+    def _reading(self, brief: bool) -> Iterator[Connection]:
+        with self._engine().connect() as conn:
+            if brief:
+                with brief_lock_waits(conn):
+                    yield conn
+            else:
+                yield conn
+
+    def _first(self, query: Select[Any], brief: bool) -> KeyRow | None:
+        with self._reading(brief) as conn:
+            row = conn.execute(query).first()
+        return None if row is None else KeyRow.of(row)
+
+    # -- reads ---------------------------------------------------------------------------
+    def row(self, key_id: int, *, brief: bool = False) -> KeyRow | None:
+        """Key ``key_id`` (None if the table never had it)."""
+        return self._first(select(self.table).where(self.table.c.id == key_id), brief)
+
+    def active_row(self, kind: str, scope: str, *, brief: bool = False) -> KeyRow | None:
+        """The active key of ``kind``/``scope`` (None if there is none)."""
+        t = self.table
+        return self._first(select(t).where(t.c.active_slot == _slot(kind, scope)), brief)
+
+    def decrypt_only_ids(self, kind: str, scope: str, *, brief: bool = False) -> list[int]:
+        """Ids of the decrypt-only keys of ``kind``/``scope``, oldest first."""
+        t = self.table
+        q = select(t.c.id).where(t.c.kind == kind, t.c.scope == scope,
+                                 t.c.state == DECRYPT_ONLY).order_by(t.c.id)
+        with self._reading(brief) as conn:
+            return list(conn.execute(q).scalars().all())
+
+    def infos(self, *, kind: str | None = None, scope: str | None = None,
+              states: Iterable[str] | None = None) -> list[KeyInfo]:
+        """Every key (filtered by kind, scope and states), oldest first."""
+        t = self.table
+        q = select(t).order_by(t.c.id)
+        if kind is not None:
+            q = q.where(t.c.kind == kind)
+        if scope is not None:
+            q = q.where(t.c.scope == scope)
+        if states is not None:
+            q = q.where(t.c.state.in_(list(states)))
+        with self._engine().connect() as conn:
+            rows = conn.execute(q).all()
+        return [KeyRow.of(r).info() for r in rows]
+
+    def wrapped_elsewhere(self, master_key_id: str, limit: int) -> list[KeyRow]:
+        """Up to ``limit`` keys (oldest first) still wrapped under another master key than
+        ``master_key_id`` (destroyed keys have nothing to rewrap)."""
+        t = self.table
+        q = select(t).where(t.c.master_key_id != master_key_id, t.c.wrapped_key.is_not(None)) \
+            .order_by(t.c.id).limit(limit)
+        with self._engine().connect() as conn:
+            return [KeyRow.of(r) for r in conn.execute(q).all()]
+
+    # -- writes --------------------------------------------------------------------------
+    def _new_active(self, kind: str, scope: str, pair: DataKeyPair,
+                    now: datetime) -> dict[str, Any]:
+        return dict(kind=kind, scope=scope, state=ACTIVE, active_slot=_slot(kind, scope),
+                    wrapped_key=pair.wrapped, master_key_id=pair.master_key_id,
+                    created_at=now, encryption_count=0)
+
+    @staticmethod
+    def _row_of(new_id: int, values: dict[str, Any]) -> KeyRow:
+        return KeyRow(new_id, values["kind"], values["scope"], ACTIVE, values["master_key_id"],
+                      values["created_at"], None, None, 0, values["wrapped_key"])
+
+    def insert_active(self, kind: str, scope: str, pair: DataKeyPair,
+                      now: datetime) -> Inserted:
+        """Insert ``pair`` as the active key of ``kind``/``scope``. If another process
+        inserted one first (the unique slot), that one is returned, not created."""
+        values = self._new_active(kind, scope, pair, now)
+        try:
+            with self._engine().begin() as conn:
+                new_id = _inserted_id(conn.execute(self.table.insert().values(**values)))
+        except IntegrityError:
+            winner = self.active_row(kind, scope)
+            if winner is None:
+                raise
+            return Inserted(winner, created=False)
+        return Inserted(self._row_of(new_id, values), created=True)
+
+    def replace_active(self, kind: str, scope: str, pair: DataKeyPair, now: datetime, *,
+                       expect_id: int | None) -> KeyRow | None:
+        """In one transaction: the active key of ``kind``/``scope`` becomes decrypt-only
+        and ``pair`` the active one. With ``expect_id``, only if that key is still the
+        active one: None if it is not (another process rotated first)."""
+        t = self.table
+        cond: ColumnElement[bool] = t.c.active_slot == _slot(kind, scope)
+        if expect_id is not None:
+            cond = and_(cond, t.c.id == expect_id)
+        values = self._new_active(kind, scope, pair, now)
+        with self._engine().begin() as conn:
+            demoted = conn.execute(update(t).where(cond).values(
+                state=DECRYPT_ONLY, active_slot=None, state_changed_at=now)).rowcount
+            if expect_id is not None and demoted == 0:
+                return None
+            new_id = _inserted_id(conn.execute(t.insert().values(**values)))
+        return self._row_of(new_id, values)
+
+    def set_state(self, key_id: int, state: str, now: datetime, *,
+                  expect: Sequence[str]) -> None:
+        """Move key ``key_id`` from one of the ``expect`` states to ``state`` (destroying
+        erases the wrapped key); :class:`UnknownKeyError` or :class:`KeyInUseError` if it
+        is not in one of them."""
+        t = self.table
+        values: dict[str, Any] = dict(state=state, state_changed_at=now, active_slot=None)
+        if state == DESTROYED:
+            values.update(wrapped_key=None, destroyed_at=now)
+        with self._engine().begin() as conn:
+            n = conn.execute(update(t).where(t.c.id == key_id, t.c.state.in_(list(expect)))
+                             .values(**values)).rowcount
+            if n == 0:
+                row = conn.execute(select(t.c.state).where(t.c.id == key_id)).first()
+                if row is None:
+                    raise UnknownKeyError("no key with this id", key_id=key_id,
+                                          operation=f"set state {state}")
+                raise KeyInUseError(f"key is {row.state}; cannot become {state}",
+                                    key_id=key_id, operation=f"set state {state}")
+
+    def add_uses(self, key_id: int, n: int, *, brief: bool = False) -> None:
+        """Add ``n`` encryptions to the recorded ``encryption_count`` of key ``key_id``."""
+        t = self.table
+        bump = update(t).where(t.c.id == key_id) \
+            .values(encryption_count=t.c.encryption_count + n)
+        if brief:
+            with self._engine().connect() as conn, brief_lock_waits(conn):
+                conn.execute(bump)
+        else:
+            with self._engine().begin() as conn:
+                conn.execute(bump)
+
+    def set_wrapped(self, key_id: int, source_key_id: str, wrapped: bytes,
+                    dest_key_id: str) -> None:
+        """Key ``key_id`` is now ``wrapped`` under ``dest_key_id`` (if it still was under
+        ``source_key_id``: a concurrent rewrap is not overwritten)."""
+        t = self.table
+        with self._engine().begin() as conn:
+            conn.execute(update(t).where(t.c.id == key_id, t.c.master_key_id == source_key_id)
+                         .values(wrapped_key=wrapped, master_key_id=dest_key_id))
