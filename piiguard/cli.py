@@ -12,36 +12,35 @@ and the database from the engine the Guard is bound to, or ``--database-url``. W
 otherwise tables, and rich progress bars with rows/s and ETA on long work when stderr is
 a terminal. Exit codes: 0 ok, 1 failure (an error, a failed value, work left), 2 usage.
 
-The CLI is thin: it parses, calls :mod:`piiguard.rotation`, and prints. It never prints
-a value or key material: errors name the rule, column, key id and operation.
+The CLI is thin: it parses, calls :mod:`piiguard.rotation`, and prints through
+:mod:`piiguard._console` (tables, progress bars, JSON, exit codes). It never prints a
+value or key material: errors name the rule, column, key id and operation.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import json
 import os
 import sys
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichProgress
-from rich.table import Table
-from rich.text import Text
 
+from piiguard._console import (
+    Output,
+    ProgressBar,
+    failed,
+    print_migrate,
+    print_reencrypt,
+    print_rewrap,
+    print_shred,
+    print_status,
+    print_verify,
+    usage_error,
+)
 from piiguard.errors import ConfigurationError, PIIGuardError
 
 __all__ = ["ProgressBar", "app", "load_app", "main", "print_status"]
@@ -74,39 +73,38 @@ def load_app(spec: str) -> Any:
 
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise _usage(f"must look like package.module:attribute (got {spec!r})", "--app")
+        raise usage_error(f"must look like package.module:attribute (got {spec!r})", "--app")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise _usage(f"cannot import {module_name!r} ({type(exc).__name__}: {exc})",
-                     "--app") from None
+        raise usage_error(f"cannot import {module_name!r} ({type(exc).__name__}: {exc})",
+                          "--app") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise _usage(f"{module_name!r} has no attribute {attr!r}", "--app") from None
+            raise usage_error(f"{module_name!r} has no attribute {attr!r}", "--app") from None
     if not isinstance(obj, Guard) and callable(obj):
         obj = obj()
     if not isinstance(obj, Guard):
-        raise _usage(f"{spec!r} is not a piiguard Guard (got {type(obj).__name__})",
-                     "--app")
+        raise usage_error(f"{spec!r} is not a piiguard Guard (got {type(obj).__name__})",
+                          "--app")
     return obj
 
 
-class State:
-    """Options shared by every command, and the Guard they resolve to (loaded once)."""
+class State(Output):
+    """Options shared by every command, where their output goes (:class:`Output`), and
+    the Guard they resolve to (loaded once)."""
 
     def __init__(self, app_spec: str | None, database_url: str | None,
                  key_file: str | None, json_out: bool) -> None:
+        super().__init__(json_out)
         self.app_spec = app_spec
         self.database_url = database_url
         self.key_file = key_file
-        self.json = json_out
-        self.out = Console(highlight=False, soft_wrap=False)
-        self.err = Console(stderr=True, highlight=False)
         self._guard: Any = None
 
     def guard(self) -> Any:
@@ -122,112 +120,37 @@ class State:
 
             path = self.key_file or DEFAULT_KEY_FILE
             if not Path(path).exists():
-                raise _usage(f"no --app and no key file at {path!r}: pass --app "
-                             "module:guard, or --key-file (run `piiguard init`)", "--app")
+                raise usage_error(f"no --app and no key file at {path!r}: pass --app "
+                                  "module:guard, or --key-file (run `piiguard init`)", "--app")
             guard = Guard(kms=LocalKMS.from_file(path))
         if self.database_url:
             guard.bind(create_engine(self.database_url))
         elif guard.engine is None:
-            raise _usage("no database: pass --database-url (or PIIGUARD_DATABASE_URL), or "
-                         "bind the Guard in the --app module", "--database-url")
+            raise usage_error("no database: pass --database-url (or PIIGUARD_DATABASE_URL), "
+                              "or bind the Guard in the --app module", "--database-url")
         self._guard = guard
         return guard
-
-    def progress(self) -> ProgressBar:
-        return ProgressBar(self.err, enabled=not self.json and self.err.is_terminal)
-
-    def emit(self, doc: dict[str, Any]) -> None:
-        """Print ``doc`` as JSON on stdout (``--json``)."""
-        typer.echo(json.dumps(doc, default=str, sort_keys=False))
 
 
 def _state(ctx: typer.Context) -> State:
     return ctx.find_root().obj
 
 
-class _RowsPerSecond(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.0f} rows/s", style="cyan")
-
-
-class ProgressBar:
-    """A rich progress bar behind the :class:`~piiguard.rotation.progress.Progress`
-    protocol: one task per phase (table, pass)."""
-
-    def __init__(self, console: Console, *, enabled: bool) -> None:
-        self._p = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                               MofNCompleteColumn(), _RowsPerSecond(),
-                               TimeElapsedColumn(), TextColumn("ETA"),
-                               TimeRemainingColumn(), console=console,
-                               disable=not enabled, transient=False)
-        self._task = None
-
-    def __enter__(self) -> ProgressBar:
-        self._p.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            task = self._p.tasks[-1]
-            if task.total is not None and task.completed < task.total:
-                self._p.update(self._task, total=task.completed)
-        self._p.stop()
-
-    def start(self, description: str, total: int | None) -> None:
-        if self._task is not None:
-            task = self._p.tasks[-1]
-            if task.total is not None and task.completed < task.total:
-                self._p.update(self._task, total=task.completed)
-        self._task = self._p.add_task(description, total=total)
-
-    def advance(self, n: int = 1) -> None:
-        if self._task is not None:
-            self._p.advance(self._task, n)
-
-
-def _usage(message: str, hint: str) -> typer.BadParameter:
-    """A usage error (exit code 2) about option ``hint``."""
-    return typer.BadParameter(message, param_hint=hint)
-
-
-def command(fn: Callable) -> Callable:
+def command(fn: Callable[..., None]) -> Callable[..., None]:
     """Turn piiguard errors into exit code 1 with a value-free message (every command
     takes ``ctx`` as its first parameter)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> None:
         ctx = kwargs.get("ctx") or args[0]
         st = _state(ctx)
         try:
-            return fn(*args, **kwargs)
+            fn(*args, **kwargs)
         except PIIGuardError as exc:
-            if st.json:
-                st.emit({"ok": False, "error": {"type": type(exc).__name__,
-                                                "message": str(exc)}})
-            else:
-                st.err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", markup=True,
-                             highlight=False)
-            raise typer.Exit(1) from None
+            st.error(exc)
+            raise failed() from None
 
     return wrapper
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    td = timedelta(seconds=int(seconds))
-    if td.days:
-        return f"{td.days}d {td.seconds // 3600}h"
-    if seconds >= 3600:
-        return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60)}m"
-    if seconds >= 60:
-        return f"{int(seconds // 60)}m {int(seconds % 60)}s"
-    return f"{int(seconds)}s"
-
-
-def _short(key_id: str, n: int = 28) -> str:
-    return key_id if len(key_id) <= n else "…" + key_id[-(n - 1):]
 
 
 def _need_columns(guard: Any, operation: str) -> None:
@@ -235,14 +158,6 @@ def _need_columns(guard: Any, operation: str) -> None:
     if not guard.columns:
         raise ConfigurationError("no encrypted column registered: pass --app pointing at "
                                  "a module that imports the models", operation=operation)
-
-
-def _need_yes(st: State, yes: bool, question: str) -> None:
-    if yes:
-        return
-    if st.json or not sys.stdin.isatty():
-        raise _usage("this destroys keys for good: pass --yes to confirm", "--yes")
-    typer.confirm(question, abort=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -330,60 +245,6 @@ def demo(ctx: typer.Context,
 # ---------------------------------------------------------------------------------------
 # keys
 # ---------------------------------------------------------------------------------------
-def _status_table(report: Any, title: str | None = None) -> Table:
-    t = Table(title=title, title_justify="left")
-    t.add_column("id", justify="right", no_wrap=True)
-    t.add_column("kind", no_wrap=True)
-    t.add_column("scope", overflow="fold")
-    t.add_column("state", no_wrap=True)
-    t.add_column("master key", overflow="ellipsis", max_width=16)
-    t.add_column("age", justify="right", no_wrap=True)
-    t.add_column("uses", justify="right", no_wrap=True)
-    t.add_column("values using it", justify="right", no_wrap=True)
-    style = {"active": "green", "decrypt_only": "yellow", "retired": "dim",
-             "destroyed": "red"}
-    for k in report.keys:
-        t.add_row(str(k.id), k.kind, k.scope, Text(k.state, style=style.get(k.state, "")),
-                  _short(k.master_key_id, 16), _age(k.age_seconds), f"{k.uses:,}",
-                  f"{k.total_rows:,}")
-    return t
-
-
-def _usage_table(report: Any) -> Table | None:
-    """Stored values by column (rows) and key id (columns): rotation progress."""
-    key_ids = sorted({kid for c in report.columns for kid in c.by_key})
-    if not report.columns:
-        return None
-    t = Table(title="stored values by column and key id", title_justify="left")
-    t.add_column("column", overflow="fold")
-    for kid in key_ids:
-        t.add_column(f"key {kid}", justify="right", no_wrap=True)
-    plaintext = any(c.plaintext for c in report.columns)
-    if plaintext:
-        t.add_column("plaintext", justify="right", no_wrap=True)
-    for c in report.columns:
-        cells = [f"{c.by_key[k]:,}" if c.by_key.get(k) else "·" for k in key_ids]
-        if plaintext:
-            cells.append(f"{c.plaintext:,}")
-        t.add_row(c.label, *cells)
-    return t
-
-
-def print_status(console: Console, report: Any, title: str | None = None) -> None:
-    """Print a :class:`~piiguard.rotation.status.StatusReport` as tables."""
-    console.print(_status_table(report, title))
-    usage = _usage_table(report)
-    if usage is not None:
-        console.print(usage)
-    for c in report.columns:
-        if c.plaintext and c.role == "ciphertext":
-            console.print(f"[yellow]{c.label}: {c.plaintext:,} value(s) not encrypted yet "
-                          "(run encrypt-existing)[/yellow]")
-    for label, ids in report.unknown_keys().items():
-        console.print(f"[red]{label}: values under unknown key id(s) "
-                      f"{', '.join(map(str, ids))}[/red]")
-
-
 @keys_app.command("status")
 @command
 def keys_status(ctx: typer.Context,
@@ -416,7 +277,7 @@ def keys_rotate(ctx: typer.Context,
     """Create a new active key; the previous one becomes decrypt-only. New writes use
     the new key at once (other processes within the key cache's soft TTL)."""
     if kind not in ("dek", "index"):
-        raise _usage("must be dek or index", "--kind")
+        raise usage_error("must be dek or index", "--kind")
     st = _state(ctx)
     guard = st.guard()
     active = {k.scope: k.id for k in guard.keys.keys(kind=kind, states=["active"])}
@@ -464,15 +325,9 @@ def keys_rotate_master(ctx: typer.Context,
     if st.json:
         st.emit(report.to_dict())
     else:
-        st.out.print(f"rewrapped {report.rewrapped} key(s) under master key "
-                     f"{report.destination}" + (" (new)" if report.created else "")
-                     + f"; {report.remaining} left")
-        if report.disabled:
-            st.out.print(f"disabled master key(s): {', '.join(report.disabled)}")
-        for note in report.notes:
-            st.out.print(f"[yellow]note:[/yellow] {note}")
+        print_rewrap(st.out, report)
     if not report.ok:
-        raise typer.Exit(1)
+        raise failed()
 
 
 @keys_app.command("retire")
@@ -502,7 +357,7 @@ def keys_destroy(ctx: typer.Context,
 
     st = _state(ctx)
     guard = st.guard()
-    _need_yes(st, yes, f"Destroy key {key_id}? Data under it can never be read again.")
+    st.confirm(yes, f"Destroy key {key_id}? Data under it can never be read again.")
     report = destroy_key(guard, key_id)
     if st.json:
         st.emit({"ok": True, **report.to_dict()})
@@ -523,41 +378,18 @@ def shred(ctx: typer.Context,
 
     st = _state(ctx)
     guard = st.guard()
-    _need_yes(st, yes, f"Destroy every key of scope {scope!r}? Its data can never be "
+    st.confirm(yes, f"Destroy every key of scope {scope!r}? Its data can never be "
                        "read again.")
     report = shred_scope(guard, scope)
     if st.json:
         st.emit({"ok": True, **report.to_dict()})
         return
-    st.out.print(f"scope {scope!r}: destroyed key(s) {', '.join(map(str, report.keys))}")
-    for label, n in report.values.items():
-        st.out.print(f"  {label}: {n:,} value(s) now unreadable")
+    print_shred(st.out, scope, report)
 
 
 # ---------------------------------------------------------------------------------------
 # jobs
 # ---------------------------------------------------------------------------------------
-def _job_table(tables: list[Any], dry_run: bool) -> Table:
-    t = Table()
-    t.add_column("table")
-    for name in ("would update" if dry_run else "updated", "values", "indexes", "conflicts",
-                 "shredded", "failed", "remaining", "passes"):
-        t.add_column(name, justify="right")
-    for r in tables:
-        t.add_row(r.table, f"{r.updated:,}", f"{r.values:,}", f"{r.indexes:,}",
-                  f"{r.conflicts:,}", f"{r.shredded:,}", f"{len(r.failures):,}",
-                  "-" if dry_run else f"{r.remaining:,}", str(r.passes))
-    return t
-
-
-def _print_failures(console: Console, failures: list[Any], limit: int = 20) -> None:
-    for f in failures[:limit]:
-        console.print(f"[red]failed[/red] {f.column} {f.row}: {f.error}", markup=True,
-                      highlight=False)
-    if len(failures) > limit:
-        console.print(f"… and {len(failures) - limit} more (use --json for all)")
-
-
 BatchSize = Annotated[int | None, typer.Option(
     "--batch-size", min=1, help="Rows per batch, one transaction each (default 5000 on "
                                 "SQLite, 1000 elsewhere).")]
@@ -590,15 +422,9 @@ def reencrypt(ctx: typer.Context,
     if st.json:
         st.emit(report.to_dict())
     else:
-        st.out.print(_job_table(report.tables, dry_run))
-        st.out.print(f"{'would update' if dry_run else 'updated'} {report.updated:,} row(s) "
-                     f"in {report.elapsed:.2f} s ({report.rows_per_second:,.0f} rows/s)")
-        _print_failures(st.out, report.failures)
-        if report.remaining:
-            st.out.print(f"[yellow]{report.remaining:,} row(s) still under an old key "
-                         "(concurrent writes): run reencrypt again[/yellow]")
+        print_reencrypt(st.out, report)
     if report.failures or (not dry_run and report.remaining):
-        raise typer.Exit(1)
+        raise failed()
 
 
 @app.command("encrypt-existing")
@@ -621,14 +447,9 @@ def encrypt_existing(ctx: typer.Context,
     if st.json:
         st.emit(report.to_dict())
     else:
-        st.out.print(_job_table([report], dry_run))
-        st.out.print(f"{'would encrypt' if dry_run else 'encrypted'} {report.updated:,} "
-                     f"value(s) of {report.column} in {report.elapsed:.2f} s")
-        _print_failures(st.out, report.failures)
-        if not dry_run and report.ok:
-            st.out.print("next: `piiguard verify` confirms nothing plaintext is left")
+        print_migrate(st.out, report)
     if report.failures or (not dry_run and report.remaining):
-        raise typer.Exit(1)
+        raise failed()
 
 
 @app.command()
@@ -649,21 +470,9 @@ def verify(ctx: typer.Context,
     if st.json:
         st.emit(report.to_dict())
     else:
-        t = Table()
-        t.add_column("column")
-        for name in ("checked", "ok", "failed", "plaintext", "shredded", "index checked",
-                     "index failed"):
-            t.add_column(name, justify="right")
-        for c in report.columns:
-            t.add_row(c.label, f"{c.checked:,}", f"{c.ok:,}", f"{c.failed:,}",
-                      f"{c.plaintext:,}", f"{c.shredded:,}", f"{c.index_checked:,}",
-                      f"{c.index_failed:,}")
-        st.out.print(t)
-        _print_failures(st.out, report.failures)
-        st.out.print(("[green]ok[/green]" if report.ok else "[red]FAILED[/red]")
-                     + f": {report.checked:,} value(s) checked in {report.elapsed:.2f} s")
+        print_verify(st.out, report)
     if not report.ok:
-        raise typer.Exit(1)
+        raise failed()
 
 
 def main() -> None:

@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from rich.console import Console
+from rich.table import Table
 from sqlalchemy.orm import Mapped
 
-__all__ = ["POLICY", "demo_customers", "make_models", "run"]
+from piiguard._console import ProgressBar, print_status
+
+__all__ = ["POLICY", "DemoModels", "demo_customers", "make_models", "run"]
 
 #: The masking policy the demo uses.
 POLICY = {
@@ -40,17 +45,27 @@ POLICY = {
     "name": {"admin": "reveal", "support": "partial:2:0"},
 }
 
+
+class _Person(NamedTuple):
+    """A synthetic customer (the national id is made from its position)."""
+
+    name: str
+    phone: str
+    email: str
+    address: str
+
+
 _PEOPLE = [
-    ("Ayşe Yılmaz", "+905321234567", "ayse.yilmaz@example.com.tr",
-     "Caferağa Mah. Moda Cad. No:12 D:4, 34710 Kadıköy/İstanbul"),
-    ("Mehmet Demir", "+905339876543", "mehmet.demir@example.com.tr",
-     "Kızılay Mah. Atatürk Blv. No:1, 06420 Çankaya/Ankara"),
-    ("Zeynep Kaya", "+905421112233", "zeynep.kaya@example.org",
-     "Alsancak Mah. Kıbrıs Şehitleri Cad. No:20, 35220 Konak/İzmir"),
-    ("Emre Çelik", "+905057654321", "emre.celik@example.net",
-     "Kültür Mah. Cumhuriyet Blv. No:7, 35220 Konak/İzmir"),
-    ("Elif Şahin", "+905551230099", "elif.sahin@example.com",
-     "Bağdat Cad. No:300, 34728 Kadıköy/İstanbul"),
+    _Person("Ayşe Yılmaz", "+905321234567", "ayse.yilmaz@example.com.tr",
+            "Caferağa Mah. Moda Cad. No:12 D:4, 34710 Kadıköy/İstanbul"),
+    _Person("Mehmet Demir", "+905339876543", "mehmet.demir@example.com.tr",
+            "Kızılay Mah. Atatürk Blv. No:1, 06420 Çankaya/Ankara"),
+    _Person("Zeynep Kaya", "+905421112233", "zeynep.kaya@example.org",
+            "Alsancak Mah. Kıbrıs Şehitleri Cad. No:20, 35220 Konak/İzmir"),
+    _Person("Emre Çelik", "+905057654321", "emre.celik@example.net",
+            "Kültür Mah. Cumhuriyet Blv. No:7, 35220 Konak/İzmir"),
+    _Person("Elif Şahin", "+905551230099", "elif.sahin@example.com",
+            "Bağdat Cad. No:300, 34728 Kadıköy/İstanbul"),
 ]
 
 
@@ -63,8 +78,8 @@ def _tckn(i: int) -> str:
 
 def demo_customers() -> list[dict[str, str]]:
     """The five synthetic customers the demo shows."""
-    return [dict(name=name, national_id=_tckn(i), phone=phone, email=email, address=addr)
-            for i, (name, phone, email, addr) in enumerate(_PEOPLE)]
+    return [dict(name=p.name, national_id=_tckn(i), phone=p.phone, email=p.email,
+                 address=p.address) for i, p in enumerate(_PEOPLE)]
 
 
 def _bulk_customer(i: int) -> dict[str, str]:
@@ -74,7 +89,14 @@ def _bulk_customer(i: int) -> dict[str, str]:
                         "Kadıköy/İstanbul")
 
 
-def make_models(guard: Any) -> tuple[Any, Any]:
+class DemoModels(NamedTuple):
+    """The demo's declarative base and its ``customers`` model."""
+
+    base: Any
+    customer: Any
+
+
+def make_models(guard: Any) -> DemoModels:
     """``(Base, Customer)``: the demo's model, declared against ``guard``."""
     from sqlalchemy import Integer
     from sqlalchemy.orm import DeclarativeBase, mapped_column
@@ -99,7 +121,7 @@ def make_models(guard: Any) -> tuple[Any, Any]:
         email: Mapped[str] = mapped_column(EncryptedEmail(guard, text=True))
         address: Mapped[str] = mapped_column(EncryptedAddress(guard))
 
-    return Base, Customer
+    return DemoModels(Base, Customer)
 
 
 def _show_stored(value: Any) -> str:
@@ -115,13 +137,15 @@ def _show_stored(value: Any) -> str:
 FIELDS = ("name", "national_id", "phone", "email", "address")
 
 
-def run(directory: str | Path = ".piiguard/demo", *, console: Any = None,
-        progress_console: Any = None, json_out: bool = False,
+#: How the demo prints a line or a table (a no-op with ``--json``).
+Say = Callable[..., None]
+
+
+def run(directory: str | Path = ".piiguard/demo", *, console: Console | None = None,
+        progress_console: Console | None = None, json_out: bool = False,
         extra_rows: int = 5000) -> dict[str, Any]:
     """Run the demo in ``directory``; prints with rich (or one JSON document) and
     returns what it showed as a dict."""
-    from rich.console import Console
-    from rich.table import Table
     from sqlalchemy import column, create_engine, select
     from sqlalchemy import table as table_clause
     from sqlalchemy.orm import Session
@@ -131,7 +155,7 @@ def run(directory: str | Path = ".piiguard/demo", *, console: Any = None,
     from piiguard.masking.audit import AuditTrail
 
     out = console or Console()
-    say = (lambda *a, **k: None) if json_out else out.print
+    say: Say = (lambda *a, **k: None) if json_out else out.print
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     key_file = directory / "master.key"
@@ -205,8 +229,7 @@ def run(directory: str | Path = ".piiguard/demo", *, console: Any = None,
     return doc
 
 
-def _masking(guard: Any, engine: Any, Customer: Any, say: Any) -> dict[str, Any]:
-    from rich.table import Table
+def _masking(guard: Any, engine: Any, Customer: Any, say: Say) -> dict[str, Any]:
     from sqlalchemy.orm import Session
 
     from piiguard.masking.context import acting_as
@@ -234,11 +257,10 @@ def _masking(guard: Any, engine: Any, Customer: Any, say: Any) -> dict[str, Any]
     return views
 
 
-def _rotation(guard: Any, engine: Any, Customer: Any, say: Any, out: Any,
-              progress_console: Any, json_out: bool, extra_rows: int) -> dict[str, Any]:
+def _rotation(guard: Any, engine: Any, Customer: Any, say: Say, out: Console,
+              progress_console: Console | None, json_out: bool, extra_rows: int) -> dict[str, Any]:
     from sqlalchemy import insert
 
-    from piiguard.cli import ProgressBar, print_status
     from piiguard.errors import KeyInUseError
     from piiguard.rotation.reencrypt import reencrypt
     from piiguard.rotation.shred import retire_key

@@ -22,9 +22,24 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import pytest
+
+__all__ = [
+    "TEST_REGION",
+    "AwsKMSSetup",
+    "CountingKMS",
+    "KMSCallCounter",
+    "ManualClock",
+    "MotoServer",
+    "StatementCounter",
+    "aws_kms",
+    "inject_kms_fault",
+    "local_kms",
+    "moto_server",
+]
 
 TEST_REGION = "eu-central-1"
 
@@ -50,7 +65,7 @@ class MotoServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> "MotoServer":
+    def start(self, timeout: float = 20.0) -> MotoServer:
         exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
         cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "moto.server"]
         self.proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(self.port)],
@@ -77,7 +92,8 @@ class MotoServer:
                 self.proc.wait(5)
         self.proc = None
 
-    def client(self, **config: Any):
+    def client(self, **config: Any) -> Any:
+        """A boto3 KMS client for this server (short timeouts, few retries)."""
         import boto3
         from botocore.config import Config
 
@@ -129,15 +145,17 @@ class CountingKMS:
     def master_key_id(self) -> str:
         return self.inner.master_key_id
 
-    def generate_data_key(self, context):
+    def generate_data_key(self, context: dict[str, str]) -> Any:
         self.calls["generate"] += 1
         return self.inner.generate_data_key(context)
 
-    def decrypt_data_key(self, wrapped, master_key_id, context):
+    def decrypt_data_key(self, wrapped: bytes, master_key_id: str,
+                         context: dict[str, str]) -> bytes:
         self.calls["decrypt"] += 1
         return self.inner.decrypt_data_key(wrapped, master_key_id, context)
 
-    def rewrap(self, wrapped, source_key_id, dest_key_id, context):
+    def rewrap(self, wrapped: bytes, source_key_id: str, dest_key_id: str,
+               context: dict[str, str]) -> Any:
         self.calls["rewrap"] += 1
         return self.inner.rewrap(wrapped, source_key_id, dest_key_id, context)
 
@@ -182,7 +200,7 @@ class StatementCounter:
 @contextlib.contextmanager
 def inject_kms_fault(client: Any, code: str = "ServiceUnavailable", *,
                      operations: set[str] | None = None,
-                     exception: BaseException | None = None) -> Iterator[Counter]:
+                     exception: BaseException | None = None) -> Iterator[Counter[str]]:
     """Make KMS calls fail while the block runs (moto cannot fail on its own).
 
     With ``code`` the call returns that AWS error (``ThrottlingException``,
@@ -191,7 +209,9 @@ def inject_kms_fault(client: Any, code: str = "ServiceUnavailable", *,
     """
     failed: Counter[str] = Counter()
 
-    def hook(model: Any = None, **_: Any):
+    def hook(model: Any = None, **_: Any) -> tuple[Any, dict[str, Any]] | None:
+        # botocore's before-call protocol: a (response, parsed) pair short-circuits the
+        # call; None lets it through.
         if operations and model.name not in operations:
             return None
         failed[model.name] += 1
@@ -212,6 +232,15 @@ def inject_kms_fault(client: Any, code: str = "ServiceUnavailable", *,
 
 
 # -- pytest fixtures -------------------------------------------------------------------------
+class AwsKMSSetup(NamedTuple):
+    """What the :func:`aws_kms` fixture gives: the provider, its boto3 client (to inject
+    faults into) and the counter of the KMS calls it made."""
+
+    kms: Any
+    client: Any
+    counter: KMSCallCounter
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """A moto server process for the whole test session."""
@@ -223,18 +252,20 @@ def moto_server() -> Iterator[MotoServer]:
 
 
 @pytest.fixture
-def aws_kms(moto_server: MotoServer):
-    """``(AwsKMS, client, counter)`` against the moto server, with a fresh master key."""
+def aws_kms(moto_server: MotoServer) -> AwsKMSSetup:
+    """``(kms, client, counter)`` (:class:`AwsKMSSetup`): an AwsKMS against the moto
+    server, with a fresh master key."""
     from piiguard.kms.aws import AwsKMS
 
     client = moto_server.client()
     key_id = client.create_key(Description="piiguard test")["KeyMetadata"]["Arn"]
     counter = KMSCallCounter(client)
-    return AwsKMS(key_id=key_id, client=client), client, counter
+    return AwsKMSSetup(AwsKMS(key_id=key_id, client=client), client, counter)
 
 
 @pytest.fixture
-def local_kms():
+def local_kms() -> Any:
+    """A LocalKMS with a fresh in-memory master key."""
     from piiguard.kms.local import LocalKMS
 
     return LocalKMS.generate()

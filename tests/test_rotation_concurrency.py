@@ -1,6 +1,6 @@
-"""Concurrency on PostgreSQL (and MariaDB): ``reencrypt`` (2 workers) runs while 4 writer threads keep
-updating random rows through the column types; afterwards no update is lost (the final
-value of every row equals the last write logged for it) and every row decrypts.
+"""Concurrency on PostgreSQL (and MariaDB): ``reencrypt`` (2 workers) runs while 4 writer
+threads keep updating random rows through the column types; afterwards no update is lost
+(the final value of every row equals the last write logged for it) and every row decrypts.
 
 The writers use their own Guard, as another application process would, with a short
 soft TTL so that they move to the new DEK part-way through the job: early writes still

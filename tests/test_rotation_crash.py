@@ -8,6 +8,15 @@ spread over the run: each run gets a random batch size, a random delay after sta
 and either runs flat out (the kill lands in the decrypt/encrypt/UPDATE/COMMIT path) or
 throttled with ``--max-rate`` (a longer run); the test checks that most kills did
 interrupt a run half-way.
+
+The random choices come from one seed, printed at the start (pytest shows it with the
+output of a failed test). To replay a run, set it in the environment::
+
+    PIIGUARD_CRASH_SEED=1712345678 pytest tests/test_rotation_crash.py
+
+Without ``PIIGUARD_CRASH_SEED`` the seed is drawn from the clock. (The kill timings also
+depend on the machine's speed, so a replay repeats the same choices, not necessarily
+the same kill points.)
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import uuid
 import pytest
 from sqlalchemy import column, insert, select, table
 
+from piiguard.crypto.blind_index import index_key_id_of
 from piiguard.crypto.envelope import looks_like_envelope
 from piiguard.validators import tckn
 
@@ -82,23 +92,32 @@ def check_table(app, expect_keys=None):
     assert [r.id for r in rows] == list(range(1, N + 1))             # 0 lost rows
     on_new = 0
     for r in rows:
-        for name, want in zip(("national_id", "phone", "address"), original(r.id)):
+        for name, want in zip(("national_id", "phone", "address"), original(r.id),
+                              strict=True):
             got = cols[name].decrypt_stored(getattr(r, name))
             assert got == want                                        # same value
             assert not looks_like_envelope(got)                       # not double-encrypted
             if expect_keys and cols[name].stored_key_id(getattr(r, name)) == expect_keys[0]:
                 on_new += 1
         idx = cols["national_id"].index
-        assert bytes(r.national_id_bidx) == idx.with_key(
-            int.from_bytes(bytes(r.national_id_bidx[:4]), "big"), original(r.id)[0])
-        if expect_keys and int.from_bytes(bytes(r.national_id_bidx[:4]), "big") == \
-                expect_keys[1]:
+        index_key = index_key_id_of(r.national_id_bidx)
+        assert index_key is not None
+        assert bytes(r.national_id_bidx) == idx.with_key(index_key, original(r.id)[0])
+        if expect_keys and index_key == expect_keys[1]:
             on_new += 1
     return on_new
 
 
+def crash_seed() -> int:
+    """The seed of this run: ``PIIGUARD_CRASH_SEED`` if set, else the clock; printed so
+    that a failure can be replayed."""
+    seed = int(os.environ.get("PIIGUARD_CRASH_SEED") or time.time_ns() % 2**32)
+    print(f"PIIGUARD_CRASH_SEED={seed}  (set it to replay this run's random choices)")
+    return seed
+
+
 def test_reencrypt_survives_sigkill_at_20_random_points(tmp_path, monkeypatch):
-    rng = random.Random(int(os.environ.get("PIIGUARD_CRASH_SEED", time.time())))
+    rng = random.Random(crash_seed())
     name = f"crash_app_{uuid.uuid4().hex[:8]}"
     key = tmp_path / "master.key"
     from piiguard import LocalKMS
@@ -110,7 +129,8 @@ def test_reencrypt_survives_sigkill_at_20_random_points(tmp_path, monkeypatch):
     app = __import__(name)
     with app.engine.begin() as conn:
         conn.execute(insert(app.Customer.__table__), [
-            dict(zip(("id", "national_id", "phone", "address"), (i, *original(i))))
+            dict(zip(("id", "national_id", "phone", "address"), (i, *original(i)),
+                     strict=True))
             for i in range(1, N + 1)])
     new_dek = app.guard.keys.rotate("dek", "customers")
     new_idx = app.guard.keys.rotate("index", "customers")
@@ -148,7 +168,7 @@ def test_reencrypt_survives_sigkill_at_20_random_points(tmp_path, monkeypatch):
         progress.append(check_table(app, (new_dek, new_idx)))   # consistent after a kill
         if progress[-1] == total:
             break
-    interrupted = sum(1 for a, b in zip([0, *progress], progress) if b < total)
+    interrupted = sum(1 for b in progress if b < total)
     assert interrupted >= 10, progress          # most kills stopped a run half-way
     assert progress == sorted(progress)         # a resumed run never goes backwards
 

@@ -55,7 +55,9 @@ def test_same_address_one_string():
 
 
 def test_province_spelled_without_turkish_letters_is_written_officially():
-    assert address.validate("Bagdat Cad. No:1, Kadikoy/Istanbul") == "BAGDAT CAD. NO:1, KADİKOY/İSTANBUL"  # Turkish rules: i -> İ
+    # Turkish rules: i -> İ
+    assert address.validate("Bagdat Cad. No:1, Kadikoy/Istanbul") == \
+        "BAGDAT CAD. NO:1, KADİKOY/İSTANBUL"
     assert address.province_of(address.validate("x sk. 1, Sanliurfa")) == "ŞANLIURFA"
     assert address.province_of(address.validate("x sk. 1, Icel")) == "MERSİN"
 

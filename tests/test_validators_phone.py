@@ -147,7 +147,8 @@ def test_fast_path_agrees_with_full_parse_on_every_prefix():
             got = _outcome(phone.validate, canonical)
             assert (got if isinstance(got, str) else None) == expected, canonical
             for mobile_only in (True, False):
-                fast_v = _outcome(lambda c=canonical, m=mobile_only: phone.validate(c, mobile_only=m))
+                fast_v = _outcome(lambda c=canonical, m=mobile_only: phone.validate(
+                    c, mobile_only=m))
                 slow_v = _outcome(lambda c=canonical, m=mobile_only: phone._apply_options(
                     phone._slow(c, "TR"), None, m))
                 assert fast_v == slow_v, (canonical, mobile_only)

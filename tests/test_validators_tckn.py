@@ -76,7 +76,8 @@ def test_digits_from_other_scripts_are_refused(table):
 
 
 def test_separators_and_whitespace():
-    for s in ("100 000 001 46", "100-000-001-46", "100.000.001.46", " 10000000146\n", "1-0.0 00000146"):
+    for s in ("100 000 001 46", "100-000-001-46", "100.000.001.46", " 10000000146\n",
+              "1-0.0 00000146"):
         assert tckn.validate(s) == VALID
     for s in ("100_000_001_46", "100/000/001/46", "1000000014 6x", "+10000000146"):
         with pytest.raises(errors.InvalidFormatError):

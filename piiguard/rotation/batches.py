@@ -25,7 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
@@ -36,7 +36,10 @@ from piiguard.rotation.targets import EncryptedColumn, TableTarget, row_key
 
 __all__ = [
     "BatchJob",
+    "Counts",
     "Failure",
+    "KeyRange",
+    "RowUpdate",
     "TableReport",
     "default_batch_size",
     "describe",
@@ -99,6 +102,40 @@ class TableReport:
                 "failures": [f.to_dict() for f in self.failures]}
 
 
+class RowUpdate(NamedTuple):
+    """The new values of one row (what :meth:`BatchJob.work` returns): the columns to
+    set and their new values, and the columns whose stored values were read with those
+    values (compared in the UPDATE's WHERE: the compare-and-swap)."""
+
+    sets: list[str]
+    values: list[Any]
+    checks: list[str]
+    olds: list[Any]
+
+
+class _CasShape(NamedTuple):
+    """Which columns a compare-and-swap UPDATE sets and checks: rows of one shape share
+    one statement (one executemany)."""
+
+    sets: tuple[str, ...]
+    checks: tuple[str, ...]
+
+
+class KeyRange(NamedTuple):
+    """Primary key bounds of one worker, both inclusive (``None``: unbounded)."""
+
+    lo: Any
+    hi: Any
+
+
+class _Page(NamedTuple):
+    """What one batch saw: how many rows, and the primary key of the last one (where
+    the next batch starts)."""
+
+    rows: int
+    last: Any
+
+
 class Counts:
     """Counters of one batch, range or pass (merged with :meth:`add`)."""
 
@@ -158,10 +195,8 @@ class BatchJob:
         self.names.append(name)
         return self.npk + len(self.names) - 1
 
-    def work(self, row: Any, counts: Counts) -> tuple | None:
-        """The new values of one row, or ``None``: ``(set_names, set_values,
-        check_names, check_values)``, where the checks are the stored values read
-        (compared in the UPDATE's WHERE)."""
+    def work(self, row: Any, counts: Counts) -> RowUpdate | None:
+        """The new values of one row, or ``None`` when it needs nothing."""
         raise NotImplementedError
 
     def begin_batch(self) -> None:
@@ -186,7 +221,7 @@ class BatchJob:
         while not self.stop.is_set():
             batch = Counts()
             try:
-                n, last_seen = self._batch(last, hi, batch)
+                page = self._batch(last, hi, batch)
             except OperationalError as exc:
                 # Lock timeout / deadlock: the batch's transaction rolled back, its rows
                 # still need work; retry a few times, then give up loudly.
@@ -199,11 +234,11 @@ class BatchJob:
                 raise self._db_error(exc) from None
             retries = 0
             counts.add(batch)
-            if n == 0:
+            if page.rows == 0:
                 break
-            last = last_seen
-            self.progress.advance(n)
-            done += n
+            last = page.last
+            self.progress.advance(page.rows)
+            done += page.rows
             if self.max_rate:
                 ahead = done / self.max_rate - (time.perf_counter() - started)
                 if ahead > 0:
@@ -226,7 +261,7 @@ class BatchJob:
         return PIIGuardError(f"database error in {where} ({what}); the batch was rolled "
                              "back, run the job again", operation=self.verb)
 
-    def _batch(self, last: Any, hi: Any, counts: Counts) -> tuple[int, Any]:
+    def _batch(self, last: Any, hi: Any, counts: Counts) -> _Page:
         """One transaction: select up to ``batch_size`` rows, compute, compare-and-swap."""
         lite = self.lite
         npk = self.npk
@@ -235,21 +270,20 @@ class BatchJob:
                                           limit=self.batch_size,
                                           lock=not self.dry_run)).all()
             if not rows:
-                return 0, last
+                return _Page(0, last)
             counts.candidates += len(rows)
-            groups: dict[tuple, list[tuple]] = {}
+            # Driver parameters (*new values, *primary key, *old values) by statement.
+            groups: dict[_CasShape, list[tuple[Any, ...]]] = {}
             exact = lite.exact_param if lite.mysql else None
             work = self.work
             self.begin_batch()
             for row in rows:
-                w = work(row, counts)
-                if w is None:
+                u = work(row, counts)
+                if u is None:
                     continue
-                set_names, set_vals, check_names, olds = w
-                if exact is not None:
-                    olds = [exact(v) for v in olds]
-                shape = (tuple(set_names), tuple(check_names))
-                params = (*set_vals, *row[:npk], *olds)
+                olds = u.olds if exact is None else [exact(v) for v in u.olds]
+                shape = _CasShape(tuple(u.sets), tuple(u.checks))
+                params = (*u.values, *row[:npk], *olds)
                 group = groups.get(shape)
                 if group is None:
                     groups[shape] = [params]
@@ -260,23 +294,23 @@ class BatchJob:
                 counts.updated += attempted
             else:
                 changed = 0
-                for (sets, checks), params in groups.items():
-                    changed += lite.run_cas(conn, sets, checks, params)
+                for shape, group_params in groups.items():
+                    changed += lite.run_cas(conn, shape.sets, shape.checks, group_params)
                 counts.updated += changed
                 counts.conflicts += attempted - changed
-        return len(rows), tuple(rows[-1][:npk])
+        return _Page(len(rows), tuple(rows[-1][:npk]))
 
-    def partitions(self, workers: int) -> list[tuple[Any, Any]]:
+    def partitions(self, workers: int) -> list[KeyRange]:
         """Primary key ranges for ``workers`` (one unbounded range if the key is not a
         single integer column, or there is one worker)."""
         if workers <= 1 or not self.target.int_pk:
-            return [(None, None)]
+            return [KeyRange(None, None)]
         with self.engine.connect() as conn:
             lo, hi = conn.execute(self.lite.pk_bounds(self.where)).one()
         if lo is None:
-            return [(None, None)]
+            return [KeyRange(None, None)]
         step = -(-(hi - lo + 1) // workers)
-        return [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
+        return [KeyRange(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
 
     def todo(self) -> int:
         with self.engine.connect() as conn:
@@ -300,11 +334,11 @@ def run_passes(job: BatchJob, *, workers: int, max_passes: int,
         parts = job.partitions(workers)
         last_pass = Counts()
         if len(parts) == 1:
-            last_pass.add(job.run_range(*parts[0]))
+            last_pass.add(job.run_range(parts[0].lo, parts[0].hi))
         else:
             with ThreadPoolExecutor(max_workers=len(parts),
                                     thread_name_prefix="piiguard-job") as pool:
-                futures = [pool.submit(job.run_range, lo, hi) for lo, hi in parts]
+                futures = [pool.submit(job.run_range, part.lo, part.hi) for part in parts]
                 try:
                     for fut in futures:
                         last_pass.add(fut.result())

@@ -27,13 +27,14 @@ from piiguard.errors import ConfigurationError, KMSError, PIIGuardError
 from piiguard.rotation.batches import (
     BatchJob,
     Counts,
+    RowUpdate,
     TableReport,
     default_batch_size,
     describe,
     run_passes,
 )
 from piiguard.rotation.progress import NullProgress, Progress
-from piiguard.rotation.targets import EncryptedColumn, discover, to_blob
+from piiguard.rotation.targets import EncryptedColumn, TableTarget, discover, to_blob
 
 __all__ = ["MigrateReport", "encrypt_existing"]
 
@@ -60,7 +61,8 @@ class MigrateReport(TableReport):
 class _MigrateJob(BatchJob):
     verb = "encrypt"
 
-    def __init__(self, guard: Any, target: Any, ec: EncryptedColumn, **kw: Any) -> None:
+    def __init__(self, guard: Any, target: TableTarget, ec: EncryptedColumn,
+                 **kw: Any) -> None:
         super().__init__(guard, target, **kw)
         self.ec = ec
         self.ci = self.select(ec.name)
@@ -68,7 +70,7 @@ class _MigrateJob(BatchJob):
         self.si = self.select(ec.scope_name) if ec.scope_name else None
         self.where = self.lite.is_plaintext(ec)
 
-    def work(self, row: Any, counts: Counts) -> tuple | None:
+    def work(self, row: Any, counts: Counts) -> RowUpdate | None:
         ec = self.ec
         stored = row[self.ci]
         if stored is None or to_blob(stored) is not None:
@@ -95,10 +97,10 @@ class _MigrateJob(BatchJob):
             self.fail(counts, ec, row, describe(exc))
             return None
         counts.values += 1
-        if idx is None:
-            return [ec.name], [new], [ec.name], [stored]
+        if idx is None or ec.index_name is None:
+            return RowUpdate([ec.name], [new], [ec.name], [stored])
         counts.indexes += 1
-        return [ec.name, ec.index_name], [new, idx], [ec.name], [stored]
+        return RowUpdate([ec.name, ec.index_name], [new, idx], [ec.name], [stored])
 
 
 def encrypt_existing(guard: Any, table: str, column: str, *, batch_size: int | None = None,
@@ -126,7 +128,7 @@ def encrypt_existing(guard: Any, table: str, column: str, *, batch_size: int | N
         raise ConfigurationError("declare the column with allow_plaintext=True while it is "
                                  "migrated (so the application reads the mix)",
                                  column=ec.label, operation="encrypt-existing")
-    target = type(target)(target.table, target.pk, [ec])
+    target = TableTarget(target.table, target.pk, [ec])
     progress = progress or NullProgress()
     started = time.perf_counter()
     job = _MigrateJob(guard, target, ec, batch_size=batch_size, dry_run=dry_run,

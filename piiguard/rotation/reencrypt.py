@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from piiguard.crypto.blind_index import index_key_bytes_of
 from piiguard.crypto.envelope import (
@@ -51,6 +51,7 @@ from piiguard.rotation.batches import (
     BatchJob,
     Counts,
     Failure,
+    RowUpdate,
     TableReport,
     default_batch_size,
     describe,
@@ -58,9 +59,10 @@ from piiguard.rotation.batches import (
 )
 from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.sql import or_all
-from piiguard.rotation.targets import discover
+from piiguard.rotation.targets import EncryptedColumn, TableTarget, discover
 
 __all__ = ["KeyPlan", "ReencryptReport", "reencrypt"]
+
 
 @dataclass
 class ReencryptReport:
@@ -130,6 +132,20 @@ class KeyPlan:
         return f"KeyPlan(old_deks={sorted(self.old_deks)}, old_index={sorted(self.old_index)})"
 
 
+class _Read(NamedTuple):
+    """A DEK loaded for reading and the opener prepared for one envelope header."""
+
+    entry: Entry
+    opener: Opener
+
+
+class _Write(NamedTuple):
+    """The active DEK of a scope and the sealer prepared for it (plain or padded)."""
+
+    entry: Entry
+    sealer: Sealer
+
+
 class _Resealer:
     """Opens an envelope of one column and seals the same (padded) plaintext under the
     active DEK of a scope: the re-encryption hot path.
@@ -150,8 +166,8 @@ class _Resealer:
         self.label = cipher.label
         self.clock = keys.clock
         self.max_uses = keys.limits.max_uses
-        self.reads: dict[bytes, tuple[Entry, Opener]] = {}
-        self.writes: dict[tuple[str, bool], tuple[Entry, Sealer]] = {}
+        self.reads: dict[bytes, _Read] = {}                 # by envelope header
+        self.writes: dict[tuple[str, bool], _Write] = {}    # by (scope, padded)
 
     def begin_batch(self) -> None:
         """Drop cached keys whose cache entry expired: expiry is checked once a batch
@@ -159,10 +175,10 @@ class _Resealer:
         key manager reloads or rotates is picked up at the next batch."""
         now = self.clock()
         for hdr, r in list(self.reads.items()):
-            if now >= r[0].expires:
+            if now >= r.entry.expires:
                 del self.reads[hdr]
         for k, w in list(self.writes.items()):
-            if now >= w[0].wexpires:
+            if now >= w.entry.wexpires:
                 del self.writes[k]
 
     def open(self, blob: bytes) -> Opener:
@@ -179,30 +195,44 @@ class _Resealer:
                                       column=self.label, key_id=kid,
                                       operation="decrypt") from None
             except PIIGuardError as exc:
-                raise exc.with_column(self.label)
-            r = self.reads[hdr] = (entry, Opener(entry.key, hdr, self.ctx))
-        return r[1]
+                exc.with_column(self.label)  # names the column in place, keeps the cause
+                raise
+            r = self.reads[hdr] = _Read(entry, Opener(entry.key, hdr, self.ctx))
+        return r.opener
 
     def seal(self, padded: bool, scope: str, data: bytes) -> bytes:
         """``data`` (as :meth:`open` gave it) sealed under the active DEK of ``scope``."""
         w = self.writes.get((scope, padded))
-        if w is None or w[0].uses >= self.max_uses:
+        if w is None or w.entry.uses >= self.max_uses:
             entry = self.keys.write_entry(scope)
-            w = self.writes[(scope, padded)] = (entry, Sealer(entry.key, self.ctx,
-                                                              padded=padded))
-        w[0].uses += 1
-        return w[1].seal_prepared(data)
+            w = self.writes[(scope, padded)] = _Write(entry, Sealer(entry.key, self.ctx,
+                                                                    padded=padded))
+        w.entry.uses += 1
+        return w.sealer.seal_prepared(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _ColumnPlan:
+    """One encrypted column of a re-encryption job: where its values are in a selected
+    row, and how they are resealed."""
+
+    column: EncryptedColumn
+    value_at: int               # position of the ciphertext in a selected row
+    index_at: int | None        # position of the blind index (None: not searchable)
+    resealer: _Resealer
+    home_scope: str             # the column's own key scope (for DEKs of unknown scope)
+    text_form: bool
 
 
 class _ReencryptJob(BatchJob):
     verb = "reencrypt"
 
-    def __init__(self, guard: Any, target: Any, plan: KeyPlan, **kw: Any) -> None:
+    def __init__(self, guard: Any, target: TableTarget, plan: KeyPlan, **kw: Any) -> None:
         super().__init__(guard, target, **kw)
         self.plan = plan
         lite = self.lite
         conds = []
-        self.cols = []
+        self.cols: list[_ColumnPlan] = []
         for ec in target.columns:
             conds.append(lite.uses_deks(ec, plan.old_deks))
             ci = self.select(ec.name)
@@ -211,15 +241,15 @@ class _ReencryptJob(BatchJob):
                 conds.append(lite.uses_index_keys(ec, plan.old_index))
                 conds.append(lite.index_missing(ec, plan.destroyed_deks))
                 ii = self.select(ec.index_name)
-            self.cols.append((ec, ci, ii, _Resealer(guard.keys, ec.cipher), ec.cipher.scope,
-                              ec.text_form))
+            self.cols.append(_ColumnPlan(ec, ci, ii, _Resealer(guard.keys, ec.cipher),
+                                         ec.cipher.scope, ec.text_form))
         self.where = or_all(conds)
 
     def begin_batch(self) -> None:
-        for _, _, _, rs, _, _ in self.cols:
-            rs.begin_batch()
+        for col in self.cols:
+            col.resealer.begin_batch()
 
-    def work(self, row: Any, counts: Counts) -> tuple | None:
+    def work(self, row: Any, counts: Counts) -> RowUpdate | None:
         plan = self.plan
         old_deks = plan.old_deks_b
         dry = self.dry_run
@@ -227,10 +257,11 @@ class _ReencryptJob(BatchJob):
         set_vals: list[Any] = []
         check_names: list[str] = []
         check_vals: list[Any] = []
-        for ec, ci, ii, rs, home, text_form in self.cols:
-            stored = row[ci]
+        for col in self.cols:
+            stored = row[col.value_at]
             if stored is None:
                 continue
+            ec = col.column
             blob = to_blob(stored)
             if blob is None:
                 if ec.allow_plaintext:
@@ -240,6 +271,7 @@ class _ReencryptJob(BatchJob):
                 continue
             kid = key_bytes_of(blob)
             need_ct = kid in old_deks
+            ii = col.index_at
             if ii is not None:
                 iv = row[ii]
                 need_idx = (iv is None and kid not in plan.destroyed_deks_b) \
@@ -251,14 +283,15 @@ class _ReencryptJob(BatchJob):
             if not (need_ct or need_idx):
                 continue
             try:
+                rs = col.resealer
                 opener = rs.open(blob)
                 data = opener.open_prepared(blob)
                 if need_ct:
-                    if dry:
-                        new = None
-                    else:
-                        new = rs.seal(opener.padded, plan.dek_scope_b.get(kid, home), data)
-                        if text_form:
+                    new: bytes | str | None = None
+                    if not dry:
+                        new = rs.seal(opener.padded, plan.dek_scope_b.get(kid, col.home_scope),
+                                      data)
+                        if col.text_form:
                             new = encode_text(new)
                     set_names.append(ec.name)
                     set_vals.append(new)
@@ -276,7 +309,7 @@ class _ReencryptJob(BatchJob):
             except PIIGuardError as exc:
                 self.fail(counts, ec, row, describe(exc))
                 continue
-            if need_idx:
+            if need_idx and ec.index_name is not None:
                 idx = ec.compute_index(data.decode("utf-8"))
                 if idx is not None and idx != row[ii]:
                     set_names.append(ec.index_name)
@@ -287,7 +320,7 @@ class _ReencryptJob(BatchJob):
                     counts.indexes += 1
         if not set_names:
             return None
-        return set_names, set_vals, check_names, check_vals
+        return RowUpdate(set_names, set_vals, check_names, check_vals)
 
 
 def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = None,

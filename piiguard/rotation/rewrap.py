@@ -14,7 +14,7 @@ the test "everything still decrypts with the old master key disabled" is one fla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 
@@ -52,15 +52,23 @@ def _is_local(kms: Any) -> bool:
     return isinstance(kms, LocalKMS)
 
 
-def _pending(guard: Any, dest: str) -> tuple[int, list[str]]:
+class _Pending(NamedTuple):
+    """Wrapped keys not under the destination master key yet, and the master keys they
+    are under."""
+
+    keys: int
+    masters: list[str]
+
+
+def _pending(guard: Any, dest: str) -> _Pending:
     t = guard.keys.table
     with guard.engine.connect() as conn:
         n = conn.execute(select(func.count()).select_from(t).where(
             t.c.master_key_id != dest, t.c.wrapped_key.is_not(None))).scalar_one()
-        masters = [r[0] for r in conn.execute(
+        masters = list(conn.execute(
             select(t.c.master_key_id).where(t.c.master_key_id != dest,
-                                            t.c.wrapped_key.is_not(None)).distinct())]
-    return n, sorted(masters)
+                                            t.c.wrapped_key.is_not(None)).distinct()).scalars())
+    return _Pending(n, sorted(masters))
 
 
 def rotate_master(guard: Any, to: str, *, disable_old: bool = False,
@@ -109,10 +117,11 @@ def rotate_master(guard: Any, to: str, *, disable_old: bool = False,
         kms.master_key_id = dest
         notes.append("point the application's KMS configuration at the new master key "
                      "so that new data keys are created under it")
-    todo, previous = _pending(guard, dest)
-    progress.start("rewrap keys", todo)
+    before = _pending(guard, dest)
+    previous = before.masters
+    progress.start("rewrap keys", before.keys)
     done = guard.keys.rewrap(dest, progress=progress.advance)
-    remaining, _ = _pending(guard, dest)
+    remaining = _pending(guard, dest).keys
     disabled: list[str] = []
     if disable_old:
         if not local:

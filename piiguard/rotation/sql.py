@@ -13,12 +13,14 @@ compares text case-insensitively by default, so there the substring is cast to
 
 >>> decode_text_group('EAAAAAF'), decode_binary_group(bytes((0x11, 0, 0, 0, 9)))
 (1, 9)
+>>> decode_index_group(bytes((0, 0, 0, 7))), decode_index_group(b"junk!")
+(7, None)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     LargeBinary,
@@ -49,10 +51,26 @@ from piiguard.crypto.envelope import (
 )
 from piiguard.rotation.targets import EncryptedColumn, TableTarget
 
-__all__ = ["Lite", "decode_binary_group", "decode_text_group", "text_key_prefixes"]
+__all__ = [
+    "Lite",
+    "decode_binary_group",
+    "decode_index_group",
+    "decode_text_group",
+    "or_all",
+    "text_key_prefixes",
+]
 
 #: Alias of the grouped expression: unusual, so it never shadows a real column.
 _KID = "piiguard_kid"
+
+
+class _CompiledCas(NamedTuple):
+    """A compare-and-swap UPDATE compiled for one dialect and shape (see
+    :meth:`Lite.run_cas`)."""
+
+    sql: str
+    positional: bool        # the driver takes tuples in ``names`` order
+    names: list[str]        # parameter names, in the order of the tuples given
 
 
 def _lit(n: int) -> Any:
@@ -73,6 +91,14 @@ def decode_text_group(prefix: str | bytes | None) -> int | None:
 def decode_binary_group(prefix: Any) -> int | None:
     """DEK id from the prefix of a binary envelope; ``None`` if not one."""
     return key_ids_in_prefix(prefix)
+
+
+def decode_index_group(prefix: Any) -> int | None:
+    """Index key id from the prefix :meth:`Lite.index_groups` groups blind index values
+    by; ``None`` if it cannot be one (a value too short to be an index)."""
+    if isinstance(prefix, (bytes, bytearray, memoryview)) and len(prefix) == _INDEX_KEY_BYTES:
+        return int.from_bytes(bytes(prefix), "big")
+    return None
 
 
 class Lite:
@@ -97,7 +123,7 @@ class Lite:
         self.c = self.tc.c
         self.dialect = engine.dialect.name
         self.mysql = self.dialect in ("mysql", "mariadb")
-        self._updates: dict[tuple, Any] = {}
+        self._updates: dict[tuple[tuple[str, ...], tuple[str, ...]], _CompiledCas] = {}
 
     # -- expressions ------------------------------------------------------------------------
     def _exact(self, expr):
@@ -157,8 +183,14 @@ class Lite:
         return func.substr(col, _lit(1), _lit(KEY_PREFIX.binary_length)).in_(
             [bindparam(None, v, type_=LargeBinary) for v in raw])
 
+    def _index_col(self, ec: EncryptedColumn) -> Any:
+        if ec.index_name is None:
+            raise ValueError(f"{ec.label} has no blind index")
+        return self.c[ec.index_name]
+
     def index_key_expr(self, ec: EncryptedColumn):
-        return func.substr(self.c[ec.index_name], _lit(1), _lit(_INDEX_KEY_BYTES))
+        """The part of a stored blind index value that names its index key."""
+        return func.substr(self._index_col(ec), _lit(1), _lit(_INDEX_KEY_BYTES))
 
     def uses_index_keys(self, ec: EncryptedColumn, key_ids: Iterable[int]) -> ColumnElement:
         ids = sorted(set(key_ids))
@@ -230,7 +262,8 @@ class Lite:
                 .where(col.is_not(None)).group_by(literal_column(_KID)))
 
     def index_groups(self, ec: EncryptedColumn):
-        col = self.c[ec.index_name]
+        """One query: stored blind index values of ``ec`` grouped by index key."""
+        col = self._index_col(ec)
         expr = self.index_key_expr(ec)
         return (select(expr.label(_KID), func.count(col))
                 .where(col.is_not(None)).group_by(literal_column(_KID)))
@@ -247,7 +280,7 @@ class Lite:
                 .values({n: bindparam(f"n_{n}") for n in sets}))
 
     def run_cas(self, conn: Connection, sets: tuple[str, ...], checks: tuple[str, ...],
-                params: list[tuple]) -> int:
+                params: list[tuple[Any, ...]]) -> int:
         """Execute one compare-and-swap per tuple ``(*new, *pk, *old)`` as one
         executemany on the driver; returns how many rows matched (were swapped).
 
@@ -263,11 +296,11 @@ class Lite:
             positional = bool(c.positional) and list(c.positiontup or ()) == names
             if c.positional and not positional:  # pragma: no cover - defensive
                 raise RuntimeError("unexpected parameter order in compiled CAS update")
-            compiled = self._updates[key] = (c.string, positional, names)
-        sql, positional, names = compiled
-        if not positional:
-            params = [dict(zip(names, p, strict=True)) for p in params]  # type: ignore[misc]
-        return conn.exec_driver_sql(sql, params).rowcount
+            compiled = self._updates[key] = _CompiledCas(c.string, positional, names)
+        if compiled.positional:
+            return conn.exec_driver_sql(compiled.sql, params).rowcount
+        named = [dict(zip(compiled.names, p, strict=True)) for p in params]
+        return conn.exec_driver_sql(compiled.sql, named).rowcount
 
     def exact_param(self, value: Any) -> Any:
         """A CAS comparison value: MariaDB compares the bytes (see :meth:`_exact`)."""
@@ -277,6 +310,7 @@ class Lite:
 
 
 def or_all(conds: list[ColumnElement]) -> ColumnElement:
+    """``c1 OR c2 …`` (``false()`` for none)."""
     conds = [c for c in conds if c is not None]
     if not conds:
         return false()

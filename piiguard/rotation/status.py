@@ -17,7 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from piiguard.errors import ConfigurationError
-from piiguard.rotation.sql import Lite, decode_binary_group, decode_text_group
+from piiguard.rotation.sql import (
+    Lite,
+    decode_binary_group,
+    decode_index_group,
+    decode_text_group,
+)
 from piiguard.rotation.targets import TableTarget, discover
 
 __all__ = ["ColumnUsage", "KeyStatus", "StatusReport", "column_usage", "key_status"]
@@ -129,12 +134,11 @@ def column_usage(engine: Any, targets: list[TableTarget]) -> list[ColumnUsage]:
                     iu = ColumnUsage(f"{target.table.name}.{ec.index_name}", "index")
                     for prefix, n in conn.execute(lite.index_groups(ec)):
                         iu.total += n
-                        if isinstance(prefix, (bytes, bytearray, memoryview)) \
-                                and len(prefix) == 4:
-                            kid = int.from_bytes(bytes(prefix), "big")
-                            iu.by_key[kid] = iu.by_key.get(kid, 0) + n
-                        else:
+                        kid = decode_index_group(prefix)
+                        if kid is None:
                             iu.plaintext += n
+                        else:
+                            iu.by_key[kid] = iu.by_key.get(kid, 0) + n
                     out.append(iu)
     return out
 

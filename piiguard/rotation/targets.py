@@ -1,7 +1,8 @@
 """Which columns the rotation jobs work on: the encrypted columns a Guard knows about.
 
 Every encrypted column type attached to a table registers itself in ``guard.columns``
-(see ``piiguard.sqlalchemy``). This module turns those entries into
+(see ``piiguard.sqlalchemy``); :class:`ColumnType` is what the jobs use of one (its
+public column interface). This module turns those entries into
 :class:`EncryptedColumn` (one column: where its ciphertext and blind index live and how
 to read them) grouped by table into :class:`TableTarget` (the primary key the jobs page
 and compare-and-swap on). Jobs read raw stored values: no type processors run, so a job
@@ -17,22 +18,66 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Table
+from sqlalchemy import Column, Table, inspect
 
 from piiguard.crypto.blind_index import index_key_id_of
 from piiguard.crypto.envelope import decode_text, encode_text, peek_key_id, to_blob
 from piiguard.errors import ConfigurationError, EnvelopeFormatError
+from piiguard.field import FieldCipher, FieldIndex
 
 __all__ = [
+    "ColumnType",
     "EncryptedColumn",
     "TableTarget",
     "discover",
     "envelope_key_id",
+    "index_key_id",
     "row_key",
     "to_blob",
 ]
+
+
+class ColumnType(Protocol):
+    """What the jobs use of an encrypted column type registered in ``guard.columns``:
+    the public column interface of ``piiguard.sqlalchemy`` (``table`` and ``column``
+    are ``None`` until the type is attached to a table)."""
+
+    allow_plaintext: bool
+
+    @property
+    def table(self) -> Table | None: ...
+
+    @property
+    def column(self) -> Column[Any] | None: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def cipher(self) -> FieldCipher: ...
+
+    @property
+    def index(self) -> FieldIndex | None: ...
+
+    @property
+    def index_column(self) -> Column[Any] | None: ...
+
+    @property
+    def text_form(self) -> bool: ...
+
+    @property
+    def key_scope_column(self) -> Column[Any] | None: ...
+
+    def encrypt_value(self, value: Any, *, scope_value: Any = None) -> bytes | str: ...
+
+    def decrypt_stored(self, stored: bytes | str) -> str: ...
+
+    def canonical(self, value: Any) -> str: ...
+
+    def index_for(self, canonical: str) -> bytes | None: ...
+
 
 def envelope_key_id(stored: Any) -> int | None:
     """The DEK id a stored envelope names (no decryption), ``None`` if not an envelope."""
@@ -53,19 +98,19 @@ def row_key(pk_names: Iterable[str], values: Iterable[Any]) -> str:
 class EncryptedColumn:
     """One encrypted column as the jobs see it.
 
-    ``entry`` is the column type instance (the COMMON.md section 2 interface);
+    ``entry`` is the column type instance (:class:`ColumnType`);
     ``name``/``index_name`` are the database column names of the ciphertext and of the
     blind index (``None`` when the column is not searchable); ``scope_name`` names the
     sibling column that picks each row's key scope (``key_scope=``), if any.
     """
 
-    entry: Any
+    entry: ColumnType
     label: str
     name: str
-    cipher: Any
+    cipher: FieldCipher
     text_form: bool
     index_name: str | None
-    index: Any
+    index: FieldIndex | None
     allow_plaintext: bool
     scope_name: str | None = None
 
@@ -98,10 +143,7 @@ class EncryptedColumn:
         """The blind index of ``canonical`` under the active index key."""
         if self.index_name is None:
             return None
-        fn = getattr(self.entry, "index_for", None)
-        if fn is not None:
-            return fn(canonical)
-        return self.index.compute(canonical)
+        return self.entry.index_for(canonical)
 
 
 @dataclass(eq=False)
@@ -130,17 +172,15 @@ class TableTarget:
             return False
 
 
-def _adapt(entry: Any) -> EncryptedColumn:
-    col = entry.column
-    idx_col = getattr(entry, "index_column", None)
-    label = getattr(entry, "label", None) or f"{entry.table.name}.{col.name}"
-    scope_col = getattr(entry, "key_scope_column", None)
+def _adapt(entry: ColumnType, col: Column[Any]) -> EncryptedColumn:
+    idx_col = entry.index_column
+    scope_col = entry.key_scope_column
     return EncryptedColumn(
-        entry=entry, label=label, name=col.name, cipher=entry.cipher,
-        text_form=bool(getattr(entry, "text_form", False)),
+        entry=entry, label=entry.label, name=col.name, cipher=entry.cipher,
+        text_form=bool(entry.text_form),
         index_name=None if idx_col is None else idx_col.name,
-        index=getattr(entry, "index", None),
-        allow_plaintext=bool(getattr(entry, "allow_plaintext", False)),
+        index=entry.index,
+        allow_plaintext=bool(entry.allow_plaintext),
         scope_name=None if scope_col is None else scope_col.name)
 
 
@@ -154,14 +194,15 @@ def discover(guard: Any, *, table: str | None = None,
     """
     by_table: dict[str, TableTarget] = {}
     seen: set[str] = set()
-    for entry in list(getattr(guard, "columns", [])):
-        if getattr(entry, "table", None) is None or getattr(entry, "column", None) is None:
+    entries: list[ColumnType] = list(guard.columns)
+    for entry in entries:
+        t, col = entry.table, entry.column
+        if t is None or col is None:
             continue  # declared but not attached to a table yet
-        ec = _adapt(entry)
+        ec = _adapt(entry, col)
         if ec.label in seen:
             continue
         seen.add(ec.label)
-        t = entry.table
         if table is not None and table not in (t.name, t.fullname):
             continue
         if column is not None and ec.name != column and ec.label != column:
@@ -178,12 +219,10 @@ def discover(guard: Any, *, table: str | None = None,
         where = f"{table}.{column}" if column else table
         raise ConfigurationError(f"no encrypted column registered for {where} (is the "
                                  "model imported by the --app module?)", column=where)
-    engine = getattr(guard, "engine", None)
+    engine = guard.engine
     if engine is not None and by_table:
         # Models the application declares but this database does not have (yet): a
         # named table must exist; otherwise they are skipped.
-        from sqlalchemy import inspect
-
         with engine.connect() as conn:
             insp = inspect(conn)
             missing = [k for k, t in by_table.items()

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from piiguard.crypto.blind_index import index_key_bytes_of
 from piiguard.errors import (
     ConfigurationError,
     KeyDestroyedError,
@@ -31,7 +32,7 @@ from piiguard.errors import (
 from piiguard.rotation.batches import Failure, describe
 from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.sql import Lite
-from piiguard.rotation.targets import discover, row_key, to_blob
+from piiguard.rotation.targets import EncryptedColumn, discover, row_key, to_blob
 
 __all__ = ["ColumnCheck", "VerifyReport", "verify"]
 
@@ -54,6 +55,17 @@ class ColumnCheck:
         return dict(column=self.label, checked=self.checked, ok=self.ok, failed=self.failed,
                     plaintext=self.plaintext, shredded=self.shredded,
                     index_checked=self.index_checked, index_failed=self.index_failed)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where one column's values are in a selected row, and its counters."""
+
+    column: EncryptedColumn
+    value_at: int
+    index_at: int | None
+    check: ColumnCheck
+    pk: tuple[str, ...]
 
 
 @dataclass
@@ -94,7 +106,7 @@ def verify(guard: Any, *, table: str | None = None, batch_size: int = 1000,
         lite = Lite(target, engine)
         npk = len(target.pk)
         names: list[str] = []
-        layout = []
+        layout: list[_Layout] = []
         for ec in target.columns:
             names.append(ec.name)
             ci = npk + len(names) - 1
@@ -104,7 +116,7 @@ def verify(guard: Any, *, table: str | None = None, batch_size: int = 1000,
                 ii = npk + len(names) - 1
             check = ColumnCheck(ec.label)
             report.columns.append(check)
-            layout.append((ec, ci, ii, check))
+            layout.append(_Layout(ec, ci, ii, check, target.pk))
         with engine.connect() as conn:
             total = conn.execute(lite.count(None)).scalar_one()
         progress.start(f"verify {target.name}", total)
@@ -117,8 +129,8 @@ def verify(guard: Any, *, table: str | None = None, batch_size: int = 1000,
                 break
             last = tuple(rows[-1][:npk])
             for row in rows:
-                for ec, ci, ii, check in layout:
-                    _check(ec, row, ci, ii, check, report, target.pk, npk)
+                for col in layout:
+                    _check(col, row, report)
             progress.advance(len(rows))
     report.elapsed = time.perf_counter() - started
     failed = report.failed
@@ -127,24 +139,25 @@ def verify(guard: Any, *, table: str | None = None, batch_size: int = 1000,
     return report
 
 
-def _fail(report: VerifyReport, ec: Any, row: Any, pk: tuple, npk: int, why: str) -> None:
+def _fail(report: VerifyReport, col: _Layout, row: Any, why: str) -> None:
     if len(report.failures) < MAX_LISTED:
-        report.failures.append(Failure(ec.label, row_key(pk, row[:npk]), why))
+        pk = col.pk
+        report.failures.append(Failure(col.column.label, row_key(pk, row[:len(pk)]), why))
 
 
-def _check(ec: Any, row: Any, ci: int, ii: int | None, check: ColumnCheck,
-           report: VerifyReport, pk: tuple, npk: int) -> None:
-    stored = row[ci]
+def _check(col: _Layout, row: Any, report: VerifyReport) -> None:
+    ec, ii, check = col.column, col.index_at, col.check
+    stored = row[col.value_at]
     if stored is None:
         if ii is not None and row[ii] is not None:
             check.index_failed += 1
-            _fail(report, ec, row, pk, npk, "index set on a NULL value")
+            _fail(report, col, row, "index set on a NULL value")
         return
     check.checked += 1
     blob = to_blob(stored)
     if blob is None:
         check.plaintext += 1
-        _fail(report, ec, row, pk, npk, "plaintext (not an envelope)")
+        _fail(report, col, row, "plaintext (not an envelope)")
         return
     try:
         plaintext = ec.cipher.decrypt(blob)
@@ -155,27 +168,29 @@ def _check(ec: Any, row: Any, ci: int, ii: int | None, check: ColumnCheck,
         raise
     except PIIGuardError as exc:
         check.failed += 1
-        _fail(report, ec, row, pk, npk, describe(exc))
+        _fail(report, col, row, describe(exc))
         return
     check.ok += 1
     if ii is None:
         return
+    index = ec.index
+    assert index is not None  # a column with a blind index column has a FieldIndex
     iv = row[ii]
     check.index_checked += 1
     if iv is None:
         check.index_failed += 1
-        _fail(report, ec, row, pk, npk, "index missing")
+        _fail(report, col, row, "index missing")
         return
     iv = bytes(iv)
-    kid = int.from_bytes(iv[:4], "big")
+    kid = int.from_bytes(index_key_bytes_of(iv), "big")
     try:
-        expected = ec.index.with_key(kid, plaintext.decode("utf-8"))
+        expected = index.with_key(kid, plaintext.decode("utf-8"))
     except KMSError:
         raise
     except (UnknownKeyError, KeyDestroyedError, PIIGuardError) as exc:
         check.index_failed += 1
-        _fail(report, ec, row, pk, npk, "index: " + describe(exc))
+        _fail(report, col, row, "index: " + describe(exc))
         return
     if expected != iv:
         check.index_failed += 1
-        _fail(report, ec, row, pk, npk, "index mismatch")
+        _fail(report, col, row, "index mismatch")

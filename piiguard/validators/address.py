@@ -40,15 +40,18 @@ True
 >>> validate('Cumhuriyet Cad. No:5, Gotham')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidComponentError: invalid value: province rule failed (address does not end with one of the 81 provinces)
+piiguard.errors.InvalidComponentError: invalid value: province rule failed
+    (address does not end with one of the 81 provinces)
 >>> validate('Cumhuriyet Cad. No:5, 06710 Kadıköy/İstanbul')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidComponentError: invalid value: postal_code rule failed (postal code does not start with the province's plate code)
+piiguard.errors.InvalidComponentError: invalid value: postal_code rule failed
+    (postal code does not start with the province's plate code)
 >>> validate('Kadıköy/İstanbul')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidComponentError: invalid value: street rule failed (address has no street line)
+piiguard.errors.InvalidComponentError: invalid value: street rule failed
+    (address has no street line)
 """
 
 from __future__ import annotations
@@ -62,6 +65,17 @@ from typing import NamedTuple
 from piiguard.errors import (
     InvalidComponentError,
     InvalidFormatError,
+)
+from piiguard.validators._turkish import (  # the provinces and Turkish case, re-exported
+    BY_CANONICAL as _BY_CANONICAL,
+    BY_FOLDED as _BY_KEY,
+    PROVINCES,
+    Province,
+    fold as _fold,
+    province_by_code,
+    province_by_name,
+    tr_lower,
+    tr_upper,
 )
 from piiguard.validators._util import require_str
 
@@ -84,108 +98,6 @@ __all__ = [
 #: Longest address text accepted, in characters.
 MAX_LENGTH = 500
 _NAME = "address"
-
-
-class Province(NamedTuple):
-    """One of the 81 provinces (il): its plate code (``34``) and official name."""
-
-    code: int
-    name: str
-
-    @property
-    def canonical(self) -> str:
-        """The name as it appears in canonical address text (Turkish upper case)."""
-        return tr_upper(self.name)
-
-
-#: The 81 provinces of Türkiye with their licence-plate codes (also the first two
-#: digits of their postal codes), in plate order.
-PROVINCES: tuple[Province, ...] = tuple(Province(c, n) for c, n in (
-    (1, "Adana"), (2, "Adıyaman"), (3, "Afyonkarahisar"), (4, "Ağrı"), (5, "Amasya"),
-    (6, "Ankara"), (7, "Antalya"), (8, "Artvin"), (9, "Aydın"), (10, "Balıkesir"),
-    (11, "Bilecik"), (12, "Bingöl"), (13, "Bitlis"), (14, "Bolu"), (15, "Burdur"),
-    (16, "Bursa"), (17, "Çanakkale"), (18, "Çankırı"), (19, "Çorum"), (20, "Denizli"),
-    (21, "Diyarbakır"), (22, "Edirne"), (23, "Elazığ"), (24, "Erzincan"), (25, "Erzurum"),
-    (26, "Eskişehir"), (27, "Gaziantep"), (28, "Giresun"), (29, "Gümüşhane"),
-    (30, "Hakkari"), (31, "Hatay"), (32, "Isparta"), (33, "Mersin"), (34, "İstanbul"),
-    (35, "İzmir"), (36, "Kars"), (37, "Kastamonu"), (38, "Kayseri"), (39, "Kırklareli"),
-    (40, "Kırşehir"), (41, "Kocaeli"), (42, "Konya"), (43, "Kütahya"), (44, "Malatya"),
-    (45, "Manisa"), (46, "Kahramanmaraş"), (47, "Mardin"), (48, "Muğla"), (49, "Muş"),
-    (50, "Nevşehir"), (51, "Niğde"), (52, "Ordu"), (53, "Rize"), (54, "Sakarya"),
-    (55, "Samsun"), (56, "Siirt"), (57, "Sinop"), (58, "Sivas"), (59, "Tekirdağ"),
-    (60, "Tokat"), (61, "Trabzon"), (62, "Tunceli"), (63, "Şanlıurfa"), (64, "Uşak"),
-    (65, "Van"), (66, "Yozgat"), (67, "Zonguldak"), (68, "Aksaray"), (69, "Bayburt"),
-    (70, "Karaman"), (71, "Kırıkkale"), (72, "Batman"), (73, "Şırnak"), (74, "Bartın"),
-    (75, "Ardahan"), (76, "Iğdır"), (77, "Yalova"), (78, "Karabük"), (79, "Kilis"),
-    (80, "Osmaniye"), (81, "Düzce"),
-))
-
-# Former or colloquial names still seen on addresses.
-_ALIASES = {"İçel": 33, "Hakkâri": 30, "Afyon": 3, "K.Maraş": 46, "Maraş": 46,
-            "Urfa": 63, "Antep": 27}
-
-
-# --------------------------------------------------------------------------- casing
-
-def tr_upper(s: str) -> str:
-    """Upper-case ``s`` by Turkish rules: ``i→İ``, ``ı→I`` (NFC result).
-
-    >>> tr_upper('istanbul ılgaz'), 'istanbul'.upper()
-    ('İSTANBUL ILGAZ', 'ISTANBUL')
-    """
-    return unicodedata.normalize("NFC", s.replace("i", "İ").replace("ı", "I").upper())
-
-
-def tr_lower(s: str) -> str:
-    """Lower-case ``s`` by Turkish rules: ``İ→i``, ``I→ı`` (NFC result).
-
-    >>> tr_lower('İSTANBUL ILGAZ'), len('İ'.lower())
-    ('istanbul ılgaz', 2)
-    """
-    s = unicodedata.normalize("NFC", s)
-    return unicodedata.normalize("NFC", s.replace("İ", "i").replace("I", "ı").lower())
-
-
-_FOLD = str.maketrans({"İ": "I", "Ş": "S", "Ğ": "G", "Ü": "U", "Ö": "O", "Ç": "C",
-                       "Â": "A", "Î": "I", "Û": "U"})
-
-
-def _fold(s: str) -> str:
-    """Key for lenient name matching: Turkish upper case without Turkish letters."""
-    return tr_upper(s).translate(_FOLD)
-
-
-_BY_KEY: dict[str, Province] = {_fold(p.name): p for p in PROVINCES}
-_BY_KEY.update({_fold(a): PROVINCES[c - 1] for a, c in _ALIASES.items()})
-#: Canonical (Turkish upper-case) name -> province, for canonical text.
-_BY_CANONICAL: dict[str, Province] = {p.canonical: p for p in PROVINCES}
-
-
-def province_by_code(code: int) -> Province:
-    """The province with plate code ``code`` (1 … 81).
-
-    >>> province_by_code(34)
-    Province(code=34, name='İstanbul')
-    """
-    if type(code) is not int or not 1 <= code <= 81:
-        raise InvalidComponentError("province", detail="plate codes are 1 to 81")
-    return PROVINCES[code - 1]
-
-
-def province_by_name(name: str) -> Province:
-    """The province called ``name``, in any case, with or without Turkish letters.
-
-    >>> province_by_name('ISTANBUL').code, province_by_name('şanlıurfa').code, province_by_name('Içel').name
-    (34, 63, 'Mersin')
-    """
-    name = require_str(name, "province", 64)
-    p = _BY_CANONICAL.get(name)
-    if p is not None:
-        return p
-    p = _BY_KEY.get(_fold(name.strip().rstrip(".")))
-    if p is None:
-        raise InvalidComponentError("province", detail="not one of the 81 provinces")
-    return p
 
 
 # --------------------------------------------------------------------------- normalising
@@ -251,7 +163,8 @@ def normalize(text: str) -> str:
     >>> normalize('No:٣')
     Traceback (most recent call last):
         ...
-    piiguard.errors.InvalidFormatError: invalid value: characters rule failed (address has digits from another script)
+    piiguard.errors.InvalidFormatError: invalid value: characters rule failed
+        (address has digits from another script)
     """
     text = require_str(text, _NAME, MAX_LENGTH)
     if _is_normal(text):
@@ -308,13 +221,15 @@ class TurkishAddress:
     normalised, checked parts. The ``repr`` shows the province only.
 
     >>> TurkishAddress(street='Bağdat Cad. No:1', province='istanbul')
-    TurkishAddress(street=<redacted>, district=<redacted>, province='istanbul', postal_code=<redacted>)
+    TurkishAddress(street=<redacted>, district=<redacted>, province='istanbul',
+                   postal_code=<redacted>)
     >>> TurkishAddress(street='Bağdat Cad. No:1', province='istanbul').format()
     'BAĞDAT CAD. NO:1, İSTANBUL'
     >>> TurkishAddress(street='Bağdat Cad. No:1', province='istanbul', postal_code='3471').format()
     Traceback (most recent call last):
         ...
-    piiguard.errors.InvalidFormatError: invalid value: postal_code rule failed (postal code has 5 ASCII digits)
+    piiguard.errors.InvalidFormatError: invalid value: postal_code rule failed
+        (postal code has 5 ASCII digits)
     """
 
     street: str = field(repr=False)
@@ -347,7 +262,8 @@ class TurkishAddress:
             district = normalize(self.district) or None
             if district is not None and (
                     "," in district or "/" in district or _DIGIT.search(district) is not None):
-                raise InvalidComponentError("district", detail="district name has no digits, commas or slashes")
+                raise InvalidComponentError(
+                    "district", detail="district name has no digits, commas or slashes")
         postal = None
         if self.postal_code is not None:
             postal = require_str(self.postal_code, "postal code", 16).strip() or None
@@ -356,7 +272,8 @@ class TurkishAddress:
                     raise InvalidFormatError("postal_code", detail="postal code has 5 ASCII digits")
                 if int(postal[:2]) != province.code:
                     raise InvalidComponentError(
-                        "postal_code", detail="postal code does not start with the province's plate code")
+                        "postal_code",
+                        detail="postal code does not start with the province's plate code")
         return TurkishAddress(street=street, province=province.canonical, district=district,
                               postal_code=postal)
 
@@ -452,7 +369,8 @@ def _merge_postal(a: str | None, b: str) -> str:
 _ALNUM_CANONICAL = "0-9A-ZÂÇÎÖÛÜĞİŞ"
 _CANONICAL = re.compile(
     f"(?=(?:{_NORMAL.pattern})\\Z)[^{_ALNUM_CANONICAL}]*+[{_ALNUM_CANONICAL}].*, "
-    "(?:([0-9]{5}) )?(?:([^ ,/0-9][^,/0-9]*)/)?([^ ,/0-9]++)")
+    "(?:(?P<postal>[0-9]{5}) )?(?:(?P<district>[^ ,/0-9][^,/0-9]*)/)?"
+    "(?P<province>[^ ,/0-9]++)")
 _PLATE_BY_CANONICAL: dict[str, str] = {p.canonical: f"{p.code:02d}" for p in PROVINCES}
 
 
@@ -470,23 +388,35 @@ def _canonical_match(text: object) -> re.Match | None:
     return m
 
 
-def _canonical_parts(text: object) -> tuple[str, str | None, str | None, Province] | None:
-    """``(street, postal code, district, province)`` when ``text`` is canonical text
-    that :func:`validate` returns unchanged, else None ("not known": use the full rules).
+class _CanonicalParts(NamedTuple):
+    """Canonical text read into its parts (the province as its record)."""
+
+    street: str
+    postal_code: str | None
+    district: str | None
+    province: Province
+
+
+def _canonical_parts(text: object) -> _CanonicalParts | None:
+    """The parts of ``text`` (street, postal code, district, province) when it is
+    canonical text that :func:`validate` returns unchanged, else None ("not known": use
+    the full rules).
 
     Sound by construction (see the tests, which check it against the full rules): the
     text is a fixed point of :func:`normalize` (the ``_NORMAL`` lookahead), its tail
     after the last ``", "`` has no comma, so the parser splits it there too, the tail is
     ``[POSTAL ][DISTRICT/]PROVINCE`` with a district without digits, a province in its
     canonical spelling and a postal code of that province, and the street has a letter
-    or digit.
+    or digit. (:func:`province_of` and :func:`district_of` read the named groups of
+    the same match, without building the parts.)
     """
     m = _canonical_match(text)
     if m is None:
         return None
     postal, district, name = m.groups()
     # the tail has no comma: the street is everything before the last ", "
-    return text[:text.rfind(", ")], postal, district, _BY_CANONICAL[name]
+    s = m.string
+    return _CanonicalParts(s[:s.rfind(", ")], postal, district, _BY_CANONICAL[name])
 
 
 def _is_canonical(text: object) -> bool:
@@ -559,19 +489,21 @@ def province_of(canonical: str) -> str:
     >>> province_of('BAĞDAT CAD. NO:1, 34728 KADIKÖY/İSTANBUL')
     'İSTANBUL'
     """
-    parts = _canonical_parts(canonical)
-    if parts is not None:
-        return parts[3].canonical
+    m = _canonical_match(canonical)   # canonical text: read the tail, no parsing
+    if m is not None:
+        return _BY_CANONICAL[m["province"]].canonical
     return TurkishAddress.parse(canonical).province  # type: ignore[return-value]
 
 
 def district_of(canonical: str) -> str | None:
     """The district of an address, or None when it has none (for a ``city`` mask).
 
-    >>> district_of('BAĞDAT CAD. NO:1, 34728 KADIKÖY/İSTANBUL'), district_of('BAĞDAT CAD. NO:1, İSTANBUL')
-    ('KADIKÖY', None)
+    >>> district_of('BAĞDAT CAD. NO:1, 34728 KADIKÖY/İSTANBUL')
+    'KADIKÖY'
+    >>> district_of('BAĞDAT CAD. NO:1, İSTANBUL') is None
+    True
     """
-    parts = _canonical_parts(canonical)
-    if parts is not None:
-        return parts[2]
+    m = _canonical_match(canonical)
+    if m is not None:
+        return m["district"]
     return TurkishAddress.parse(canonical).district

@@ -18,7 +18,8 @@ domains (``.test``, ``localhost``) and IP-literal domains are refused.
 >>> validate('ali veli@example.com')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidFormatError: invalid value: syntax rule failed (e-mail address is not well formed)
+piiguard.errors.InvalidFormatError: invalid value: syntax rule failed
+    (e-mail address is not well formed)
 >>> validate('a' * 300 + '@example.com')
 Traceback (most recent call last):
     ...

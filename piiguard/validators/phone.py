@@ -30,28 +30,34 @@ with the full parse. Everything else goes through ``phonenumbers``.
 >>> validate('+90 599 123 45 67')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidComponentError: invalid value: number_range rule failed (phone number is not in an assigned range of its country)
+piiguard.errors.InvalidComponentError: invalid value: number_range rule failed
+    (phone number is not in an assigned range of its country)
 >>> validate('+90 532 123 45 6')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidLengthError: invalid value: length rule failed (phone number has the wrong number of digits)
+piiguard.errors.InvalidLengthError: invalid value: length rule failed
+    (phone number has the wrong number of digits)
 >>> validate('0532 ABC 45 67')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidFormatError: invalid value: format rule failed (phone number has ASCII digits, a leading + and separators only)
+piiguard.errors.InvalidFormatError: invalid value: format rule failed
+    (phone number has ASCII digits, a leading + and separators only)
 >>> validate('+49 30 123456', only_region='TR')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidComponentError: invalid value: region rule failed (phone number is not from the required region)
+piiguard.errors.InvalidComponentError: invalid value: region rule failed
+    (phone number is not from the required region)
 >>> validate('0212 345 67 89', mobile_only=True)
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidComponentError: invalid value: mobile rule failed (phone number is not a mobile number)
+piiguard.errors.InvalidComponentError: invalid value: mobile rule failed
+    (phone number is not a mobile number)
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 import phonenumbers
@@ -135,7 +141,21 @@ def check_region(region: str | None) -> str | None:
 # decided here; anything the fast path does not accept goes through the full parse,
 # which then produces the error, so the two paths cannot disagree on error details.
 
-def _build_tr_fast_path():
+class _TrFastPath(NamedTuple):
+    """The TR type detection compiled from the installed metadata."""
+
+    #: ``match(number, pos)``: the ten-digit national number at ``pos``, one named group
+    #: per type (``t<type>``), or None.
+    match: Callable[[str, int], re.Match[str] | None]
+    #: Group name -> ``PhoneNumberType``.
+    types: dict[str, int]
+    #: Full match of a national number against the mobile pattern (FIXED_LINE_OR_MOBILE).
+    mobile_match: Callable[[str], object]
+    #: The same as ``match`` for a whole ``+90`` E.164 string (validate()'s hot path).
+    e164: Callable[[str], re.Match[str] | None]
+
+
+def _build_tr_fast_path() -> _TrFastPath | None:
     md = PhoneMetadata.metadata_for_region("TR")
     if md is None or md.country_code != 90 or md.same_mobile_and_fixed_line_pattern:
         return None
@@ -183,22 +203,24 @@ def _build_tr_fast_path():
     # The same for a whole E.164 string "+90" + ten ASCII digits (re.ASCII: \\d is 0-9
     # only), for validate()'s hot path: one regex call decides acceptance and type.
     e164 = re.compile(f"\\+90(?=[1-9][0-9]{{9}}\\Z){body}", re.ASCII)
-    return combined.match, types, mobile_match, e164.match
+    return _TrFastPath(combined.match, types, mobile_match, e164.match)
 
 
 _FAST = _build_tr_fast_path()
-_E164_TR = _FAST[3] if _FAST is not None else (lambda s: None)
+_E164_TR = _FAST.e164 if _FAST is not None else (lambda s: None)
 
 
 def _tr_type(number: str, pos: int) -> int:
     """Type of the ten-digit TR national number ``number[pos:]`` (already checked to be
     ASCII digits), or UNKNOWN."""
-    match, types, mobile_match, _ = _FAST  # type: ignore[misc]
-    m = match(number, pos)
-    if m is None:
+    fast = _FAST
+    if fast is None:  # only called once the fast path accepted: never None here
         return PhoneNumberType.UNKNOWN
-    t = types[m.lastgroup]
-    if t == PhoneNumberType.FIXED_LINE and mobile_match(number[pos:]) is not None:
+    m = fast.match(number, pos)
+    if m is None or m.lastgroup is None:
+        return PhoneNumberType.UNKNOWN
+    t = fast.types[m.lastgroup]
+    if t == PhoneNumberType.FIXED_LINE and fast.mobile_match(number[pos:]) is not None:
         return PhoneNumberType.FIXED_LINE_OR_MOBILE
     return t
 

@@ -26,7 +26,8 @@ never stored as they came. The module follows python-stdnum's ``stdnum.tr.tckiml
 >>> validate('10000000147')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidChecksumError: invalid value: checksum rule failed (T.C. Kimlik No check digits do not match)
+piiguard.errors.InvalidChecksumError: invalid value: checksum rule failed
+    (T.C. Kimlik No check digits do not match)
 >>> validate('1000000014')
 Traceback (most recent call last):
     ...
@@ -34,15 +35,18 @@ piiguard.errors.InvalidLengthError: invalid value: length rule failed (T.C. Kiml
 >>> validate('01000000146')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidFormatError: invalid value: format rule failed (T.C. Kimlik No does not start with 0)
+piiguard.errors.InvalidFormatError: invalid value: format rule failed
+    (T.C. Kimlik No does not start with 0)
 >>> validate('1000000014٦')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidFormatError: invalid value: format rule failed (T.C. Kimlik No has ASCII digits 0-9 only)
+piiguard.errors.InvalidFormatError: invalid value: format rule failed
+    (T.C. Kimlik No has ASCII digits 0-9 only)
 >>> validate('1********46')
 Traceback (most recent call last):
     ...
-piiguard.errors.MaskedValueError: invalid value: masked rule failed (T.C. Kimlik No looks like a masked value)
+piiguard.errors.MaskedValueError: invalid value: masked rule failed
+    (T.C. Kimlik No looks like a masked value)
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ def compact(number: str) -> str:
     >>> compact(10000000146)
     Traceback (most recent call last):
         ...
-    piiguard.errors.InvalidFormatError: invalid value: type rule failed (T.C. Kimlik No must be a string)
+    piiguard.errors.InvalidFormatError: invalid value: type rule failed
+        (T.C. Kimlik No must be a string)
     """
     return strip_separators(require_str(number, _NAME), _NAME)
 
@@ -78,7 +83,8 @@ def calc_check_digits(number: str) -> str:
     >>> calc_check_digits('12345')
     Traceback (most recent call last):
         ...
-    piiguard.errors.InvalidLengthError: invalid value: length rule failed (T.C. Kimlik No check digits need the first 9 digits)
+    piiguard.errors.InvalidLengthError: invalid value: length rule failed
+        (T.C. Kimlik No check digits need the first 9 digits)
     """
     number = require_str(number, _NAME)
     if len(number) < 9:

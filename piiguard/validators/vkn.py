@@ -22,7 +22,8 @@ module follows python-stdnum's ``stdnum.tr.vkn`` and agrees with it.
 >>> validate('1234567891')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidChecksumError: invalid value: checksum rule failed (VKN check digit does not match)
+piiguard.errors.InvalidChecksumError: invalid value: checksum rule failed
+    (VKN check digit does not match)
 >>> validate('123456789')
 Traceback (most recent call last):
     ...
@@ -30,7 +31,8 @@ piiguard.errors.InvalidLengthError: invalid value: length rule failed (VKN has 1
 >>> validate('12345678９0')
 Traceback (most recent call last):
     ...
-piiguard.errors.InvalidFormatError: invalid value: format rule failed (VKN has ASCII digits 0-9 only)
+piiguard.errors.InvalidFormatError: invalid value: format rule failed
+    (VKN has ASCII digits 0-9 only)
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def calc_check_digit(number: str) -> str:
     >>> calc_check_digit('12')
     Traceback (most recent call last):
         ...
-    piiguard.errors.InvalidLengthError: invalid value: length rule failed (VKN check digit needs the first 9 digits)
+    piiguard.errors.InvalidLengthError: invalid value: length rule failed
+        (VKN check digit needs the first 9 digits)
     """
     number = require_str(number, _NAME)
     if len(number) < 9:
