@@ -71,7 +71,8 @@ def _cases() -> list[tuple[str, Callable[[], object]]]:
     ]
     try:
         from stdnum.tr import vkn as stdnum_vkn
-        cases.insert(4, ("stdnum tr.vkn.validate (canonical)", lambda: stdnum_vkn.validate("1234567890")))
+        cases.insert(4, ("stdnum tr.vkn.validate (canonical)",
+                         lambda: stdnum_vkn.validate("1234567890")))
     except ImportError:  # pragma: no cover
         pass
     return cases

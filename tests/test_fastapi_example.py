@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from examples.fastapi_app.app import create_app
+from examples.fastapi_app.app import create_app  # noqa: E402 - needs ROOT on sys.path
 
 AYSE = {"name": "Ayşe Yılmaz", "national_id": "100 000 001 46",
         "phone": "0532 123 45 67", "email": "ayşe.yılmaz@örnek.com.tr",
