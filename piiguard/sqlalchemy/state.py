@@ -354,7 +354,10 @@ class AttachedColumn:
             return None
         if isinstance(value, Pending):
             value = value.value
-        canonical = unseal(value) if self._is_own_envelope(value) else self.canonical(value)
+        if isinstance(value, Sealed) and value.origin is self and not value.legacy:
+            canonical = unseal(value)
+        else:
+            canonical = self.canonical(value)
         return self.search.index.compute(canonical)
 
 
