@@ -63,19 +63,38 @@ class IndexedColumn(NamedTuple):
 
 
 class TablePlan:
-    """The encrypted columns of one table whose writes need the rewrite."""
+    """The encrypted columns of one table whose writes need the rewrite.
 
-    __slots__ = ("indexed", "scoped")
+    It holds them weakly: a plan is the value of a weak-keyed mapping by table, and each
+    column holds its table, so a strong reference here would keep the table (and its
+    Guard, and its keys) alive for as long as the process runs.
+    """
+
+    __slots__ = ("_indexed", "_scoped")
 
     def __init__(self) -> None:
-        self.scoped: list[ScopedColumn] = []
-        self.indexed: list[IndexedColumn] = []
+        self._scoped: list[weakref.ref[AttachedColumn]] = []
+        self._indexed: list[weakref.ref[AttachedColumn]] = []
 
     def add(self, st: AttachedColumn) -> None:
-        if st.scope is not None and all(s.column is not st for s in self.scoped):
-            self.scoped.append(ScopedColumn(st, st.scope))
-        if st.search is not None and all(s.column is not st for s in self.indexed):
-            self.indexed.append(IndexedColumn(st, st.search))
+        if st.scope is not None and all(r() is not st for r in self._scoped):
+            self._scoped.append(weakref.ref(st))
+        if st.search is not None and all(r() is not st for r in self._indexed):
+            self._indexed.append(weakref.ref(st))
+
+    @property
+    def scoped(self) -> list[ScopedColumn]:
+        return [ScopedColumn(st, st.scope) for st in map(_deref, self._scoped)
+                if st is not None and st.scope is not None]
+
+    @property
+    def indexed(self) -> list[IndexedColumn]:
+        return [IndexedColumn(st, st.search) for st in map(_deref, self._indexed)
+                if st is not None and st.search is not None]
+
+
+def _deref(ref: weakref.ref[AttachedColumn]) -> AttachedColumn | None:
+    return ref()
 
 
 #: Table -> its plan; weak, so a table that goes away takes its plan with it.
@@ -112,18 +131,21 @@ def _before_execute(conn: Any, elem: Any, multiparams: Any, params: Any,
     if not (is_update or getattr(elem, "is_insert", False)):
         return elem, multiparams, params
     plan = _plan_of(getattr(elem, "table", None))
-    if plan is None or (not plan.scoped and not is_update):
+    if plan is None:
+        return elem, multiparams, params
+    scoped = plan.scoped
+    if not scoped and not is_update:
         return elem, multiparams, params
     indexed = plan.indexed if is_update else []
     if multiparams:
         for row_params in multiparams:
-            _prepare_params(row_params, plan.scoped, indexed)
+            _prepare_params(row_params, scoped, indexed)
     elif params:
-        _prepare_params(params, plan.scoped, indexed)
+        _prepare_params(params, scoped, indexed)
     if statement_values(elem):
-        elem = _prepare_statement_values(elem, plan.scoped, indexed)
-    elif plan.scoped and multi_row_values(elem):
-        _refuse_multi_row_values(elem, plan.scoped)
+        elem = _prepare_statement_values(elem, scoped, indexed)
+    elif scoped and multi_row_values(elem):
+        _refuse_multi_row_values(elem, scoped)
     return elem, multiparams, params
 
 
