@@ -37,7 +37,7 @@ or ``LONGBLOB`` on MySQL/MariaDB); ``text=True`` stores the ``pg1:`` text envelo
 ``VARCHAR``/``TEXT`` column instead. See ``docs/columns.md`` for the whole story:
 blind-index sizing, masking on read, per-tenant key scopes, Alembic and async engines.
 
-The package, one concern per module (dependencies point down this list)::
+The package, one concern per module (each imports only modules above it)::
 
     _sa_private  every private SQLAlchemy API used, behind small functions
     storage      Ciphertext, BlindIndex: guard-free storage types (what migrations import)
@@ -46,8 +46,8 @@ The package, one concern per module (dependencies point down this list)::
     processors   the per-value bind / result processors (hot paths)
     comparator   ==, != and in_() through the blind index
     orm          attributes that render the masked view; ORM update listeners
-    hooks        the process-wide listeners (Engine, Mapper, Alembic), documented there
     alembic      autogenerate support (imported only once Alembic is loaded)
+    hooks        the process-wide listeners (Engine, Mapper, Alembic), documented there
     columns      EncryptedString and its kind subclasses
     lookup       lookup(), ensure_scope_key(), encrypted_columns()
 """

@@ -8,6 +8,7 @@ A type is built with its options (checked at once) and the kind's facts from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Column, LargeBinary, Text
@@ -147,7 +148,7 @@ class EncryptedString(TypeDecorator):
     def on_destroyed(self) -> str:
         return self._spec.on_destroyed
 
-    def _make_validator(self) -> Any:
+    def _make_validator(self) -> Callable[[Any], str]:
         """``validate(value) -> canonical str`` of this type."""
         return kind_of(self._kind).validate if self._validates_kind else text_canonical
 
@@ -384,7 +385,7 @@ class EncryptedPhone(EncryptedString):
         self.mobile_only = bool(mobile_only)
         super().__init__(guard, **kw)
 
-    def _make_validator(self) -> Any:
+    def _make_validator(self) -> Callable[[Any], str]:
         validate = kind_of("phone").validate
         region, only_region, mobile_only = self.region, self.only_region, self.mobile_only
         if region == "TR" and only_region is None and not mobile_only:
@@ -418,11 +419,14 @@ class EncryptedEmail(EncryptedString):
         self.lowercase_local = bool(lowercase_local)
         super().__init__(guard, **kw)
 
-    def _make_validator(self) -> Any:
+    def _make_validator(self) -> Callable[[Any], str]:
         validate = kind_of("email").validate
         if not self.lowercase_local:
             return validate
-        return lambda value: validate(value, lowercase_local=True)
+
+        def check(value: Any) -> str:
+            return validate(value, lowercase_local=True)
+        return check
 
     @property
     def _static_cache_key(self) -> Any:
