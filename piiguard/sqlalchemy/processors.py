@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from piiguard.crypto.envelope import encode_text
 from piiguard.errors import (
     AlreadyEncryptedError,
     ConfigurationError,
@@ -21,7 +22,6 @@ from piiguard.errors import (
     KeyDestroyedError,
     PIIGuardError,
 )
-from piiguard.crypto.envelope import encode_text
 from piiguard.sqlalchemy.sealed import Sealed
 from piiguard.sqlalchemy.state import AttachedColumn, Pending, with_label
 
