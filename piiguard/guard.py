@@ -37,6 +37,7 @@ from piiguard.keys.manager import KeyManager, utcnow
 from piiguard.kms.base import KeyProvider, check_key_provider
 from piiguard.kms.local import LocalKMS
 from piiguard.masking.audit import AuditTrail
+from piiguard.masking.policy import MaskingPolicy
 
 __all__ = ["Guard", "FieldCipher", "FieldIndex"]
 
@@ -94,9 +95,8 @@ class Guard:
                                table_name=key_table,
                                on_event=self._key_event)
         self.default_scope = default_scope
-        self._policy = None
         self._scopes: set[tuple[str, str]] = set()
-        self.policy = policy
+        self.policy: MaskingPolicy | None = policy   # checked by __setattr__
         self._fields: dict[tuple, FieldCipher] = {}
         self._indexes: dict[tuple, FieldIndex] = {}
         self._lock = threading.Lock()
@@ -108,12 +108,15 @@ class Guard:
         return f"Guard(kms={self.kms!r}, bound={bound!r})"
 
     # -- configuration -----------------------------------------------------------------------
-    @property
-    def policy(self):
-        return self._policy
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``policy`` is a plain attribute, checked here when it is set: the encrypted
+        # column types read it once per value they read (a property would add a call on
+        # that path).
+        if name == "policy":
+            self._check_policy(value)
+        object.__setattr__(self, name, value)
 
-    @policy.setter
-    def policy(self, value) -> None:
+    def _check_policy(self, value: Any) -> None:
         if value is not None and not callable(getattr(value, "mask_for", None)):
             raise ConfigurationError("policy must be a MaskingPolicy (or None to reveal)")
         # Keys of the policy's pseudonym masks: created now (or at bind), not mid-read.
@@ -121,7 +124,6 @@ class Guard:
         if callable(scopes):
             for scope in sorted(scopes()):
                 self.register_scope("pseudonym", scope)
-        self._policy = value
 
     def bind(self, engine: Any, *, key_engine: Engine | None = None) -> "Guard":
         """Use ``engine``'s database for the key table (created if missing) and make sure

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, insert, select
 
-import piiguard.sqlalchemy as pgsa
 from piiguard import Guard, errors
 from piiguard.sqlalchemy import EncryptedNationalId
+from piiguard.sqlalchemy.comparator import MAX_INDEX_SLOTS
 from piiguard.validators import tckn
 
 
@@ -59,7 +59,7 @@ def test_cold_cache_and_long_lists_use_an_expanding_in(table, sqlite_engine, loc
     assert "POSTCOMPILE" in str(stmt.compile(sqlite_engine))
     assert ids(sqlite_engine, stmt) == [5]
     many = [tc(i) for i in range(1, 21)]
-    assert len(many) * 2 > pgsa._MAX_INDEX_SLOTS
+    assert len(many) * 2 > MAX_INDEX_SLOTS
     stmt = select(t2.c.id).where(t2.c.nid.in_(many))
     assert "POSTCOMPILE" in str(stmt.compile(sqlite_engine))
     assert ids(sqlite_engine, stmt) == list(range(1, 21))

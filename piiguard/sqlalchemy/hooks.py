@@ -1,0 +1,294 @@
+"""The process-wide hooks of piiguard.sqlalchemy: the only listeners it puts on
+SQLAlchemy's (and Alembic's) classes rather than on its own columns.
+
+:func:`install` (called once when ``piiguard.sqlalchemy`` is imported) adds:
+
+- ``Engine`` ``before_execute``: for INSERT and UPDATE statements on a table with a
+  *key-scoped* column (``key_scope=``) or, for UPDATE, a *searchable* column, and for no
+  other statement. It rewrites the statement's parameters (and its ``values()``) so that
+  a key-scoped value travels as :class:`~.state.Pending` with its row's DEK scope (the
+  bind processor sees one value at a time and cannot see the row), and so that an UPDATE
+  of a searchable column also sets its ``<column>_bidx`` blind index (an INSERT gets it
+  from the index column's default). Tables without such columns cost a dictionary look-up.
+- ``Engine`` ``handle_error``: a piiguard error raised inside a statement (a refused
+  value, a decryption failure) is raised as itself, not wrapped in SQLAlchemy's
+  ``StatementError``, so an invalid value stays a ``ValueError`` naming ``table.column``.
+- ``Mapper`` ``mapper_configured``: :func:`.orm.on_mapper_configured` gives every mapped
+  encrypted column its rendering attribute and, for key-scoped and searchable columns,
+  ``before_update`` / ``after_update`` listeners on *that* mapper.
+
+:func:`register_alembic_if_loaded` hooks into ``alembic revision --autogenerate``
+through Alembic's global comparator registry (see :mod:`.alembic`), once, when Alembic is
+loaded.
+
+>>> from sqlalchemy import event
+>>> from sqlalchemy.engine import Engine
+>>> event.contains(Engine, "before_execute", _before_execute)
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import weakref
+from typing import Any, NamedTuple
+
+from sqlalchemy import Table, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Mapper
+from sqlalchemy.schema import ColumnDefault
+from sqlalchemy.sql.elements import BindParameter
+
+from piiguard.errors import ConfigurationError, PIIGuardError
+from piiguard.sqlalchemy._sa_private import deannotated, multi_row_values, statement_values
+from piiguard.sqlalchemy.orm import on_mapper_configured
+from piiguard.sqlalchemy.state import AttachedColumn, BlindIndexColumn, KeyScope, Pending
+
+__all__ = ["install", "register_alembic_if_loaded", "register_column"]
+
+
+# ---------------------------------------------------------------------------------------
+# which tables need their statements rewritten
+# ---------------------------------------------------------------------------------------
+class ScopedColumn(NamedTuple):
+    column: AttachedColumn
+    scope: KeyScope
+
+
+class IndexedColumn(NamedTuple):
+    column: AttachedColumn
+    search: BlindIndexColumn
+
+
+class TablePlan:
+    """The encrypted columns of one table whose writes need the rewrite.
+
+    It holds them weakly: a plan is the value of a weak-keyed mapping by table, and each
+    column holds its table, so a strong reference here would keep the table (and its
+    Guard, and its keys) alive for as long as the process runs.
+    """
+
+    __slots__ = ("_indexed", "_scoped")
+
+    def __init__(self) -> None:
+        self._scoped: list[weakref.ref[AttachedColumn]] = []
+        self._indexed: list[weakref.ref[AttachedColumn]] = []
+
+    def add(self, st: AttachedColumn) -> None:
+        if st.scope is not None and all(r() is not st for r in self._scoped):
+            self._scoped.append(weakref.ref(st))
+        if st.search is not None and all(r() is not st for r in self._indexed):
+            self._indexed.append(weakref.ref(st))
+
+    @property
+    def scoped(self) -> list[ScopedColumn]:
+        return [ScopedColumn(st, st.scope) for st in map(_deref, self._scoped)
+                if st is not None and st.scope is not None]
+
+    @property
+    def indexed(self) -> list[IndexedColumn]:
+        return [IndexedColumn(st, st.search) for st in map(_deref, self._indexed)
+                if st is not None and st.search is not None]
+
+
+def _deref(ref: weakref.ref[AttachedColumn]) -> AttachedColumn | None:
+    return ref()
+
+
+#: Table -> its plan; weak, so a table that goes away takes its plan with it.
+_PLANS: weakref.WeakKeyDictionary[Table, TablePlan] = weakref.WeakKeyDictionary()
+
+
+def register_column(st: AttachedColumn) -> None:
+    """Rewrite the writes of ``st``'s table if ``st`` is key-scoped or searchable."""
+    if st.scope is None and st.search is None:
+        return
+    plan = _PLANS.get(st.table)
+    if plan is None:
+        plan = _PLANS[st.table] = TablePlan()
+    plan.add(st)
+
+
+def _plan_of(table: Any) -> TablePlan | None:
+    if table is None:
+        return None
+    plan = _PLANS.get(table)
+    if plan is None:
+        plan = _PLANS.get(deannotated(table))   # ORM statements annotate the table
+    return plan
+
+
+# ---------------------------------------------------------------------------------------
+# Engine: before_execute
+# ---------------------------------------------------------------------------------------
+def _before_execute(conn: Any, elem: Any, multiparams: Any, params: Any,
+                    execution_options: Any) -> tuple[Any, Any, Any]:
+    if not getattr(elem, "is_dml", False):
+        return elem, multiparams, params
+    is_update = getattr(elem, "is_update", False)
+    if not (is_update or getattr(elem, "is_insert", False)):
+        return elem, multiparams, params
+    plan = _plan_of(getattr(elem, "table", None))
+    if plan is None:
+        return elem, multiparams, params
+    scoped = plan.scoped
+    if not scoped and not is_update:
+        return elem, multiparams, params
+    indexed = plan.indexed if is_update else []
+    if multiparams:
+        for row_params in multiparams:
+            _prepare_params(row_params, scoped, indexed)
+    elif params:
+        _prepare_params(params, scoped, indexed)
+    if statement_values(elem):
+        elem = _prepare_statement_values(elem, scoped, indexed)
+    elif scoped and multi_row_values(elem):
+        _refuse_multi_row_values(elem, scoped)
+    return elem, multiparams, params
+
+
+def _prepare_params(params: dict[str, Any], scoped: list[ScopedColumn],
+                    indexed: list[IndexedColumn]) -> None:
+    """Rewrite one row's execute() parameters in place."""
+    for st, scope in scoped:
+        key = st.column.key
+        value = params.get(key)
+        if value is None or isinstance(value, Pending):
+            continue
+        scope_col = scope.column
+        if scope_col.key not in params:
+            default = scope_col.default
+            if isinstance(default, ColumnDefault) and default.is_scalar:
+                params[scope_col.key] = default.arg   # what the column default would write
+            else:
+                raise ConfigurationError(
+                    "a key-scoped column was written without its key scope column "
+                    f"({scope_col.name}) in the same statement",
+                    column=st.label, operation="encrypt")
+        params[key] = Pending(value, st.scope_for(params[scope_col.key]))
+    for st, search in indexed:
+        key = st.column.key
+        if key in params:
+            params[search.column.key] = st.index_of_value(params[key])
+
+
+class _Written(NamedTuple):
+    """One entry of a statement's ``values()``: the key as given, and its value."""
+
+    key: Any
+    value: Any
+
+
+#: What _plain_value() returns for a value that is a SQL expression, not a parameter.
+_NOT_PLAIN = object()
+
+
+def _plain_value(bound: Any) -> Any:
+    """The Python value of a bound parameter (``_NOT_PLAIN`` for an SQL expression)."""
+    if isinstance(bound, BindParameter):
+        return bound.callable() if bound.callable is not None else bound.value
+    return _NOT_PLAIN
+
+
+def _key_of(k: Any) -> str | None:
+    if isinstance(k, str):
+        return k
+    clause_element = getattr(k, "__clause_element__", None)
+    if clause_element is not None:
+        k = clause_element()
+    return getattr(k, "key", None)
+
+
+def _prepare_statement_values(elem: Any, scoped: list[ScopedColumn],
+                              indexed: list[IndexedColumn]) -> Any:
+    """The statement with its ``values()`` rewritten (the same one if nothing changes)."""
+    written = {_key_of(k): _Written(k, v) for k, v in (statement_values(elem) or {}).items()}
+    rewritten: dict[Any, Any] = {}
+    for st, scope in scoped:
+        entry = written.get(st.column.key)
+        if entry is None:
+            continue
+        value = _plain_value(entry.value)
+        if value is _NOT_PLAIN:
+            raise ConfigurationError("a key-scoped column can only be written with plain "
+                                     "values", column=st.label, operation="encrypt")
+        if value is None or isinstance(value, Pending):
+            continue
+        scope_entry = written.get(scope.column.key)
+        scope_value = _NOT_PLAIN if scope_entry is None else _plain_value(scope_entry.value)
+        if scope_value is _NOT_PLAIN:
+            raise ConfigurationError(
+                "a key-scoped column was written without a plain value for its key scope "
+                f"column ({scope.column.name}) in the same statement",
+                column=st.label, operation="encrypt")
+        rewritten[entry.key] = Pending(value, st.scope_for(scope_value))
+    for st, search in indexed:
+        entry = written.get(st.column.key)
+        if entry is None:
+            continue
+        value = _plain_value(entry.value)
+        if value is _NOT_PLAIN:
+            raise ConfigurationError("a searchable encrypted column can only be updated "
+                                     "with plain values", column=st.label,
+                                     operation="encrypt")
+        rewritten[search.column] = st.index_of_value(value)
+    return elem.values(rewritten) if rewritten else elem
+
+
+def _refuse_multi_row_values(elem: Any, scoped: list[ScopedColumn]) -> None:
+    for st, _scope in scoped:
+        for rows in multi_row_values(elem):
+            for row in rows:
+                keys = row.keys() if isinstance(row, dict) else ()
+                if any(_key_of(k) == st.column.key for k in keys):
+                    raise ConfigurationError(
+                        "a key-scoped column cannot be written with a multi-row VALUES "
+                        "clause; pass a list of parameter dicts instead", column=st.label,
+                        operation="encrypt")
+
+
+# ---------------------------------------------------------------------------------------
+# Engine: handle_error
+# ---------------------------------------------------------------------------------------
+def _unwrap_piiguard_error(ctx: Any) -> PIIGuardError | None:
+    """Raise piiguard's own errors (a refused value, a decryption failure) as they are,
+    not wrapped in SQLAlchemy's StatementError: an invalid value stays a ValueError."""
+    err = ctx.original_exception
+    if isinstance(err, PIIGuardError) and ctx.sqlalchemy_exception is not None:
+        return err.clone()
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# installing
+# ---------------------------------------------------------------------------------------
+_install_lock = threading.Lock()
+_installed: list[bool] = []
+
+
+def install() -> None:
+    """Add the three listeners above (once per process)."""
+    if _installed:
+        return
+    with _install_lock:
+        if not _installed:
+            event.listen(Engine, "before_execute", _before_execute, retval=True)
+            event.listen(Engine, "handle_error", _unwrap_piiguard_error)
+            event.listen(Mapper, "mapper_configured", on_mapper_configured)
+            _installed.append(True)
+
+
+def register_alembic_if_loaded() -> None:
+    """Register the Alembic autogenerate support if Alembic is loaded (once).
+
+    Called when ``piiguard.sqlalchemy`` is imported and whenever a column is declared:
+    an Alembic ``env.py`` imports the models after Alembic, so the CLI always gets it.
+    """
+    if "alembic" not in sys.modules or "piiguard.sqlalchemy.alembic" in sys.modules:
+        return
+    try:
+        importlib.import_module("piiguard.sqlalchemy.alembic")
+    except ImportError:  # pragma: no cover - alembic half-imported (we run inside it)
+        pass

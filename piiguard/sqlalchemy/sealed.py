@@ -1,0 +1,133 @@
+"""Sealed: what an encrypted column reads as while a masking policy is set.
+
+A :class:`Sealed` holds the stored envelope and the column it came from, and decrypts
+only when the view for the role in effect needs the plaintext (through
+:func:`piiguard.masking.view.render`). :func:`unseal` is the package's way to the
+plaintext without masking (re-writing a value to its own column, exact lookups).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn, Protocol, cast
+
+from sqlalchemy.types import TypeEngine
+
+from piiguard.errors import KeyDestroyedError
+from piiguard.masking.view import MaskedStr, render
+
+__all__ = ["Sealed", "SealedSource", "unseal"]
+
+
+class SealedSource(Protocol):
+    """What a sealed value needs from its column (an attached encrypted column)."""
+
+    label: str
+    kind: str
+    guard: Any
+    on_destroyed: str
+
+    def decrypt(self, stored: Any) -> str: ...
+
+    def stored_key_id(self, stored: Any) -> int: ...
+
+
+class Sealed:
+    """A stored encrypted value, read while a masking policy is set.
+
+    It holds the envelope and the column it came from, and decrypts only when the view
+    for the role in effect needs the plaintext (a ``redact`` or ``null`` role never
+    decrypts). ``str()``, ``format()`` and ``==`` with a string use that view, worked
+    out at the moment they are called; ``repr()`` never shows a value. ORM attributes
+    of encrypted columns unwrap it for you (``customer.national_id`` is the view).
+    Written back to the same column unchanged, the envelope is reused byte for byte.
+
+    ``column`` is the encrypted column type the value was read from (or its attached
+    state, which is what the result processor passes).
+    """
+
+    __slots__ = ("_col", "_legacy", "stored")
+
+    def __init__(self, stored: bytes | str, column: Any, *, legacy: bool = False) -> None:
+        self.stored = stored
+        if isinstance(column, TypeEngine):    # a column type, as applications pass it
+            column = cast(Any, column).attached()
+        self._col: SealedSource = column
+        self._legacy = legacy
+
+    @property
+    def column(self) -> str:
+        """``table.column`` the value was read from."""
+        return self._col.label
+
+    @property
+    def kind(self) -> str:
+        return self._col.kind
+
+    @property
+    def origin(self) -> SealedSource:
+        """The attached encrypted column the value was read from."""
+        return self._col
+
+    @property
+    def legacy(self) -> bool:
+        """True for a legacy plaintext value (``allow_plaintext=True``), not an envelope."""
+        return self._legacy
+
+    @property
+    def key_id(self) -> int | None:
+        """The DEK id named by the envelope (None for legacy plaintext)."""
+        if self._legacy:
+            return None
+        return self._col.stored_key_id(self.stored)
+
+    def _plaintext(self) -> str:
+        if self._legacy:
+            return self.stored if isinstance(self.stored, str) else self.stored.decode()
+        return self._col.decrypt(self.stored)
+
+    def view(self, *, row_key: Any = None) -> str | None:
+        """The value as the role in effect may see it (plaintext, a MaskedStr, or None)."""
+        col = self._col
+        try:
+            return render(col.guard, kind=col.kind, column=col.label,
+                          plaintext_fn=self._plaintext, row_key=row_key,
+                          key_id=self.key_id)
+        except KeyDestroyedError:
+            if col.on_destroyed == "null":   # crypto-shredded, read as NULL by option
+                return None
+            raise
+
+    def __str__(self) -> str:
+        v = self.view()
+        if v is None:   # mask "null": an empty *masked* string, never storable
+            return MaskedStr("")
+        return v
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __repr__(self) -> str:
+        return f"Sealed(column={self._col.label!r}, key_id={self.key_id})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sealed):
+            return other._col is self._col and other.stored == self.stored
+        if isinstance(other, str):
+            return self.view() == other
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        r = self.__eq__(other)
+        return r if r is NotImplemented else not r
+
+    def __hash__(self) -> int:
+        return hash(self.stored)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Sealed value cannot be pickled (it refers to its Guard)")
+
+
+def unseal(value: Sealed) -> str:
+    """The plaintext of a sealed value, without masking and without an audit event: for
+    piiguard's own use (re-encrypting, exact comparisons), never for showing."""
+    return value._plaintext()

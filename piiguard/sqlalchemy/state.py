@@ -1,0 +1,390 @@
+"""What one encrypted column knows, before and after it is attached to a table.
+
+An encrypted column type lives through two stages, and each has its own type here:
+
+- :class:`ColumnSpec`, made when the type is built: the options and the kind's facts
+  (validator, padding, whether a canonical value can look like an envelope);
+- :class:`AttachedColumn`, made when the column joins its table: the table, the
+  ``table.column`` label, the cipher and (searchable columns) the :class:`BlindIndexColumn`,
+  (``key_scope=`` columns) the :class:`KeyScope`. Nothing in it is ``None`` "until later".
+
+:class:`AttachedColumn` validates, encrypts, decrypts and computes blind indexes for its
+column; the per-value hot paths built from it are in :mod:`.processors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, Table, event
+
+from piiguard.crypto.envelope import (
+    TEXT_PREFIX,
+    decode_text,
+    encode_text,
+    is_binary_shape,
+    key_id_of,
+    looks_like_envelope,
+)
+from piiguard.errors import (
+    ConfigurationError,
+    DecryptionError,
+    EnvelopeFormatError,
+    InvalidFormatError,
+    InvalidInputError,
+    MaskedValueError,
+    PIIGuardError,
+)
+from piiguard.field import FieldCipher, FieldIndex
+from piiguard.masking.view import MaskedStr
+from piiguard.sqlalchemy._sa_private import set_context_default
+from piiguard.sqlalchemy.sealed import Sealed, unseal
+from piiguard.sqlalchemy.storage import BlindIndex
+
+__all__ = [
+    "EXACT_INDEX_BITS",
+    "INDEX_SUFFIX",
+    "AttachedColumn",
+    "BlindIndexColumn",
+    "ColumnSpec",
+    "KeyScope",
+    "Pending",
+    "attached_column_of",
+    "with_label",
+]
+
+#: Blind indexes at least this wide are treated as exact (a false match among N rows
+#: has probability about N / 2**bits); narrower ones need a re-check after decryption.
+EXACT_INDEX_BITS = 128
+#: Name of a searchable column's blind-index sibling: ``<column>_bidx``.
+INDEX_SUFFIX = "_bidx"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """Everything an encrypted column type decides when it is built (no table yet)."""
+
+    guard: Any
+    kind: str
+    text: bool
+    padded: bool
+    searchable: bool
+    index_bits: int
+    key_scope: Any
+    allow_plaintext: bool
+    on_destroyed: str
+    #: ``validate(value) -> canonical str`` (raises InvalidInputError)
+    validate: Callable[[Any], str]
+    #: no canonical value can parse as an envelope: encryption may skip that check
+    canonical_never_envelope: bool
+
+
+class Pending:
+    """A value on its way to a key-scoped column, with the DEK scope of its row."""
+
+    __slots__ = ("scope", "value")
+
+    def __init__(self, value: Any, scope: str) -> None:
+        self.value = value
+        self.scope = scope
+
+    def __repr__(self) -> str:
+        return f"Pending(<redacted>, scope={self.scope!r})"
+
+
+def with_label(exc: PIIGuardError, label: str) -> PIIGuardError:
+    """``exc`` naming ``label`` in its message; a refused value's error keeps no
+    frames (they hold the value)."""
+    exc.with_column(label)
+    return exc.with_traceback(None) if isinstance(exc, InvalidInputError) else exc
+
+
+class KeyScope:
+    """The sibling column whose value picks each row's DEK scope (``key_scope=``).
+
+    It is found by name or column object when first needed: the scope column may be
+    declared after the encrypted one.
+    """
+
+    __slots__ = ("_column", "declared", "label", "table")
+
+    def __init__(self, declared: Any, table: Table, label: str) -> None:
+        self.declared = declared
+        self.table = table
+        self.label = label
+        self._column: Column | None = None
+
+    @property
+    def column(self) -> Column:
+        if self._column is None:
+            ks = self.declared
+            cols = self.table.c
+            if isinstance(ks, str):
+                col = cols.get(ks)
+            else:
+                inner = getattr(ks, "column", ks)          # MappedColumn -> Column
+                inner = getattr(inner, "__clause_element__", lambda: inner)()
+                col = next((c for c in cols if c is inner), None)
+                if col is None and getattr(inner, "key", None):
+                    col = cols.get(inner.key)
+            if col is None:
+                raise ConfigurationError("key_scope names no column of this table",
+                                         column=self.label)
+            self._column = col
+        return self._column
+
+
+class BlindIndexColumn:
+    """The blind index of a searchable column: its keyed index and the
+    ``<column>_bidx`` sibling column that stores it.
+
+    The sibling is added to the table, or adopted when the table has one already. A
+    copy of a whole table (``Table.to_metadata()``, Alembic) copies the sibling after
+    the encrypted column: then it is adopted when it arrives, or added on first use if
+    it never does.
+    """
+
+    def __init__(self, owner: AttachedColumn, index: FieldIndex, *, adopt: bool) -> None:
+        self.owner = owner
+        self.index = index
+        self.exact = index.bits >= EXACT_INDEX_BITS
+        self.name = owner.column.name + INDEX_SUFFIX
+        self.awaiting = False
+        self._column: Column | None = None
+        existing = owner.table.c.get(self.name)
+        if existing is not None:
+            self._column = self._adopt(existing)
+        elif adopt:
+            self.awaiting = True
+        else:
+            self._column = self._create()
+
+    @property
+    def column(self) -> Column:
+        if self._column is None:
+            existing = self.owner.table.c.get(self.name)
+            self._column = self._adopt(existing) if existing is not None else self._create()
+        return self._column
+
+    @property
+    def resolved(self) -> bool:
+        """True once the sibling column is known (added or adopted)."""
+        return self._column is not None
+
+    def adopt(self, col: Column) -> None:
+        """Take ``col`` (the copy of the sibling that just joined the table)."""
+        self._column = self._adopt(col)
+
+    def _adopt(self, col: Column) -> Column:
+        if not isinstance(col.type, BlindIndex):
+            table = col.table.name if isinstance(col.table, Table) else "?"
+            raise ConfigurationError(f"{table}.{col.name} already exists and is "
+                                     "not a blind index column", column=self.owner.label)
+        set_context_default(col, _index_default(self.owner))
+        self.awaiting = False
+        return col
+
+    def _create(self) -> Column:
+        idx_col: Column[Any] = Column(
+            self.name, BlindIndex(self.index.bits), nullable=True, index=True,
+            default=_index_default(self.owner),
+            info={"piiguard": "blind_index", "of": self.owner.column.name})
+        event.listen(idx_col, "after_parent_attach", _on_index_column_attach, propagate=True)
+        self.owner.table.append_column(idx_col)
+        self.awaiting = False
+        return idx_col
+
+    def candidates_of(self, canonical: Iterable[str]) -> list[bytes]:
+        """Blind index values to look for: every canonical value under every usable
+        index key (the active one and, during a rotation, the previous ones)."""
+        out: list[bytes] = []
+        for v in canonical:
+            for c in self.index.candidates(v):
+                if c not in out:
+                    out.append(c)
+        return out
+
+
+class AttachedColumn:
+    """An encrypted column attached to its table: everything it needs, worked out once.
+
+    Made by the column type when its column joins a table; the type's public column
+    interface (``label``, ``cipher``, ``encrypt_value`` …) and its processors use it.
+    """
+
+    def __init__(self, spec: ColumnSpec, column: Column, table: Table, *,
+                 adopt_index: bool = False) -> None:
+        if column.primary_key or column.unique:
+            raise ConfigurationError(
+                "an encrypted column cannot be a primary key or unique: every encryption "
+                "is randomised (make it searchable and put a unique index on its blind "
+                "index column instead)", column=f"{table.name}.{column.name}")
+        self.spec = spec
+        self.column = column
+        self.table = table
+        self.label = f"{table.name}.{column.name}"
+        self.guard = guard = spec.guard
+        self.kind = spec.kind
+        self.text_form = spec.text
+        self.allow_plaintext = spec.allow_plaintext
+        self.on_destroyed = spec.on_destroyed
+        self.key_scope = spec.key_scope
+        self.validate = spec.validate
+        self.cipher: FieldCipher = guard.field(table.name, column.name, padded=spec.padded)
+        guard.register_scope("dek", self.cipher.scope)
+        self.search: BlindIndexColumn | None = None
+        if spec.searchable:
+            index = guard.blind_index(table.name, column.name, bits=spec.index_bits)
+            guard.register_scope("index", index.scope)
+            self.search = BlindIndexColumn(self, index, adopt=adopt_index)
+        self.scope: KeyScope | None = None if spec.key_scope is None else \
+            KeyScope(spec.key_scope, table, self.label)
+
+    def __repr__(self) -> str:
+        return f"AttachedColumn({self.label!r}, kind={self.kind!r})"
+
+    # -- optional parts, as the column interface shows them --------------------------------
+    @property
+    def index(self) -> FieldIndex | None:
+        return None if self.search is None else self.search.index
+
+    @property
+    def index_column(self) -> Column | None:
+        return None if self.search is None else self.search.column
+
+    @property
+    def scope_column(self) -> Column | None:
+        return None if self.scope is None else self.scope.column
+
+    def scope_for(self, scope_value: Any) -> str:
+        """DEK scope of a row whose key-scope column holds ``scope_value``."""
+        if scope_value is None:
+            raise ConfigurationError("the key scope column of this row is NULL",
+                                     column=self.label, operation="encrypt")
+        return f"{self.table.name}:{scope_value}"
+
+    # -- values ----------------------------------------------------------------------------
+    def canonical(self, value: Any) -> str:
+        if type(value) is not str:  # a plain str (the common case) is none of these
+            if value is None:
+                raise InvalidFormatError("type", column=self.label, detail="value is NULL")
+            if isinstance(value, MaskedStr):
+                raise MaskedValueError("masked", column=self.label,
+                                       detail="a masked view cannot be written or searched")
+            if isinstance(value, Sealed):
+                if value.origin is not self:
+                    raise MaskedValueError("sealed", column=self.label,
+                                           detail="a sealed value of another column")
+                return unseal(value)
+        try:
+            return self.validate(value)
+        except InvalidInputError as exc:
+            raise exc.with_column(self.label).with_traceback(None) from None
+
+    def encrypt(self, canonical: str, scope: str | None = None) -> bytes | str:
+        try:
+            blob = self.cipher.encrypt_str(canonical, scope=scope)
+        except PIIGuardError as exc:
+            raise with_label(exc, self.label) from None
+        return encode_text(blob) if self.text_form else blob
+
+    def encrypt_value(self, value: Any, *, scope_value: Any = None) -> bytes | str:
+        """Validate, canonicalise and encrypt ``value`` (any accepted input form)."""
+        scope: str | None = None
+        if isinstance(value, Pending):
+            value, scope = value.value, value.scope
+        elif self.scope is not None:
+            if scope_value is None:
+                raise ConfigurationError(
+                    "this column has a per-row key scope: the row's key scope value "
+                    "is needed to encrypt", column=self.label, operation="encrypt")
+            scope = self.scope_for(scope_value)
+        if scope is None and self._is_own_envelope(value):
+            return self._stored_form(value.stored)
+        return self.encrypt(self.canonical(value), scope)
+
+    def _is_own_envelope(self, value: Any) -> bool:
+        """A Sealed envelope read from this column (written back: reused as it is)."""
+        return isinstance(value, Sealed) and value.origin is self and not value.legacy
+
+    def _stored_form(self, stored: bytes | str) -> bytes | str:
+        if self.text_form:
+            return stored if isinstance(stored, str) else encode_text(bytes(stored))
+        return decode_text(stored) if isinstance(stored, str) else stored
+
+    def is_envelope(self, stored: Any) -> bool:
+        if isinstance(stored, str):
+            return stored.startswith(TEXT_PREFIX) and looks_like_envelope(stored)
+        return is_binary_shape(stored)
+
+    def decrypt(self, stored: Any) -> str:
+        try:
+            if isinstance(stored, str):
+                if self.allow_plaintext and not self.is_envelope(stored):
+                    return stored
+                if not self.text_form and not stored.startswith(TEXT_PREFIX):
+                    raise EnvelopeFormatError("stored value is not a piiguard envelope",
+                                              column=self.label, operation="decrypt")
+                return self.cipher.decrypt_text(stored)
+            if type(stored) is not bytes:
+                stored = bytes(stored)
+            if self.allow_plaintext and not self.is_envelope(stored):
+                return stored.decode("utf-8")
+            return self.cipher.decrypt(stored).decode("utf-8")
+        except PIIGuardError as exc:
+            raise with_label(exc, self.label) from None
+        except UnicodeDecodeError:
+            raise DecryptionError("decrypted value is not UTF-8", column=self.label,
+                                  operation="decrypt") from None
+
+    def stored_key_id(self, stored: Any) -> int:
+        try:
+            return key_id_of(stored)
+        except EnvelopeFormatError as exc:
+            raise exc.with_column(self.label) from None
+
+    def index_for(self, canonical: str) -> bytes | None:
+        return None if self.search is None else self.search.index.compute(canonical)
+
+    def index_of_value(self, value: Any) -> bytes | None:
+        """Blind index of a value being written (any accepted input form)."""
+        if value is None or self.search is None:
+            return None
+        if isinstance(value, Pending):
+            value = value.value
+        if isinstance(value, Sealed) and value.origin is self and not value.legacy:
+            canonical = unseal(value)
+        else:
+            canonical = self.canonical(value)
+        return self.search.index.compute(canonical)
+
+
+def attached_column_of(type_: Any) -> AttachedColumn | None:
+    """The attached state of an encrypted column type (None for any other type, and for
+    an encrypted type not attached to a table yet)."""
+    st = getattr(type_, "attached_column", None)
+    return st if isinstance(st, AttachedColumn) else None
+
+
+# ---------------------------------------------------------------------------------------
+# the blind index on INSERT: a context-sensitive default of the sibling column
+# ---------------------------------------------------------------------------------------
+def _index_default(st: AttachedColumn) -> Callable[[Any], bytes | None]:
+    key = st.column.key
+
+    def compute_index(context: Any) -> bytes | None:
+        value = context.get_current_parameters().get(key)
+        return None if value is None else st.index_of_value(value)
+    return compute_index
+
+
+def _on_index_column_attach(col: Column, table: Table) -> None:
+    """A blind-index column (or its copy: Column._copy() copies listeners) joined a
+    table: the encrypted column it belongs to adopts it if it is waiting for it."""
+    main = table.c.get(col.info.get("of", ""))
+    st = attached_column_of(getattr(main, "type", None))
+    if st is not None and st.table is table and st.search is not None \
+            and st.search.awaiting:
+        st.search.adopt(col)
