@@ -307,7 +307,7 @@ def test_comparing_a_non_searchable_column_raises(db):
         s.add(db.Customer(id=1, phone="05321234567"))
         s.commit()
         assert s.scalars(select(db.Customer.id).where(db.Customer.email.is_(None))).all() == [1]
-        assert s.scalars(select(db.Customer.id).where(db.Customer.phone != None)).all() == [1]
+        assert s.scalars(select(db.Customer.id).where(db.Customer.phone != None)).all() == [1]  # noqa: E711 - the SQL operator
 
 
 # -- invalid input ---------------------------------------------------------------------------

@@ -196,8 +196,10 @@ def test_one_type_instance_per_column(guard):
 
 def test_statement_cache_keeps_columns_apart(guard, sqlite_engine):
     md = MetaData()
-    a = Table("ca", md, Column("id", Integer, primary_key=True), Column("v", EncryptedString(guard)))
-    b = Table("cb", md, Column("id", Integer, primary_key=True), Column("v", EncryptedString(guard)))
+    a = Table("ca", md, Column("id", Integer, primary_key=True),
+              Column("v", EncryptedString(guard)))
+    b = Table("cb", md, Column("id", Integer, primary_key=True),
+              Column("v", EncryptedString(guard)))
     assert a.c.v.type._static_cache_key != b.c.v.type._static_cache_key
     md.create_all(sqlite_engine)
     with sqlite_engine.begin() as conn:
@@ -212,7 +214,8 @@ def test_statement_cache_keeps_columns_apart(guard, sqlite_engine):
 def test_literal_binds_render_the_envelope_never_the_plaintext(guard, sqlite_engine):
     md = MetaData()
     t = Table("lit", md, Column("id", Integer, primary_key=True),
-              Column("v", EncryptedNationalId(guard)), Column("w", EncryptedString(guard, text=True)))
+              Column("v", EncryptedNationalId(guard)),
+              Column("w", EncryptedString(guard, text=True)))
     md.create_all(sqlite_engine)
     stmt = insert(t).values(id=1, v=tc(1), w="gizli")
     sql = str(stmt.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
@@ -342,7 +345,8 @@ def test_index_key_rotation_window(guard, sqlite_engine):
         conn.execute(insert(t).values(id=2, nid=tc(1)))
         ids = conn.execute(select(t.c.id).where(t.c.nid == tc(1)).order_by(t.c.id)).scalars()
         assert ids.all() == [1, 2]
-        key_ids = {int.from_bytes(b[:4], "big") for b in conn.execute(select(t.c.nid_bidx)).scalars()}
+        key_ids = {int.from_bytes(b[:4], "big")
+                   for b in conn.execute(select(t.c.nid_bidx)).scalars()}
     assert len(key_ids) == 2 and old_key in key_ids
 
 
@@ -523,7 +527,8 @@ def test_foreign_keys_and_counts_still_work(guard, sqlite_engine):
     parent = Table("parent", md, Column("id", Integer, primary_key=True),
                    Column("email", EncryptedEmail(guard, searchable=True)))
     child = Table("child", md, Column("id", Integer, primary_key=True),
-                  Column("parent_id", ForeignKey("parent.id")), Column("tax", EncryptedTaxId(guard)))
+                  Column("parent_id", ForeignKey("parent.id")),
+                  Column("tax", EncryptedTaxId(guard)))
     md.create_all(sqlite_engine)
     with sqlite_engine.begin() as conn:
         conn.execute(insert(parent).values(id=1, email="a@example.com"))
