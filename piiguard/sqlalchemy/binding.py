@@ -101,10 +101,10 @@ def _kind_of(col: Column, label: str) -> Callable[[Any], Any]:
         raise ConfigurationError(f"{name} is encrypted: values can only be bound to plain "
                                  "columns", column=label)
     try:
-        py = col.type.python_type
+        py: type | None = col.type.python_type
     except NotImplementedError:
         py = None
-    canon = _KINDS.get(py) if py is not bool else None  # type: ignore[arg-type]
+    canon = _KINDS.get(py) if py is not None and py is not bool else None
     if canon is None:
         raise ConfigurationError(
             f"{name} cannot be bound to: a binding column holds integers, strings or "

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, false, select, type_coerce
+from sqlalchemy import and_, bindparam, false, select, type_coerce, update
 from sqlalchemy.orm import Mapper, object_session
 from sqlalchemy.orm.attributes import (
     PASSIVE_NO_INITIALIZE,
@@ -181,6 +181,8 @@ def rewrite_update(conn: Any, elem: Any, param_sets: list[dict[str, Any]],
     raw = {st: type_coerce(st.column, Ciphertext(text=st.text_form)) for st in moved}
     query = select(*pk, *bcols, *raw.values()).where(*_where(elem)).with_for_update()
     npk, nb = len(pk), len(bcols)
+    # what a parameter set SETs (its column keys), but the moved values: set below
+    set_keys = {c.key for c in table.c} - {st.column.key for st in moved}
     new_sets: list[dict[str, Any]] = []
     for p in param_sets or [{}]:
         def written(key: str, p: dict[str, Any] = p) -> Any:
@@ -196,9 +198,11 @@ def rewrite_update(conn: Any, elem: Any, param_sets: list[dict[str, Any]],
                     "plain value, not an SQL expression", column=label, operation="update")
         for row in conn.execute(query, p).all():
             current = {c.key: row[npk + i] for i, c in enumerate(bcols)}
-            new_p = {k: v for k, v in p.items() if k not in {st.column.key for st in moved}}
+            new_p = {k: v for k, v in p.items() if k in set_keys}
             for i in range(npk):
                 new_p[f"_piiguard_pk_{i}"] = row[i]
+            for i, c in enumerate(bcols):
+                new_p[f"_piiguard_cur_{i}"] = current[c.key]
             for j, st in enumerate(moved):
                 stored = row[npk + nb + j]
                 new_p[f"_piiguard_old_{j}"] = stored
@@ -215,8 +219,13 @@ def rewrite_update(conn: Any, elem: Any, param_sets: list[dict[str, Any]],
             new_sets.append(new_p)
     if not new_sets:
         return Rewrite(elem.where(false()), list(param_sets), moved)
+    # The row by primary key, as it was read: its binding columns and moved values
+    # unchanged since (a compare-and-swap, in place of the original WHERE, whose
+    # expanding IN lists an executemany cannot take).
     conds = [c == bindparam(f"_piiguard_pk_{i}", type_=c.type) for i, c in enumerate(pk)]
-    sets: dict[Any, Any] = {}
+    conds += [c.is_not_distinct_from(bindparam(f"_piiguard_cur_{i}", type_=c.type))
+              for i, c in enumerate(bcols)]
+    sets: dict[Any, Any] = dict(given)
     for j, st in enumerate(moved):
         conds.append(raw[st].is_not_distinct_from(
             bindparam(f"_piiguard_old_{j}", type_=Ciphertext(text=st.text_form))))
@@ -226,7 +235,10 @@ def rewrite_update(conn: Any, elem: Any, param_sets: list[dict[str, Any]],
             idx = st.search.column
             sets[as_given.get(idx.key, idx)] = bindparam(f"_piiguard_idx_{j}",
                                                          type_=idx.type)
-    stmt = elem.where(and_(*conds)).values(sets)
+    stmt = update(table).where(and_(*conds)).values(sets)
+    options = elem.get_execution_options()
+    if options:
+        stmt = stmt.execution_options(**options)
     _EXPECTED[stmt] = len(new_sets)
     return Rewrite(stmt, new_sets, moved)
 
