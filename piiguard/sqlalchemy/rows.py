@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, false, select, type_coerce, update
+from sqlalchemy import and_, bindparam, false, select, type_coerce
 from sqlalchemy.orm import Mapper, object_session
 from sqlalchemy.orm.attributes import (
     PASSIVE_NO_INITIALIZE,
@@ -52,7 +52,12 @@ from sqlalchemy.schema import ColumnDefault
 from sqlalchemy.sql.elements import BindParameter
 
 from piiguard.errors import ConfigurationError, KeyDestroyedError, PIIGuardError
-from piiguard.sqlalchemy._sa_private import class_attribute, deannotated, statement_values
+from piiguard.sqlalchemy._sa_private import (
+    class_attribute,
+    deannotated,
+    statement_values,
+    without_where,
+)
 from piiguard.sqlalchemy.state import AttachedColumn, Pending
 from piiguard.sqlalchemy.storage import Ciphertext
 
@@ -225,7 +230,7 @@ def rewrite_update(conn: Any, elem: Any, param_sets: list[dict[str, Any]],
     conds = [c == bindparam(f"_piiguard_pk_{i}", type_=c.type) for i, c in enumerate(pk)]
     conds += [c.is_not_distinct_from(bindparam(f"_piiguard_cur_{i}", type_=c.type))
               for i, c in enumerate(bcols)]
-    sets: dict[Any, Any] = dict(given)
+    sets: dict[Any, Any] = {}
     for j, st in enumerate(moved):
         conds.append(raw[st].is_not_distinct_from(
             bindparam(f"_piiguard_old_{j}", type_=Ciphertext(text=st.text_form))))
@@ -235,10 +240,7 @@ def rewrite_update(conn: Any, elem: Any, param_sets: list[dict[str, Any]],
             idx = st.search.column
             sets[as_given.get(idx.key, idx)] = bindparam(f"_piiguard_idx_{j}",
                                                          type_=idx.type)
-    stmt = update(table).where(and_(*conds)).values(sets)
-    options = elem.get_execution_options()
-    if options:
-        stmt = stmt.execution_options(**options)
+    stmt = without_where(elem).where(and_(*conds)).values(sets)
     _EXPECTED[stmt] = len(new_sets)
     return Rewrite(stmt, new_sets, moved)
 
