@@ -188,13 +188,18 @@ def rewrite_update(conn: Any, elem: Any, param_sets: list[dict[str, Any]],
     npk, nb = len(pk), len(bcols)
     # what a parameter set SETs (its column keys), but the moved values: set below
     set_keys = {c.key for c in table.c} - {st.column.key for st in moved}
+    set_keys |= {v.key for v in svals.values() if isinstance(v, BindParameter)}
     new_sets: list[dict[str, Any]] = []
     for p in param_sets or [{}]:
         def written(key: str, p: dict[str, Any] = p) -> Any:
             if key in p:
                 return p[key]
             if key in svals:
-                return plain_value(svals[key])
+                v = svals[key]
+                if isinstance(v, BindParameter) and v.value is None and v.callable is None \
+                        and v.key in p:
+                    return p[v.key]     # values(col=bindparam("x")), x given at execution
+                return plain_value(v)
             return MISSING
         for key in keys:
             if written(key) is NOT_PLAIN:
