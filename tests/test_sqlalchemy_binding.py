@@ -404,3 +404,37 @@ def test_binding_options_are_checked(guard, sqlite_engine):
         declare("nope")
     with pytest.raises(errors.ConfigurationError, match="itself"):
         declare("phone")
+
+
+def test_uuid_key_scopes_bind_and_move(any_engine):
+    import uuid
+
+    from sqlalchemy import Uuid
+
+    guard = Guard(kms=LocalKMS.generate())
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Org(Base):
+        __tablename__ = "orgs"
+        id = mapped_column(Integer, primary_key=True, autoincrement=False)
+        org = mapped_column(Uuid, nullable=False)
+        phone = mapped_column(EncryptedPhone(guard, key_scope="org"))
+
+    Base.metadata.create_all(any_engine)
+    guard.bind(any_engine)
+    a, b = uuid.UUID(int=1), uuid.UUID(int=2)
+    with Session(any_engine) as s:
+        s.add_all([Org(id=1, org=a, phone=phone(1)), Org(id=2, org=b, phone=phone(2))])
+        s.commit()
+        assert {k.scope for k in guard.keys.keys(kind="dek")} >= {f"orgs:{a}", f"orgs:{b}"}
+        o = s.get(Org, 1)
+        o.org = b
+        s.commit()
+        assert s.scalars(select(Org.phone).order_by(Org.id)).all() == [phone(1), phone(2)]
+    shred_scope(guard, f"orgs:{a}")     # the moved row left scope a
+    with any_engine.connect() as conn:
+        assert conn.execute(select(Org.__table__.c.phone).order_by(Org.id)).scalars().all() \
+            == [phone(1), phone(2)]
+    assert verify(guard).ok
