@@ -49,7 +49,7 @@ from sqlalchemy.orm.attributes import (
     instance_dict,
 )
 from sqlalchemy.schema import ColumnDefault
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.elements import BindParameter, ClauseElement
 
 from piiguard.errors import ConfigurationError, KeyDestroyedError, PIIGuardError
 from piiguard.sqlalchemy._sa_private import (
@@ -81,7 +81,7 @@ def plain_value(value: Any) -> Any:
     expression)."""
     if isinstance(value, BindParameter):
         return value.callable() if value.callable is not None else value.value
-    if hasattr(value, "__clause_element__") or hasattr(value, "_compiler_dispatch"):
+    if isinstance(value, ClauseElement) or hasattr(value, "__clause_element__"):
         return NOT_PLAIN
     return value
 
