@@ -89,7 +89,7 @@ class FieldCipher:
 
     __slots__ = ("_keys", "ctx", "scope", "padded", "label", "_clock", "_max_uses",
                  "_we", "_sealer", "_reads", "_last_opener", "_last_entry", "_seal",
-                 "_bound_sealers")
+                 "_bound_sealers", "_last_bound")
 
     def __init__(self, keys: KeyManager, ctx: FieldContext, scope: str, padded: bool) -> None:
         self._keys = keys
@@ -106,6 +106,7 @@ class FieldCipher:
         self._last_entry: Entry | _Unread = _UNREAD
         self._seal = self.encryptor(encoded=True)  # encrypt() in the field's own scope
         self._bound_sealers: dict[int, Sealer] = {}   # DEK id -> sealer of bound envelopes
+        self._last_bound: tuple[Any, Any] = (_UNREAD, _UNREAD)  # opener, entry (bound)
 
     def __repr__(self) -> str:
         return f"FieldCipher({self.label!r}, scope={self.scope!r}, padded={self.padded})"
@@ -250,7 +251,10 @@ class FieldCipher:
         format (a value moved between two subjects' rows is refused)."""
         if type(blob) is not bytes:
             blob = bytes(blob)
-        opener, entry = self._entry_for(blob)
+        r = self._last_bound    # the key used last time (per-subject scopes: often not)
+        if not blob.startswith(r[0].header) or self._clock() >= r[1].expires:
+            r = self._last_bound = self._entry_for(blob)
+        opener, entry = r
         if scope is not None and entry.scope != scope:
             raise DecryptionError("decryption failed: the envelope's key belongs to "
                                   "another key scope than its row's", column=self.label,

@@ -5,7 +5,7 @@ typed. :mod:`piiguard.crypto.envelope` seals and opens with it (format flag 0x02
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from piiguard.errors import EnvelopeFormatError
 
@@ -71,15 +71,19 @@ class BindingLayout:
     def __repr__(self) -> str:
         return f"BindingLayout({self.names!r})"
 
-    def aad(self, values: Iterable[int | str | None]) -> bytes:
+    def aad(self, values: Sequence[int | str | None]) -> bytes:
         """The binding part of the associated data for one row's values, in the order
-        of :attr:`names`."""
-        out = [self._count]
-        vals = tuple(values)
-        if len(vals) != len(self._names):
+        of :attr:`names` (read for every row of a bound column: kept to one loop)."""
+        names = self._names
+        if len(values) != len(names):
             raise EnvelopeFormatError("binding values do not match the bound columns",
                                       operation="encrypt")
-        for name, value in zip(self._names, vals, strict=True):
+        out = [self._count]
+        for name, value in zip(names, values):   # noqa: B905 - lengths checked above
             out.append(name)
-            out.append(_bound_value(value))
+            if type(value) is int:
+                raw = str(value).encode("ascii")
+                out.append(b"i" + len(raw).to_bytes(2, "big") + raw)
+            else:
+                out.append(_bound_value(value))
         return b"".join(out)

@@ -27,7 +27,7 @@ Python and in the database's JSON (a datetime or a float would not survive the t
 >>> rb.names, rb.has_scope
 (('tenant_id', 'customer_ref'), True)
 >>> rb.canonical(["7", "C-42"])
-(7, 'C-42')
+[7, 'C-42']
 >>> rb.split('["10aa", 7, "C-42"]')
 (b'\\x10\\xaa', [7, 'C-42'])
 """
@@ -48,6 +48,8 @@ from piiguard.crypto.envelope import BindingLayout
 from piiguard.errors import ConfigurationError
 
 __all__ = ["BoundRead", "BoundReadText", "RowBinding", "check_bound_to"]
+
+_json = json.JSONDecoder().decode
 
 
 def check_bound_to(bound_to: Any) -> tuple[Any, ...]:
@@ -191,16 +193,17 @@ class RowBinding:
         return self.keys[0] if self.has_scope else None
 
     # -- values ---------------------------------------------------------------------------
-    def canonical(self, values: Sequence[Any]) -> tuple[Any, ...]:
+    def canonical(self, values: Sequence[Any]) -> list[Any]:
         """One row's values of the binding columns (in :attr:`keys` order) as they are
         bound: integers, strings (UUIDs in their hyphenated form) or None."""
         if self._columns is None:
             self._resolve()
-        if len(values) != len(self._canon):
+        canon = self._canon
+        if len(values) != len(canon):
             raise ConfigurationError("the row's binding values do not match its binding "
                                      "columns", column=self.label)
         try:
-            return tuple(c(v) for c, v in zip(self._canon, values, strict=True))
+            return [c(v) for c, v in zip(canon, values)]  # noqa: B905 - lengths checked
         except (TypeError, ValueError):
             raise ConfigurationError("a binding column holds a value of another type than "
                                      "its column's", column=self.label) from None
@@ -258,8 +261,8 @@ class RowBinding:
         elif (type(value) is str and value[:1] == "[") or \
                 (type(value) is bytes and value[:1] == b"["):
             try:
-                arr = json.loads(value)
-            except ValueError:
+                arr = _json(value if type(value) is str else value.decode("utf-8"))
+            except ValueError:   # (UnicodeDecodeError is one)
                 return value, None
             if type(arr) is not list or not arr:
                 return value, None
