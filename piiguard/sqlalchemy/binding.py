@@ -261,7 +261,7 @@ class RowBinding:
         elif (type(value) is str and value[:1] == "[") or \
                 (type(value) is bytes and value[:1] == b"["):
             try:
-                arr = _json(value if type(value) is str else value.decode("utf-8"))
+                arr = _json(value.decode("utf-8") if isinstance(value, bytes) else value)
             except ValueError:   # (UnicodeDecodeError is one)
                 return value, None
             if type(arr) is not list or not arr:
