@@ -438,3 +438,22 @@ def test_uuid_key_scopes_bind_and_move(any_engine):
         assert conn.execute(select(Org.__table__.c.phone).order_by(Org.id)).scalars().all() \
             == [phone(1), phone(2)]
     assert verify(guard).ok
+
+
+def test_a_move_under_a_masking_policy_keeps_values_and_masks(sqlite_engine):
+    guard, Member = make(sqlite_engine)
+    guard.policy = MaskingPolicy.from_dict({"default": "redact",
+                                            "phone": {"admin": "reveal"}})
+    with Session(sqlite_engine) as s:
+        m = s.get(Member, 2)
+        assert isinstance(s.scalars(select(Member.phone).where(Member.id == 2)).one(),
+                          Sealed)
+        with acting_as("support"):
+            assert m.phone == "[REDACTED]"
+            m.tenant_id = 5             # a role that cannot see the value still moves it
+            s.commit()
+        with acting_as("admin"):
+            assert m.phone == phone(2)
+    guard.policy = None
+    assert key_scope_of(guard, raw_row(sqlite_engine, 2).phone) == "members:5"
+    assert verify(guard).ok
