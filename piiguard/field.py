@@ -88,7 +88,8 @@ class FieldCipher:
     """
 
     __slots__ = ("_keys", "ctx", "scope", "padded", "label", "_clock", "_max_uses",
-                 "_we", "_sealer", "_reads", "_last_opener", "_last_entry", "_seal")
+                 "_we", "_sealer", "_reads", "_last_opener", "_last_entry", "_seal",
+                 "_bound_sealers", "_last_bound")
 
     def __init__(self, keys: KeyManager, ctx: FieldContext, scope: str, padded: bool) -> None:
         self._keys = keys
@@ -104,6 +105,8 @@ class FieldCipher:
         self._last_opener: Opener | _Unread = _UNREAD
         self._last_entry: Entry | _Unread = _UNREAD
         self._seal = self.encryptor(encoded=True)  # encrypt() in the field's own scope
+        self._bound_sealers: dict[int, Sealer] = {}   # DEK id -> sealer of bound envelopes
+        self._last_bound: tuple[Any, Any] = (_UNREAD, _UNREAD)  # opener, entry (bound)
 
     def __repr__(self) -> str:
         return f"FieldCipher({self.label!r}, scope={self.scope!r}, padded={self.padded})"
@@ -186,7 +189,8 @@ class FieldCipher:
 
     def decrypt(self, blob: bytes) -> bytes:
         """Plaintext of a binary envelope; one opaque :class:`DecryptionError` if it was
-        tampered with, truncated or made for another field."""
+        tampered with, truncated or made for another field (or is bound to a row: see
+        :meth:`decrypt_bound`)."""
         if type(blob) is not bytes:
             blob = bytes(blob)
         opener = self._last_opener   # the key used last time, usually the same
@@ -194,7 +198,86 @@ class FieldCipher:
             opener = self._read_entry(blob)
         return opener.open(blob)  # type: ignore[union-attr]
 
+    # -- envelopes bound to their row --------------------------------------------------------
+    def encrypt_bound(self, plaintext: bytes, binding: bytes, *,
+                      scope: str | None = None) -> bytes:
+        """Row-bound envelope of ``plaintext`` under the active DEK of ``scope`` (default:
+        the field's): ``binding`` (a :meth:`~piiguard.crypto.envelope.BindingLayout.aad`
+        of the row's values) joins the associated data, so the envelope opens only with
+        the same values (:meth:`decrypt_bound`).
+
+            >>> from sqlalchemy import create_engine
+            >>> from piiguard import Guard, LocalKMS
+            >>> from piiguard.crypto.envelope import BindingLayout
+            >>> cipher = Guard(LocalKMS.generate()).bind(create_engine("sqlite://")).field(
+            ...     "customers", "phone")
+            >>> row = BindingLayout(("customer_ref",))
+            >>> blob = cipher.encrypt_bound(b"+905321234567", row.aad(("C-42",)))
+            >>> cipher.decrypt_bound(blob, row.aad(("C-42",)))
+            b'+905321234567'
+            >>> cipher.decrypt_bound(blob, row.aad(("C-43",)))  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            piiguard.errors.DecryptionError: decryption failed column=customers.phone ...
+            >>> cipher.decrypt(blob)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            piiguard.errors.DecryptionError: decryption failed: the envelope is bound to ...
+        """
+        if may_be_envelope(plaintext):
+            _refuse_envelope(plaintext, self._keys, self.label)
+        try:
+            key = self._keys.active_dek(scope or self.scope)
+        except PIIGuardError as exc:
+            exc.with_column(self.label)
+            raise
+        sealer = self._bound_sealers.get(key.id)
+        if sealer is None:
+            if len(self._bound_sealers) > 64:  # many scopes: keep the map small
+                self._bound_sealers.clear()
+            sealer = self._bound_sealers[key.id] = Sealer(key, self.ctx, padded=self.padded,
+                                                          bound=True)
+        return sealer.seal_bound(plaintext, binding)
+
+    def decrypt_bound(self, blob: bytes, binding: bytes, *, scope: str | None = None,
+                      strict: bool = False) -> bytes:
+        """Plaintext of an envelope read from a row whose values give ``binding``.
+
+        A bound envelope opens only with its row's binding: copied to another row,
+        replayed after a bound column (a version) changed, or left behind by a scope
+        change, it fails with one opaque :class:`DecryptionError`. An envelope that is
+        not bound (written before row binding) opens as it is, unless ``strict``. With
+        ``scope``, the envelope's DEK must belong to that key scope, whatever the
+        format (a value moved between two subjects' rows is refused)."""
+        if type(blob) is not bytes:
+            blob = bytes(blob)
+        r = self._last_bound    # the key used last time (per-subject scopes: often not)
+        if not blob.startswith(r[0].header) or self._clock() >= r[1].expires:
+            r = self._last_bound = self._entry_for(blob)
+        opener, entry = r
+        if scope is not None and entry.scope != scope:
+            raise DecryptionError("decryption failed: the envelope's key belongs to "
+                                  "another key scope than its row's", column=self.label,
+                                  key_id=opener.key_id, operation="decrypt")
+        if opener.bound:
+            return opener.open(blob, binding)
+        if strict:
+            raise DecryptionError("decryption failed: the envelope is not bound to its "
+                                  "row (strict_binding)", column=self.label,
+                                  key_id=opener.key_id, operation="decrypt")
+        return opener.open(blob)
+
     def _read_entry(self, blob: bytes) -> Opener:
+        r = self._entry_for(blob)
+        if r[0].bound:
+            raise DecryptionError("decryption failed: the envelope is bound to its row; "
+                                  "read it with the row", column=self.label,
+                                  key_id=r[0].key_id, operation="decrypt")
+        self._last_opener, self._last_entry = r
+        return r[0]
+
+    def _entry_for(self, blob: bytes) -> tuple[Opener, Entry]:
+        """The opener of ``blob``'s header and the cache entry of its key."""
         try:
             hdr = header_of(blob)
         except EnvelopeFormatError as exc:
@@ -220,8 +303,7 @@ class FieldCipher:
             if len(self._reads) > 64:  # many keys seen: keep the map small
                 self._reads.clear()
             self._reads[hdr] = r
-        self._last_opener, self._last_entry = r
-        return r[0]
+        return r
 
     # -- strings -----------------------------------------------------------------------------
     def encrypt_str(self, value: str, *, scope: str | None = None) -> bytes:

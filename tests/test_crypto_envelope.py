@@ -240,7 +240,7 @@ def test_prefix_lookalikes_that_are_not_envelopes_still_encrypt(mguard):
         assert cipher.decrypt_str(cipher.encrypt_str(value)) == value
 
 
-NOT_ENVELOPES = [b"", b"10000000146", b"\x10" * 10, b"\x20" + bytes(40), b"\x12" + bytes(40),
+NOT_ENVELOPES = [b"", b"10000000146", b"\x10" * 10, b"\x20" + bytes(40), b"\x14" + bytes(40),
                  b"\x00" * 33, "10000000146".encode() * 5]
 
 

@@ -90,7 +90,9 @@ def plaintexts(guard, Customer, engine):
     cols = {c.column.name: c for c in guard.columns}
     out = {}
     for row in raw_rows(engine):
-        out[row.id] = tuple(cols[n].decrypt_stored(getattr(row, n)) for n in PII)
+        # row-bound (key-scoped) values open with their row's binding values
+        out[row.id] = tuple(cols[n].decrypt_stored(getattr(row, n), row=row._mapping)
+                            for n in PII)
     return out
 
 

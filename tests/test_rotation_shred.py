@@ -41,7 +41,9 @@ def tc(n: int) -> str:
     return base + tckn.calc_check_digits(base)
 
 
-def make(engine, *, key_scope=None, events=None):
+def make(engine, *, key_scope=None, events=None, on_destroyed="raise"):
+    # on_destroyed="raise" (the strict form): these tests see the KeyDestroyedError that
+    # the default (erased values read as None) hides
     guard = Guard(kms=LocalKMS.generate(),
                   audit=AuditTrail(sinks=[events.append] if events is not None else []))
 
@@ -53,9 +55,12 @@ def make(engine, *, key_scope=None, events=None):
         id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
         subject: Mapped[str] = mapped_column(String(32))
         national_id: Mapped[str] = mapped_column(
-            EncryptedNationalId(guard, searchable=True, key_scope=key_scope))
-        phone: Mapped[str] = mapped_column(EncryptedPhone(guard, key_scope=key_scope))
-        address: Mapped[str] = mapped_column(EncryptedAddress(guard, key_scope=key_scope))
+            EncryptedNationalId(guard, searchable=True, key_scope=key_scope,
+                                on_destroyed=on_destroyed))
+        phone: Mapped[str] = mapped_column(EncryptedPhone(guard, key_scope=key_scope,
+                                                          on_destroyed=on_destroyed))
+        address: Mapped[str] = mapped_column(EncryptedAddress(guard, key_scope=key_scope,
+                                                              on_destroyed=on_destroyed))
 
     Base.metadata.create_all(engine)
     guard.bind(engine)
@@ -153,10 +158,12 @@ def test_shredding_one_subject_leaves_everyone_else_readable(any_engine):
     assert check.ok and sum(c.shredded for c in check.columns) == 30
     status = key_status(guard)
     assert status.rows_using(info.id) == 30          # the unreadable values remain
-    # reencrypt leaves erased values alone (and does not call them failures)
+    # reencrypt leaves erased values alone (and does not call them failures), and counts
+    # them: 10 erased rows x 3 columns
     guard.keys.rotate("dek", "customers:s0")
     again = reencrypt(guard)
-    assert again.ok and again.updated == 10 and again.tables[0].shredded == 0
+    assert again.ok and again.updated == 10 and again.tables[0].shredded == 30
+    assert again.shredded == 30 and again.to_dict()["shredded"] == 30
 
 
 def test_new_data_after_an_erasure_gets_a_fresh_key(sqlite_engine):

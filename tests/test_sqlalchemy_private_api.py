@@ -207,6 +207,17 @@ def check_resolve_for_python_type() -> None:
          "not called for a type_annotation_map entry")
 
 
+def check_where_criteria() -> None:
+    t = table()
+    stmt = update(t).where(t.c.id.in_([1, 2])).values(a=1).execution_options(x=1)
+    bare = sap.without_where(stmt)
+    need("DMLWhereBase._where_criteria", stmt.whereclause is not None and
+         bare.whereclause is None, "the copy still has a WHERE")
+    need("DMLWhereBase._where_criteria", sap.statement_values(bare) is not None and
+         bare.get_execution_options() == {"x": 1} and str(stmt.compile()).count("WHERE")
+         == 1, "the copy lost its values or options, or the original its WHERE")
+
+
 CHECKS = {
     "Insert/Update._values": check_values,
     "ValuesBase._multi_values": check_multi_values,
@@ -221,6 +232,7 @@ CHECKS = {
     "TypeDecorator._set_parent": check_set_parent,
     "TypeEngine._static_cache_key": check_static_cache_key,
     "TypeEngine._resolve_for_python_type": check_resolve_for_python_type,
+    "DMLWhereBase._where_criteria": check_where_criteria,
 }
 
 

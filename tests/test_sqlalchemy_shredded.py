@@ -1,4 +1,4 @@
-"""Values under a destroyed (crypto-shredded) key: an error by default, NULL by option."""
+"""Values under a destroyed (crypto-shredded) key: NULL by default, an error by option."""
 
 import pytest
 from sqlalchemy import Integer, select
@@ -41,7 +41,7 @@ def test_shredded_values_read_as_null_by_option(guard, sqlite_engine, with_polic
             "+905321234568"
 
 
-def test_shredded_values_raise_by_default(guard, sqlite_engine):
+def test_shredded_values_raise_when_strict(guard, sqlite_engine):
     Base, Subject = _models(guard, "raise")
     Base.metadata.create_all(sqlite_engine)
     guard.bind(sqlite_engine)

@@ -407,8 +407,8 @@ def test_key_scope_gives_each_tenant_its_own_dek_and_shredding_one(guard, sqlite
     with Session(sqlite_engine) as s:
         assert s.get(C, 2).phone == "+905329999999"
         assert s.get(C, 4).phone == "+905321234571"
-        with pytest.raises(errors.KeyDestroyedError, match=r"tenant_customers\.phone"):
-            s.scalars(select(C.phone).where(C.id == 1)).all()
+        # erased values read as None by default (on_destroyed="raise" is the strict form)
+        assert s.scalars(select(C.phone).where(C.id == 1)).all() == [None]
 
 
 def test_key_scope_refuses_writes_without_the_scope_value(guard, sqlite_engine):
@@ -426,8 +426,14 @@ def test_key_scope_refuses_writes_without_the_scope_value(guard, sqlite_engine):
             conn.execute(select(literal("05321234567", t.c.phone.type)))
     with pytest.raises(errors.ConfigurationError, match="scope value"):
         t.c.phone.type.encrypt_value("05321234567")
-    assert t.c.phone.type.decrypt_stored(
-        t.c.phone.type.encrypt_value("05321234567", scope_value=3)) == "+905321234567"
+    # a key-scoped value is bound to its row's scope: it opens with that scope only
+    stored = t.c.phone.type.encrypt_value("05321234567", scope_value=3)
+    assert t.c.phone.type.decrypt_stored(stored, scope_value=3) == "+905321234567"
+    assert t.c.phone.type.decrypt_stored(stored, row={"tenant_id": 3}) == "+905321234567"
+    with pytest.raises(errors.DecryptionError, match=r"tenant_customers\.phone"):
+        t.c.phone.type.decrypt_stored(stored, scope_value=4)
+    with pytest.raises(errors.ConfigurationError, match="bound to its row"):
+        t.c.phone.type.decrypt_stored(stored)
 
 
 # -- legacy plaintext during a migration --------------------------------------------------------

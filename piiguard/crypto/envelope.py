@@ -7,15 +7,18 @@ of them slices envelope bytes or knows the header length.
 Binary form (BYTEA / BLOB / VARBINARY)::
 
     offset  size  field
-    0       1     format byte: 0x10 = v1, 0x11 = v1 with padded plaintext
+    0       1     format byte: 0x10 = v1; flags in the low nibble: 0x01 padded
+                  plaintext, 0x02 bound to its row (so 0x10, 0x11, 0x12, 0x13)
     1       4     DEK id, unsigned big-endian (the key table's id)
     5       12    nonce (random)
     17      n+16  AES-256-GCM ciphertext of the (padded) plaintext, then the 16-byte tag
 
 33 bytes over the plaintext. The associated data is the 5-byte header followed by the
 field context (domain, table, column), each part length-prefixed, so a value moved to
-another column, table or key fails to decrypt. The text form (VARCHAR / TEXT) is
-``"pg1:" + base64url(binary, no padding)``.
+another column, table or key fails to decrypt. A *bound* envelope (flag 0x02) adds the
+values of named columns of its row (:class:`BindingLayout`), so it fails to decrypt in
+another row, or in its own row once a bound column (a version) changed. The text form
+(VARCHAR / TEXT) is ``"pg1:" + base64url(binary, no padding)``.
 
 The hot paths use objects prepared once per key and field: a :class:`Sealer` (header and
 associated data built once, one AES-GCM call per value) and an :class:`Opener` (the
@@ -55,11 +58,13 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 
 from piiguard.crypto.aead import NONCE_SIZE, TAG_SIZE, DataKey
+from piiguard.crypto.binding import BindingLayout
 from piiguard.crypto.padding import pad, unpad
 from piiguard.errors import DecryptionError, EnvelopeFormatError
 
 __all__ = [
     "BINARY_OVERHEAD",
+    "BindingLayout",
     "FORMATS",
     "MAX_SIZE",
     "TEXT_PREFIX",
@@ -72,6 +77,7 @@ __all__ = [
     "header_key_id",
     "header_of",
     "is_binary_shape",
+    "is_bound",
     "is_text_envelope_bytes",
     "key_bytes",
     "key_bytes_of",
@@ -86,12 +92,18 @@ __all__ = [
     "peek_key_id",
     "seal",
     "to_blob",
+    "unbound_prefixes",
 ]
 
 FORMAT_V1 = 0x10
 FLAG_PADDED = 0x01
-#: Every format byte of version 1 (plain, padded).
-FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED)
+#: The envelope is bound to values of its row (see :class:`BindingLayout`).
+FLAG_BOUND = 0x02
+#: Every format byte of version 1: plain, padded, bound, bound and padded.
+FORMATS = (FORMAT_V1, FORMAT_V1 | FLAG_PADDED, FORMAT_V1 | FLAG_BOUND,
+           FORMAT_V1 | FLAG_BOUND | FLAG_PADDED)
+#: The format bytes of envelopes not bound to a row (written before row binding).
+UNBOUND_FORMATS = FORMATS[:2]
 HEADER_SIZE = 5
 BINARY_OVERHEAD = HEADER_SIZE + NONCE_SIZE + TAG_SIZE  # 33
 MIN_SIZE = BINARY_OVERHEAD
@@ -151,6 +163,8 @@ class Sealer:
 
     ``padded`` pads the plaintext to a size bucket first (format byte 0x11).
     ``seal(plaintext)`` is the whole hot path: a nonce, one AES-GCM call, two joins.
+    ``bound=True`` makes row-bound envelopes (flag 0x02): seal them with
+    :meth:`seal_bound`, giving the row's binding (:meth:`BindingLayout.aad`).
 
     >>> from piiguard.crypto.aead import DataKey
     >>> key = DataKey(7, bytes(32))
@@ -159,19 +173,35 @@ class Sealer:
     (7, 36)
     """
 
-    __slots__ = ("key_id", "padded", "_header", "_aad", "_encrypt", "_nonce")
+    __slots__ = ("key_id", "padded", "bound", "_header", "_aad", "_encrypt", "_nonce")
 
     def __init__(self, key: DataKey, ctx: FieldContext, *, padded: bool = False,
-                 nonce: Callable[[], bytes] | None = None) -> None:
+                 bound: bool = False, nonce: Callable[[], bytes] | None = None) -> None:
         self.key_id = key.id
         self.padded = padded
-        self._header = bytes((FORMATS[1] if padded else FORMATS[0],)) + key.id_bytes
+        self.bound = bound
+        fmt = FORMAT_V1 | (FLAG_PADDED if padded else 0) | (FLAG_BOUND if bound else 0)
+        self._header = bytes((fmt,)) + key.id_bytes
         self._aad = self._header + ctx.aad
         self._encrypt = key.aead.encrypt
         self._nonce = nonce or key.nonce12
 
     def __repr__(self) -> str:
-        return f"Sealer(key_id={self.key_id}, padded={self.padded})"
+        return f"Sealer(key_id={self.key_id}, padded={self.padded}, bound={self.bound})"
+
+    def seal_bound(self, plaintext: bytes, binding: bytes) -> bytes:
+        """Row-bound envelope of ``plaintext``: ``binding`` (a
+        :meth:`BindingLayout.aad`) joins the associated data."""
+        if not self.bound:
+            raise EnvelopeFormatError("this sealer makes unbound envelopes",
+                                      key_id=self.key_id, operation="encrypt")
+        try:
+            nonce = self._nonce()
+        except ValueError:
+            nonce = os.urandom(NONCE_SIZE)
+        if self.padded:
+            plaintext = pad(plaintext)
+        return self._header + nonce + self._encrypt(nonce, plaintext, self._aad + binding)
 
     def seal(self, plaintext: bytes) -> bytes:
         """Binary envelope of ``plaintext`` (padded first when the sealer pads)."""
@@ -183,15 +213,19 @@ class Sealer:
             plaintext = pad(plaintext)
         return self._header + nonce + self._encrypt(nonce, plaintext, self._aad)
 
-    def seal_prepared(self, data: bytes) -> bytes:
+    def seal_prepared(self, data: bytes, binding: bytes = b"") -> bytes:
         """Binary envelope of ``data`` taken as already padded when the sealer pads
         (what :meth:`Opener.open_prepared` returns): re-encryption keeps the stored
-        plaintext byte for byte, without an unpad/pad round trip."""
+        plaintext byte for byte, without an unpad/pad round trip. A bound sealer takes
+        the row's ``binding``."""
+        if self.bound != bool(binding):
+            raise EnvelopeFormatError("a bound envelope needs its binding, an unbound one "
+                                      "none", key_id=self.key_id, operation="encrypt")
         try:
             nonce = self._nonce()
         except ValueError:
             nonce = os.urandom(NONCE_SIZE)
-        return self._header + nonce + self._encrypt(nonce, data, self._aad)
+        return self._header + nonce + self._encrypt(nonce, data, self._aad + binding)
 
 
 class Opener:
@@ -200,7 +234,8 @@ class Opener:
     Look openers up by :func:`header_of` and test a value with
     ``blob.startswith(opener.header)``; :meth:`open` then needs no further check.
     Every failure is one opaque :class:`~piiguard.errors.DecryptionError` naming the
-    field and the key id.
+    field and the key id. A row-bound header (:attr:`bound`) opens only with the row's
+    binding (:meth:`open` with ``binding=``).
 
     >>> from piiguard.crypto.aead import DataKey
     >>> key = DataKey(7, bytes(32))
@@ -211,7 +246,7 @@ class Opener:
     (b'abc', True)
     """
 
-    __slots__ = ("key_id", "header", "padded", "label", "_aad", "_decrypt")
+    __slots__ = ("key_id", "header", "padded", "bound", "label", "_aad", "_decrypt")
 
     def __init__(self, key: DataKey, header: bytes, ctx: FieldContext) -> None:
         if len(header) != HEADER_SIZE or header[0] not in FORMATS \
@@ -221,27 +256,32 @@ class Opener:
         self.key_id = key.id
         self.header = bytes(header)
         self.padded = bool(header[0] & FLAG_PADDED)
+        self.bound = bool(header[0] & FLAG_BOUND)
         self.label = ctx.label
         self._aad = self.header + ctx.aad
         self._decrypt = key.aead.decrypt
 
     def __repr__(self) -> str:
-        return f"Opener(key_id={self.key_id}, padded={self.padded}, field={self.label!r})"
+        return (f"Opener(key_id={self.key_id}, padded={self.padded}, bound={self.bound}, "
+                f"field={self.label!r})")
 
-    def open_prepared(self, blob: bytes) -> bytes:
-        """The stored plaintext, still padded if the format byte says so."""
+    def open_prepared(self, blob: bytes, binding: bytes = b"") -> bytes:
+        """The stored plaintext, still padded if the format byte says so (a bound
+        envelope with its row's ``binding``)."""
         if len(blob) < MIN_SIZE:
             raise EnvelopeFormatError("not a piiguard envelope: too short",
                                       column=self.label or None, operation="decrypt")
         try:
-            return self._decrypt(blob[HEADER_SIZE:_NONCE_END], blob[_NONCE_END:], self._aad)
+            return self._decrypt(blob[HEADER_SIZE:_NONCE_END], blob[_NONCE_END:],
+                                 self._aad + binding if binding else self._aad)
         except (InvalidTag, ValueError, OverflowError):
             raise DecryptionError("decryption failed", column=self.label or None,
                                   key_id=self.key_id, operation="decrypt") from None
 
-    def open(self, blob: bytes) -> bytes:
-        """The plaintext of ``blob`` (which starts with :attr:`header`)."""
-        data = self.open_prepared(blob)
+    def open(self, blob: bytes, binding: bytes = b"") -> bytes:
+        """The plaintext of ``blob`` (which starts with :attr:`header`); a bound envelope
+        opens only with its row's ``binding``."""
+        data = self.open_prepared(blob, binding)
         if not self.padded:
             return data
         try:
@@ -251,21 +291,26 @@ class Opener:
                                   key_id=self.key_id, operation="decrypt") from None
 
 
-def seal(key: DataKey, plaintext: bytes, ctx: FieldContext, *, padded: bool = False) -> bytes:
-    """Encrypt ``plaintext`` for ``ctx`` under ``key`` with a fresh nonce."""
-    return Sealer(key, ctx, padded=padded).seal(plaintext)
+def seal(key: DataKey, plaintext: bytes, ctx: FieldContext, *, padded: bool = False,
+         binding: bytes = b"") -> bytes:
+    """Encrypt ``plaintext`` for ``ctx`` under ``key`` with a fresh nonce (bound to a
+    row when ``binding`` is given)."""
+    sealer = Sealer(key, ctx, padded=padded, bound=bool(binding))
+    return sealer.seal_bound(plaintext, binding) if binding else sealer.seal(plaintext)
 
 
 def _seal_from_parts(key: DataKey, nonce: bytes, plaintext: bytes, ctx: FieldContext, *,
-                     padded: bool = False) -> bytes:
+                     padded: bool = False, binding: bytes = b"") -> bytes:
     """Deterministic path (fixed nonce) for golden test vectors; never use it otherwise.
     The same :class:`Sealer` as production, given the nonce."""
-    return Sealer(key, ctx, padded=padded, nonce=lambda: nonce).seal(plaintext)
+    sealer = Sealer(key, ctx, padded=padded, bound=bool(binding), nonce=lambda: nonce)
+    return sealer.seal_bound(plaintext, binding) if binding else sealer.seal(plaintext)
 
 
-def open_with(key: DataKey, blob: bytes, ctx: FieldContext) -> bytes:
-    """Decrypt one envelope under ``key`` (shape checked first)."""
-    return Opener(key, header_of(blob), ctx).open(blob)
+def open_with(key: DataKey, blob: bytes, ctx: FieldContext, binding: bytes = b"") -> bytes:
+    """Decrypt one envelope under ``key`` (shape checked first; a bound one with its
+    row's ``binding``)."""
+    return Opener(key, header_of(blob), ctx).open(blob, binding)
 
 
 # -- peeking without decrypting ------------------------------------------------------------
@@ -293,6 +338,18 @@ def header_of(blob: bytes) -> bytes:
 def header_key_id(header: bytes) -> int:
     """The DEK id named by a header that :func:`header_of` returned."""
     return int.from_bytes(header[1:HEADER_SIZE], "big")
+
+
+def is_bound(blob: bytes) -> bool:
+    """True if a binary envelope (checked with :func:`to_blob` or :func:`header_of`)
+    is bound to its row (flag 0x02).
+
+    >>> from piiguard.crypto.aead import DataKey
+    >>> key, ctx = DataKey(1, bytes(32)), FieldContext("sql", "t", "c")
+    >>> is_bound(seal(key, b"x", ctx)), is_bound(seal(key, b"x", ctx, binding=b"\\0\\0"))
+    (False, True)
+    """
+    return bool(blob[0] & FLAG_BOUND)
 
 
 def key_id_of(stored: bytes | bytearray | memoryview | str) -> int:
@@ -426,7 +483,7 @@ def key_prefixes(key_id: int, *, text: bool = False) -> list[bytes] | list[str]:
 
     >>> key_prefixes(1, text=True)[:2]
     ['EAAAAAE', 'EAAAAAF']
-    >>> key_prefixes(9)
+    >>> key_prefixes(9)[:2]
     [b'\\x10\\x00\\x00\\x00\\t', b'\\x11\\x00\\x00\\x00\\t']
     """
     kid = key_id.to_bytes(4, "big")
@@ -437,6 +494,27 @@ def key_prefixes(key_id: int, *, text: bool = False) -> list[bytes] | list[str]:
         for top in range(4):  # the 7th character carries 2 random bits of the nonce
             raw = bytes((fmt,)) + kid + bytes((top << 6,))
             out.append(base64.urlsafe_b64encode(raw).decode("ascii")[:_TEXT_KEY_CHARS])
+    return out
+
+
+def unbound_prefixes(*, text: bool = False) -> list[bytes] | list[str]:
+    """What an envelope that is *not* row-bound starts with (one written before row
+    binding, or for an unbound column): its format byte (binary), or the first 2
+    characters of a text envelope's body after ``pg1:`` (:attr:`KeyPrefix.text_offset`
+    characters in). Re-encryption finds the envelopes it upgrades with these.
+
+    >>> unbound_prefixes()
+    [b'\\x10', b'\\x11']
+    >>> p = unbound_prefixes(text=True); len(p), p[0], p[-1]
+    (32, 'EA', 'Ef')
+    """
+    if not text:
+        return [bytes((fmt,)) for fmt in UNBOUND_FORMATS]
+    out: list[str] = []
+    for fmt in UNBOUND_FORMATS:
+        for top in range(16):  # the 2nd character carries the DEK id's first 4 bits
+            raw = bytes((fmt, top << 4, 0))
+            out.append(base64.urlsafe_b64encode(raw).decode("ascii")[:2])
     return out
 
 

@@ -89,6 +89,7 @@ class TableReport:
     conflicts: int = 0      # rows a concurrent write got to first (left as written)
     shredded: int = 0       # values under a destroyed key, left as they are
     plaintext: int = 0      # values not encrypted yet (reencrypt leaves them)
+    upgraded: int = 0       # values resealed bound to their row (reencrypt)
     passes: int = 0
     remaining: int = 0      # rows that still need work when the job stopped
     failures: list[Failure] = field(default_factory=list)
@@ -97,7 +98,8 @@ class TableReport:
         return {"table": self.table, "candidates": self.candidates,
                 "updated": self.updated, "values": self.values, "indexes": self.indexes,
                 "conflicts": self.conflicts, "shredded": self.shredded,
-                "plaintext": self.plaintext, "passes": self.passes,
+                "plaintext": self.plaintext, "upgraded": self.upgraded,
+                "passes": self.passes,
                 "remaining": self.remaining,
                 "failures": [f.to_dict() for f in self.failures]}
 
@@ -148,15 +150,16 @@ class Counts:
         "shredded",
         "stuck",
         "updated",
+        "upgraded",
         "values",
     )
 
     _NUMBERS = ("candidates", "updated", "values", "indexes", "conflicts", "shredded",
-                "plaintext")
+                "plaintext", "upgraded")
 
     def __init__(self) -> None:
         self.candidates = self.updated = self.values = self.indexes = 0
-        self.conflicts = self.shredded = self.plaintext = 0
+        self.conflicts = self.shredded = self.plaintext = self.upgraded = 0
         self.failures: list[Failure] = []
         self.stuck: set[str] = set()  # rows selected that no pass can change
 
@@ -348,7 +351,7 @@ def run_passes(job: BatchJob, *, workers: int, max_passes: int,
         total.add(last_pass)
         if job.dry_run or (last_pass.updated == 0 and last_pass.conflicts == 0):
             break
-    for name in ("candidates", "updated", "values", "indexes", "conflicts"):
+    for name in ("candidates", "updated", "values", "indexes", "conflicts", "upgraded"):
         setattr(rep, name, getattr(total, name))
     rep.shredded, rep.plaintext = last_pass.shredded, last_pass.plaintext
     rep.failures = last_pass.failures

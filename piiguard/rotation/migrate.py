@@ -68,6 +68,8 @@ class _MigrateJob(BatchJob):
         self.ci = self.select(ec.name)
         self.ii = self.select(ec.index_name) if ec.index_name else None
         self.si = self.select(ec.scope_name) if ec.scope_name else None
+        # a row-bound column's new envelopes are bound to their row's values
+        self.bat = tuple(self.select(n) for n in ec.binding_names)
         self.where = self.lite.is_plaintext(ec)
 
     def work(self, row: Any, counts: Counts) -> RowUpdate | None:
@@ -82,7 +84,10 @@ class _MigrateJob(BatchJob):
             return None
         entry = ec.entry
         try:
-            if self.si is not None:
+            if self.bat:
+                new = entry.encrypt_value(plaintext, row=dict(zip(
+                    ec.binding_names, (row[i] for i in self.bat), strict=True)))
+            elif self.si is not None:
                 new = entry.encrypt_value(plaintext, scope_value=row[self.si])
             else:
                 new = entry.encrypt_value(plaintext)

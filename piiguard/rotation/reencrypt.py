@@ -9,9 +9,14 @@ a killed run resumes where it stopped (the rows are the checkpoint), a second ru
 changes nothing, and ``dry_run`` reports the same counts without writing (it decrypts
 too, so failures are counted the same).
 
-Values under a destroyed key (crypto-shredded) are left as they are and counted as
-``shredded``; values that fail to decrypt are reported by ``table.column`` and row key,
-never by value, and left untouched::
+Values of a row-bound column (``key_scope=``, ``bound_to=``) are opened with their row's
+binding and resealed with it; envelopes written before row binding are *upgraded*
+(resealed bound to the row they are in, counted as ``upgraded``), except that a
+key-scoped one under another scope's key than its row's is a failure, never bound to
+the wrong row. Values under a destroyed key (crypto-shredded) are left as they are and
+counted as ``shredded``; values that fail to decrypt (tampered with, or moved, copied or
+replayed between rows) are reported by ``table.column`` and row key, never by value, and
+left untouched::
 
     report = reencrypt(guard, batch_size=1000, workers=2)
     report.updated, report.remaining, report.failures
@@ -24,6 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from sqlalchemy import and_
+
 from piiguard.crypto.blind_index import index_key_bytes_of
 from piiguard.crypto.envelope import (
     Opener,
@@ -31,6 +38,7 @@ from piiguard.crypto.envelope import (
     encode_text,
     header_key_id,
     header_of,
+    is_bound,
     key_bytes,
     key_bytes_of,
     key_id_bytes,
@@ -90,6 +98,16 @@ class ReencryptReport:
         return sum(t.remaining for t in self.tables)
 
     @property
+    def shredded(self) -> int:
+        """Values under a destroyed key (erased on purpose), left as they are."""
+        return sum(t.shredded for t in self.tables)
+
+    @property
+    def upgraded(self) -> int:
+        """Values resealed bound to their row (written before row binding)."""
+        return sum(t.upgraded for t in self.tables)
+
+    @property
     def rows_per_second(self) -> float:
         return self.updated / self.elapsed if self.elapsed > 0 else 0.0
 
@@ -101,7 +119,8 @@ class ReencryptReport:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "dry_run": self.dry_run, "elapsed": round(self.elapsed, 3),
                 "workers": self.workers, "updated": self.updated, "values": self.values,
-                "remaining": self.remaining,
+                "remaining": self.remaining, "shredded": self.shredded,
+                "upgraded": self.upgraded,
                 "rows_per_second": round(self.rows_per_second, 1),
                 "tables": [t.to_dict() for t in self.tables]}
 
@@ -167,7 +186,7 @@ class _Resealer:
         self.clock = keys.clock
         self.max_uses = keys.limits.max_uses
         self.reads: dict[bytes, _Read] = {}                 # by envelope header
-        self.writes: dict[tuple[str, bool], _Write] = {}    # by (scope, padded)
+        self.writes: dict[tuple[str, bool, bool], _Write] = {}  # (scope, padded, bound)
 
     def begin_batch(self) -> None:
         """Drop cached keys whose cache entry expired: expiry is checked once a batch
@@ -200,15 +219,17 @@ class _Resealer:
             r = self.reads[hdr] = _Read(entry, Opener(entry.key, hdr, self.ctx))
         return r.opener
 
-    def seal(self, padded: bool, scope: str, data: bytes) -> bytes:
-        """``data`` (as :meth:`open` gave it) sealed under the active DEK of ``scope``."""
-        w = self.writes.get((scope, padded))
+    def seal(self, padded: bool, scope: str, data: bytes, binding: bytes = b"") -> bytes:
+        """``data`` (as :meth:`open` gave it) sealed under the active DEK of ``scope``
+        (bound to its row when ``binding`` is given)."""
+        k = (scope, padded, bool(binding))
+        w = self.writes.get(k)
         if w is None or w.entry.uses >= self.max_uses:
             entry = self.keys.write_entry(scope)
-            w = self.writes[(scope, padded)] = _Write(entry, Sealer(entry.key, self.ctx,
-                                                                    padded=padded))
+            w = self.writes[k] = _Write(entry, Sealer(entry.key, self.ctx, padded=padded,
+                                                      bound=bool(binding)))
         w.entry.uses += 1
-        return w.sealer.seal_prepared(data)
+        return w.sealer.seal_prepared(data, binding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +243,7 @@ class _ColumnPlan:
     resealer: _Resealer
     home_scope: str             # the column's own key scope (for DEKs of unknown scope)
     text_form: bool
+    binding_at: tuple[int, ...]  # positions of the row's binding values (row-bound)
 
 
 class _ReencryptJob(BatchJob):
@@ -241,9 +263,25 @@ class _ReencryptJob(BatchJob):
                 conds.append(lite.uses_index_keys(ec, plan.old_index))
                 conds.append(lite.index_missing(ec, plan.destroyed_deks))
                 ii = self.select(ec.index_name)
+            if ec.binding_names:   # envelopes written before row binding: upgraded
+                unbound = lite.is_unbound(ec)
+                if plan.destroyed_deks:
+                    unbound = and_(unbound, ~lite.uses_deks(ec, plan.destroyed_deks))
+                conds.append(unbound)
+            bat = tuple(self.select(n) for n in ec.binding_names)
             self.cols.append(_ColumnPlan(ec, ci, ii, _Resealer(guard.keys, ec.cipher),
-                                         ec.cipher.scope, ec.text_form))
+                                         ec.cipher.scope, ec.text_form, bat))
         self.where = or_all(conds)
+
+    def shredded_values(self) -> int:
+        """Stored values under a destroyed DEK (erased), counted in SQL: the job never
+        selects them, and reports them all."""
+        destroyed = self.plan.destroyed_deks
+        if not destroyed:
+            return 0
+        with self.engine.connect() as conn:
+            return sum(conn.execute(self.lite.count(self.lite.uses_deks(ec, destroyed)))
+                       .scalar_one() for ec in self.target.columns)
 
     def begin_batch(self) -> None:
         for col in self.cols:
@@ -271,26 +309,30 @@ class _ReencryptJob(BatchJob):
                 continue
             kid = key_bytes_of(blob)
             need_ct = kid in old_deks
+            upgrade = bool(col.binding_at) and not is_bound(blob) \
+                and kid not in plan.destroyed_deks_b
             ii = col.index_at
             if ii is not None:
                 iv = row[ii]
                 need_idx = (iv is None and kid not in plan.destroyed_deks_b) \
                     or (iv is not None and index_key_bytes_of(iv) in plan.old_index_b)
-            elif not need_ct:
+            elif not (need_ct or upgrade):
                 continue
             else:
                 need_idx = False
-            if not (need_ct or need_idx):
+            if not (need_ct or need_idx or upgrade):
                 continue
             try:
+                binding, scope = b"", plan.dek_scope_b.get(kid, col.home_scope)
+                if col.binding_at:
+                    binding, scope = self._row_binding(col, row, kid, scope)
                 rs = col.resealer
                 opener = rs.open(blob)
-                data = opener.open_prepared(blob)
-                if need_ct:
+                data = opener.open_prepared(blob, binding if opener.bound else b"")
+                if need_ct or upgrade:
                     new: bytes | str | None = None
                     if not dry:
-                        new = rs.seal(opener.padded, plan.dek_scope_b.get(kid, col.home_scope),
-                                      data)
+                        new = rs.seal(opener.padded, scope, data, binding)
                         if col.text_form:
                             new = encode_text(new)
                     set_names.append(ec.name)
@@ -298,6 +340,7 @@ class _ReencryptJob(BatchJob):
                     check_names.append(ec.name)
                     check_vals.append(stored)
                     counts.values += 1
+                    counts.upgraded += upgrade
                 if need_idx and opener.padded:
                     data = unpad(data)
             except KMSError:
@@ -321,6 +364,18 @@ class _ReencryptJob(BatchJob):
         if not set_names:
             return None
         return RowUpdate(set_names, set_vals, check_names, check_vals)
+
+    def _row_binding(self, col: _ColumnPlan, row: Any, kid: bytes,
+                     dek_scope: str) -> tuple[bytes, str]:
+        """The binding bytes of a row-bound value's row and the scope to seal it in; a
+        key-scoped value under another scope's DEK than its row's is refused (moved or
+        swapped between subjects: never bound to the wrong row)."""
+        bound = col.column.bound_row([row[i] for i in col.binding_at])
+        if bound.scope is not None and dek_scope != bound.scope:
+            raise DecryptionError("decryption failed: the envelope's key belongs to another "
+                                  "key scope than its row's", column=col.column.label,
+                                  key_id=int.from_bytes(kid, "big"), operation="decrypt")
+        return bound.binding, bound.scope or dek_scope
 
 
 def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = None,
@@ -365,6 +420,7 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
                             progress=progress, max_rate=max_rate and max_rate / workers,
                             stop=stop)
         rep = run_passes(job, workers=workers, max_passes=max_passes, progress=progress)
+        rep.shredded = job.shredded_values()
         reports.append(rep)
         guard.audit.emit("reencrypt", outcome="error" if rep.failures else "ok",
                          table=target.name, count=rep.updated, rows=rep.candidates,

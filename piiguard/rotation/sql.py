@@ -48,6 +48,7 @@ from piiguard.crypto.envelope import (
     TEXT_PREFIX,
     key_ids_in_prefix,
     key_prefixes,
+    unbound_prefixes,
 )
 from piiguard.rotation.targets import EncryptedColumn, TableTarget
 
@@ -118,6 +119,7 @@ class Lite:
                 names.append(ec.index_name)
             if ec.scope_name:
                 names.append(ec.scope_name)
+            names.extend(ec.binding_names)
         self.names = list(dict.fromkeys(names))
         self.tc = table_clause(t.name, *[column(n) for n in self.names], schema=t.schema)
         self.c = self.tc.c
@@ -166,6 +168,20 @@ class Lite:
         return and_(col.is_not(None),
                     func.substr(col, _lit(1), _lit(1)).not_in(
                         [bindparam(None, bytes((f,)), type_=LargeBinary) for f in FORMATS]))
+
+    def is_unbound(self, ec: EncryptedColumn) -> ColumnElement:
+        """Stored value is an envelope that is not bound to its row (written before row
+        binding): what ``reencrypt`` upgrades in a row-bound column."""
+        col = self.c[ec.name]
+        if ec.text_form:
+            values: list[Any] = list(unbound_prefixes(text=True))
+            if self.mysql:
+                values = [v.encode("ascii") for v in values]
+            body = self._exact(func.substr(col, _lit(KEY_PREFIX.text_offset + 1), _lit(2)))
+            return and_(self.is_text_envelope(ec),
+                        body.in_([bindparam(None, v) for v in values]))
+        return and_(col.is_not(None), func.substr(col, _lit(1), _lit(1)).in_(
+            [bindparam(None, v, type_=LargeBinary) for v in unbound_prefixes()]))
 
     def uses_deks(self, ec: EncryptedColumn, key_ids: Iterable[int]) -> ColumnElement:
         """Stored value is an envelope under one of ``key_ids``."""

@@ -70,9 +70,16 @@ class ColumnType(Protocol):
     @property
     def key_scope_column(self) -> Column[Any] | None: ...
 
-    def encrypt_value(self, value: Any, *, scope_value: Any = None) -> bytes | str: ...
+    @property
+    def binding_columns(self) -> tuple[Column[Any], ...]: ...
 
-    def decrypt_stored(self, stored: bytes | str) -> str: ...
+    def binding_for(self, values: Any) -> Any: ...
+
+    def encrypt_value(self, value: Any, *, scope_value: Any = None,
+                      row: Any = None) -> bytes | str: ...
+
+    def decrypt_stored(self, stored: bytes | str, *, scope_value: Any = None,
+                       row: Any = None) -> str: ...
 
     def canonical(self, value: Any) -> str: ...
 
@@ -101,7 +108,9 @@ class EncryptedColumn:
     ``entry`` is the column type instance (:class:`ColumnType`);
     ``name``/``index_name`` are the database column names of the ciphertext and of the
     blind index (``None`` when the column is not searchable); ``scope_name`` names the
-    sibling column that picks each row's key scope (``key_scope=``), if any.
+    sibling column that picks each row's key scope (``key_scope=``), if any;
+    ``binding_names`` the columns its envelopes are bound to (the key scope column
+    first, then ``bound_to``; empty: bound to ``table.column`` only).
     """
 
     entry: ColumnType
@@ -113,6 +122,8 @@ class EncryptedColumn:
     index: FieldIndex | None
     allow_plaintext: bool
     scope_name: str | None = None
+    binding_names: tuple[str, ...] = ()
+    strict_binding: bool = False
 
     def __repr__(self) -> str:
         return f"EncryptedColumn({self.label!r}, text_form={self.text_form})"
@@ -138,6 +149,11 @@ class EncryptedColumn:
         if self.text_form:
             return encode_text(blob)
         return blob
+
+    def bound_row(self, values: Any) -> Any:
+        """The binding bytes and DEK scope (a ``BoundRow``) of a row whose
+        :attr:`binding_names` columns hold ``values``."""
+        return self.entry.binding_for(values)
 
     def compute_index(self, canonical: str) -> bytes | None:
         """The blind index of ``canonical`` under the active index key."""
@@ -175,13 +191,15 @@ class TableTarget:
 def _adapt(entry: ColumnType, col: Column[Any]) -> EncryptedColumn:
     idx_col = entry.index_column
     scope_col = entry.key_scope_column
+    binding = tuple(c.name for c in getattr(entry, "binding_columns", ()))
     return EncryptedColumn(
         entry=entry, label=entry.label, name=col.name, cipher=entry.cipher,
         text_form=bool(entry.text_form),
         index_name=None if idx_col is None else idx_col.name,
         index=entry.index,
         allow_plaintext=bool(entry.allow_plaintext),
-        scope_name=None if scope_col is None else scope_col.name)
+        scope_name=None if scope_col is None else scope_col.name,
+        binding_names=binding, strict_binding=bool(getattr(entry, "strict_binding", False)))
 
 
 def discover(guard: Any, *, table: str | None = None,

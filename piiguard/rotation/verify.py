@@ -9,7 +9,13 @@ row key and reason (``DecryptionError``, ``not an envelope`` …), never by valu
   ``encrypt-existing``: "nothing plaintext is left" is what verify confirms;
 - a value under a destroyed key is counted as ``shredded`` (erased on purpose), not as a
   failure;
-- an index value that does not match its ciphertext is a failure (``index mismatch``).
+- an index value that does not match its ciphertext is a failure (``index mismatch``);
+- a value of a row-bound column (``key_scope=``, ``bound_to=``) is opened with its own
+  row's binding: one moved to another subject's row, copied from another row, replayed
+  after a bound version changed, or left behind by a scope change behind piiguard's
+  back is a failure (``not this row's value``), as is a key-scoped value under another
+  scope's key; an envelope written before row binding is counted as ``unbound`` (a
+  failure with ``strict_binding=True``) until ``reencrypt`` upgrades it.
 
 A KMS that cannot unwrap a key stops the run (:class:`~piiguard.errors.KMSError`): every
 row under that key would fail the same way.
@@ -22,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from piiguard.crypto.blind_index import index_key_bytes_of
+from piiguard.crypto.envelope import is_bound
 from piiguard.errors import (
     ConfigurationError,
+    DecryptionError,
     KeyDestroyedError,
     KMSError,
     PIIGuardError,
@@ -48,12 +56,13 @@ class ColumnCheck:
     failed: int = 0
     plaintext: int = 0
     shredded: int = 0
+    unbound: int = 0        # read fine, but not bound to their row yet (reencrypt them)
     index_checked: int = 0
     index_failed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(column=self.label, checked=self.checked, ok=self.ok, failed=self.failed,
-                    plaintext=self.plaintext, shredded=self.shredded,
+                    plaintext=self.plaintext, shredded=self.shredded, unbound=self.unbound,
                     index_checked=self.index_checked, index_failed=self.index_failed)
 
 
@@ -66,6 +75,7 @@ class _Layout:
     index_at: int | None
     check: ColumnCheck
     pk: tuple[str, ...]
+    binding_at: tuple[int, ...] = ()   # positions of the row's binding values
 
 
 @dataclass
@@ -83,12 +93,16 @@ class VerifyReport:
         return sum(c.checked for c in self.columns)
 
     @property
+    def shredded(self) -> int:
+        return sum(c.shredded for c in self.columns)
+
+    @property
     def ok(self) -> bool:
         return self.failed == 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checked": self.checked, "failed": self.failed,
-                "elapsed": round(self.elapsed, 3),
+                "shredded": self.shredded, "elapsed": round(self.elapsed, 3),
                 "columns": [c.to_dict() for c in self.columns],
                 "failures": [f.to_dict() for f in self.failures]}
 
@@ -114,9 +128,13 @@ def verify(guard: Any, *, table: str | None = None, batch_size: int = 1000,
             if ec.index_name:
                 names.append(ec.index_name)
                 ii = npk + len(names) - 1
+            bat = []
+            for n in ec.binding_names:
+                names.append(n)
+                bat.append(npk + len(names) - 1)
             check = ColumnCheck(ec.label)
             report.columns.append(check)
-            layout.append(_Layout(ec, ci, ii, check, target.pk))
+            layout.append(_Layout(ec, ci, ii, check, target.pk, tuple(bat)))
         with engine.connect() as conn:
             total = conn.execute(lite.count(None)).scalar_one()
         progress.start(f"verify {target.name}", total)
@@ -145,6 +163,21 @@ def _fail(report: VerifyReport, col: _Layout, row: Any, why: str) -> None:
         report.failures.append(Failure(col.column.label, row_key(pk, row[:len(pk)]), why))
 
 
+def _open_in_row(col: _Layout, row: Any, blob: bytes) -> bytes:
+    """Plaintext of a row-bound value, opened with its own row's binding."""
+    ec = col.column
+    try:
+        bound = ec.bound_row([row[i] for i in col.binding_at])
+    except ConfigurationError:
+        raise DecryptionError("decryption failed: the row's binding values are unreadable",
+                              column=ec.label, operation="decrypt") from None
+    plaintext = ec.cipher.decrypt_bound(blob, bound.binding, scope=bound.scope,
+                                        strict=ec.strict_binding)
+    if not is_bound(blob):
+        col.check.unbound += 1
+    return plaintext
+
+
 def _check(col: _Layout, row: Any, report: VerifyReport) -> None:
     ec, ii, check = col.column, col.index_at, col.check
     stored = row[col.value_at]
@@ -160,12 +193,22 @@ def _check(col: _Layout, row: Any, report: VerifyReport) -> None:
         _fail(report, col, row, "plaintext (not an envelope)")
         return
     try:
-        plaintext = ec.cipher.decrypt(blob)
+        if col.binding_at:
+            plaintext = _open_in_row(col, row, blob)
+        else:
+            plaintext = ec.cipher.decrypt(blob)
     except KeyDestroyedError:
         check.shredded += 1
         return
     except KMSError:
         raise
+    except DecryptionError as exc:
+        check.failed += 1
+        why = describe(exc)
+        if col.binding_at:
+            why += " (not this row's value: moved, copied or replayed, or tampered with)"
+        _fail(report, col, row, why)
+        return
     except PIIGuardError as exc:
         check.failed += 1
         _fail(report, col, row, describe(exc))

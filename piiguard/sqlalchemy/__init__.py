@@ -42,9 +42,12 @@ The package, one concern per module (each imports only modules above it)::
     _sa_private  every private SQLAlchemy API used, behind small functions
     storage      Ciphertext, BlindIndex: guard-free storage types (what migrations import)
     sealed       Sealed: a value read while a masking policy is set
+    binding      RowBinding: the row values a key_scope= / bound_to= column is bound to,
+                 and the SELECT expression that reads them with the value
     state        ColumnSpec (built) and AttachedColumn (attached to a table)
     processors   the per-value bind / result processors (hot paths)
     comparator   ==, != and in_() through the blind index
+    rows         writes of row-bound columns: values bound to, and moved with, their row
     orm          attributes that render the masked view; ORM update listeners
     alembic      autogenerate support (imported only once Alembic is loaded)
     hooks        the process-wide listeners (Engine, Mapper, Alembic), documented there

@@ -37,6 +37,7 @@ __all__ = [
     "set_context_default",
     "statement_values",
     "swap_class",
+    "without_where",
 ]
 
 
@@ -81,6 +82,11 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
                "overridden: statement caching keeps columns (and Guards) apart"),
     PrivateAPI("TypeEngine._resolve_for_python_type", "columns",
                "overridden: one type object per column from a type_annotation_map"),
+    PrivateAPI("DMLWhereBase._where_criteria", "rows",
+               "an UPDATE that moves row-bound values becomes a per-row executemany whose "
+               "WHERE is the primary key and a compare-and-swap, not the original WHERE "
+               "(whose expanding IN lists executemany refuses); the copy keeps the ORM's "
+               "statement plugin, values and options (without_where)"),
 )
 
 
@@ -109,6 +115,13 @@ def deannotated(table: Any) -> Any:
     """The plain Table behind an ORM-annotated one (the table itself otherwise)."""
     deannotate = getattr(table, "_deannotate", None)
     return table if deannotate is None else deannotate()
+
+
+def without_where(stmt: Any) -> Any:
+    """A copy of an UPDATE or DELETE statement without its WHERE criteria."""
+    copy = stmt._generate()
+    copy._where_criteria = ()
+    return copy
 
 
 def replace_impl(type_: TypeEngine, impl: TypeEngine) -> None:

@@ -24,9 +24,10 @@ from piiguard.kinds import kind as kind_of
 from piiguard.kinds import text_canonical
 from piiguard.sqlalchemy import hooks, processors
 from piiguard.sqlalchemy._sa_private import on_table_attach, replace_impl
+from piiguard.sqlalchemy.binding import check_bound_to
 from piiguard.sqlalchemy.comparator import EncryptedComparator
 from piiguard.sqlalchemy.sealed import Sealed
-from piiguard.sqlalchemy.state import AttachedColumn, ColumnSpec
+from piiguard.sqlalchemy.state import AttachedColumn, BoundRow, ColumnSpec
 from piiguard.sqlalchemy.storage import Ciphertext, storage_impl
 
 __all__ = [
@@ -53,12 +54,23 @@ class EncryptedString(TypeDecorator):
       free text).
     - ``key_scope``: name of a sibling column whose value picks the row's DEK scope
       (``"<table>:<value>"``): one tenant's or subject's data can be shredded alone.
+      A key-scoped value is bound to its row's scope: moved to another subject's row
+      it fails to decrypt.
+    - ``bound_to``: names of sibling columns (integers, strings, UUIDs) whose values
+      are bound into every envelope, e.g. ``bound_to=("customer_ref", "version")``:
+      an envelope copied to another row, or replayed into its own row after the
+      version changed, fails to decrypt. Changing one of them re-encrypts the row's
+      bound values in the same statement or flush.
+    - ``strict_binding``: refuse (``DecryptionError``) envelopes of a bound column
+      written before row binding, instead of reading them until ``reencrypt``
+      upgrades them.
     - ``kind``: the PII kind (masking policy rules are per kind).
     - ``allow_plaintext``: while migrating a plaintext column, read legacy plaintext
       values as they are (off by default: a non-envelope value is an error).
-    - ``on_destroyed``: ``"raise"`` (default) makes a value under a crypto-shredded key
-      raise :class:`~piiguard.errors.KeyDestroyedError`; ``"null"`` reads it as NULL,
-      so a query over erased subjects still returns everyone else's rows.
+    - ``on_destroyed``: ``"null"`` (the default; ``None`` says the same) reads a value
+      under a crypto-shredded key as ``None``, so a query over rows that include erased
+      subjects returns them all; ``"raise"`` (the strict form) raises
+      :class:`~piiguard.errors.KeyDestroyedError` instead.
 
     ``None`` stays NULL. Values are validated and canonicalised before encryption:
     invalid input raises a :class:`~piiguard.errors.InvalidInputError` (a
@@ -79,10 +91,15 @@ class EncryptedString(TypeDecorator):
     def __init__(self, guard: Any, *, searchable: bool = False, index_bits: int = 256,
                  text: bool = False, padded: bool | None = None, key_scope: Any = None,
                  kind: str | None = None, allow_plaintext: bool = False,
-                 on_destroyed: str = "raise") -> None:
+                 on_destroyed: str | None = "null", bound_to: Any = None,
+                 strict_binding: bool = False) -> None:
         super().__init__()
+        if on_destroyed is None:
+            on_destroyed = "null"
         if on_destroyed not in ("raise", "null"):
-            raise ConfigurationError("on_destroyed must be 'raise' or 'null'")
+            raise ConfigurationError("on_destroyed must be 'null' (the default: erased "
+                                     "values read as None) or 'raise'")
+        bound = check_bound_to(bound_to)
         for attr in ("field", "blind_index", "register_scope", "columns"):
             if not hasattr(guard, attr):
                 raise ConfigurationError("an encrypted column needs a piiguard Guard")
@@ -100,7 +117,8 @@ class EncryptedString(TypeDecorator):
             allow_plaintext=bool(allow_plaintext), on_destroyed=on_destroyed,
             validate=self._make_validator(),
             canonical_never_envelope=validating is not None
-            and validating.canonical_never_envelope)
+            and validating.canonical_never_envelope,
+            bound_to=bound, strict_binding=bool(strict_binding))
         self._max_plain_bytes = declared.max_bytes
         # The Column this instance was given (_set_parent), whether this instance (not a
         # copy sharing its __dict__) was the one given it, and the attached state.
@@ -147,6 +165,14 @@ class EncryptedString(TypeDecorator):
     @property
     def on_destroyed(self) -> str:
         return self._spec.on_destroyed
+
+    @property
+    def bound_to(self) -> tuple[Any, ...]:
+        return self._spec.bound_to
+
+    @property
+    def strict_binding(self) -> bool:
+        return self._spec.strict_binding
 
     def _make_validator(self) -> Callable[[Any], str]:
         """``validate(value) -> canonical str`` of this type."""
@@ -240,7 +266,9 @@ class EncryptedString(TypeDecorator):
         return (self.__class__, id(self.guard), self.kind, self.text, self.padded,
                 self.searchable, self.index_bits, self.allow_plaintext,
                 ks if isinstance(ks, str) else id(ks), label,
-                id(att if att is not None else col))
+                id(att if att is not None else col), self.on_destroyed,
+                tuple(b if isinstance(b, str) else id(b) for b in self.bound_to),
+                self.strict_binding)
 
     # -- public column interface (what the ops jobs and lookups use) -----------------------
     @property
@@ -296,13 +324,41 @@ class EncryptedString(TypeDecorator):
     def scope_for(self, scope_value: Any) -> str:
         return self.attached().scope_for(scope_value)
 
-    def encrypt_value(self, value: Any, *, scope_value: Any = None) -> bytes | str:
-        """Validate, canonicalise and encrypt ``value`` into its stored form."""
-        return self.attached().encrypt_value(value, scope_value=scope_value)
+    @property
+    def binding_columns(self) -> tuple[Column, ...]:
+        """The sibling columns every envelope is bound to: the key scope column first,
+        then ``bound_to`` (empty: bound to ``table.column`` only)."""
+        rb = self.attached().binding
+        return () if rb is None else rb.columns
 
-    def decrypt_stored(self, stored: bytes | str) -> str:
-        """Plaintext of a stored value (no masking: for operators' jobs)."""
-        return self.attached().decrypt(stored)
+    def binding_for(self, values: Any) -> BoundRow:
+        """The binding bytes and DEK scope of a row whose :attr:`binding_columns` hold
+        ``values`` (in that order): what the ops jobs open and seal its values with."""
+        return self.attached().bound_row(values)
+
+    def encrypt_value(self, value: Any, *, scope_value: Any = None,
+                      row: Any = None) -> bytes | str:
+        """Validate, canonicalise and encrypt ``value`` into its stored form. A row-bound
+        column needs ``row`` (its binding columns' values, by key or name), or
+        ``scope_value`` when it is bound to its key scope only."""
+        return self.attached().encrypt_value(value, scope_value=scope_value, row=row)
+
+    def decrypt_stored(self, stored: bytes | str, *, scope_value: Any = None,
+                       row: Any = None) -> str:
+        """Plaintext of a stored value (no masking: for operators' jobs). A row-bound
+        envelope opens only with its row: ``row`` (its binding columns' values, by key
+        or name), or ``scope_value`` for a column bound to its key scope only."""
+        st = self.attached()
+        rb = st.binding
+        if rb is None:
+            return st.decrypt(stored)
+        values = None
+        if row is not None:
+            by_name = all(k in row for k in rb.names) and not all(k in row for k in rb.keys)
+            values = rb.values_from(row, by_name=by_name)
+        elif scope_value is not None and rb.has_scope and len(rb.keys) == 1:
+            values = [scope_value]
+        return st.decrypt_in_row(stored, values)
 
     def stored_key_id(self, stored: bytes | str) -> int:
         """DEK id named by a stored envelope (no decryption)."""
@@ -326,6 +382,14 @@ class EncryptedString(TypeDecorator):
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
         return processors.result_processor(self.attached())
+
+    def column_expression(self, column: Any) -> Any:
+        # A row-bound column is read with its row's binding columns (one JSON array,
+        # see .binding); every other column is read as it is. Runs at compile time only.
+        att = self._attached_column
+        if att is None or att.binding is None:
+            return column
+        return att.binding.read_expression(column, self.text)
 
     def literal_processor(self, dialect: Dialect) -> Any:
         # literal_binds (offline migrations, printed statements) render the envelope,

@@ -4,12 +4,17 @@ SQLAlchemy's (and Alembic's) classes rather than on its own columns.
 :func:`install` (called once when ``piiguard.sqlalchemy`` is imported) adds:
 
 - ``Engine`` ``before_execute``: for INSERT and UPDATE statements on a table with a
-  *key-scoped* column (``key_scope=``) or, for UPDATE, a *searchable* column, and for no
-  other statement. It rewrites the statement's parameters (and its ``values()``) so that
-  a key-scoped value travels as :class:`~.state.Pending` with its row's DEK scope (the
-  bind processor sees one value at a time and cannot see the row), and so that an UPDATE
-  of a searchable column also sets its ``<column>_bidx`` blind index (an INSERT gets it
-  from the index column's default). Tables without such columns cost a dictionary look-up.
+  *row-bound* column (``key_scope=`` or ``bound_to=``) or, for UPDATE, a *searchable*
+  column, and for no other statement. It rewrites the statement's parameters (and its
+  ``values()``) so that a row-bound value travels as :class:`~.state.Pending` with its
+  row's DEK scope and binding (the bind processor sees one value at a time and cannot
+  see the row), and so that an UPDATE of a searchable column also sets its
+  ``<column>_bidx`` blind index (an INSERT gets it from the index column's default). An
+  UPDATE that changes a column values are bound to is turned into a per-row
+  executemany that moves them (:mod:`.rows`). Tables without such columns cost a
+  dictionary look-up.
+- ``Engine`` ``after_execute``: checks that such a rewritten UPDATE wrote every row it
+  read (:func:`.rows.check_rowcount`); other statements cost one truth test.
 - ``Engine`` ``handle_error``: a piiguard error raised inside a statement (a refused
   value, a decryption failure) is raised as itself, not wrapped in SQLAlchemy's
   ``StatementError``, so an invalid value stays a ``ValueError`` naming ``table.column``.
@@ -38,13 +43,13 @@ from typing import Any, NamedTuple
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapper
-from sqlalchemy.schema import ColumnDefault
 from sqlalchemy.sql.elements import BindParameter
 
 from piiguard.errors import ConfigurationError, PIIGuardError
+from piiguard.sqlalchemy import rows as row_writes
 from piiguard.sqlalchemy._sa_private import deannotated, multi_row_values, statement_values
 from piiguard.sqlalchemy.orm import on_mapper_configured
-from piiguard.sqlalchemy.state import AttachedColumn, BlindIndexColumn, KeyScope, Pending
+from piiguard.sqlalchemy.state import AttachedColumn, BlindIndexColumn, Pending
 
 __all__ = ["install", "register_alembic_if_loaded", "register_column"]
 
@@ -52,11 +57,6 @@ __all__ = ["install", "register_alembic_if_loaded", "register_column"]
 # ---------------------------------------------------------------------------------------
 # which tables need their statements rewritten
 # ---------------------------------------------------------------------------------------
-class ScopedColumn(NamedTuple):
-    column: AttachedColumn
-    scope: KeyScope
-
-
 class IndexedColumn(NamedTuple):
     column: AttachedColumn
     search: BlindIndexColumn
@@ -70,22 +70,23 @@ class TablePlan:
     Guard, and its keys) alive for as long as the process runs.
     """
 
-    __slots__ = ("_indexed", "_scoped")
+    __slots__ = ("_bound", "_indexed")
 
     def __init__(self) -> None:
-        self._scoped: list[weakref.ref[AttachedColumn]] = []
+        self._bound: list[weakref.ref[AttachedColumn]] = []
         self._indexed: list[weakref.ref[AttachedColumn]] = []
 
     def add(self, st: AttachedColumn) -> None:
-        if st.scope is not None and all(r() is not st for r in self._scoped):
-            self._scoped.append(weakref.ref(st))
+        if st.binding is not None and all(r() is not st for r in self._bound):
+            self._bound.append(weakref.ref(st))
         if st.search is not None and all(r() is not st for r in self._indexed):
             self._indexed.append(weakref.ref(st))
 
     @property
-    def scoped(self) -> list[ScopedColumn]:
-        return [ScopedColumn(st, st.scope) for st in map(_deref, self._scoped)
-                if st is not None and st.scope is not None]
+    def bound(self) -> list[AttachedColumn]:
+        """Row-bound columns (key-scoped or ``bound_to=``)."""
+        return [st for st in map(_deref, self._bound)
+                if st is not None and st.binding is not None]
 
     @property
     def indexed(self) -> list[IndexedColumn]:
@@ -102,8 +103,8 @@ _PLANS: weakref.WeakKeyDictionary[Table, TablePlan] = weakref.WeakKeyDictionary(
 
 
 def register_column(st: AttachedColumn) -> None:
-    """Rewrite the writes of ``st``'s table if ``st`` is key-scoped or searchable."""
-    if st.scope is None and st.search is None:
+    """Rewrite the writes of ``st``'s table if ``st`` is row-bound or searchable."""
+    if st.binding is None and st.search is None:
         return
     plan = _PLANS.get(st.table)
     if plan is None:
@@ -133,41 +134,56 @@ def _before_execute(conn: Any, elem: Any, multiparams: Any, params: Any,
     plan = _plan_of(getattr(elem, "table", None))
     if plan is None:
         return elem, multiparams, params
-    scoped = plan.scoped
-    if not scoped and not is_update:
+    bound = plan.bound
+    if not bound and not is_update:
         return elem, multiparams, params
     indexed = plan.indexed if is_update else []
+    if is_update and bound:
+        sets = multiparams or ([params] if params else [])
+        written = set(sets[0]) if sets else set()
+        written.update(_key_of(k) for k in (statement_values(elem) or {}))
+        moved = row_writes.moved_columns(written, bound)
+        if moved:   # a column values are bound to changes: they move with the row
+            rw = row_writes.rewrite_update(conn, elem, sets, moved)
+            elem = rw.statement
+            multiparams, params = (rw.multiparams, {}) if len(rw.multiparams) != 1 \
+                else ([], rw.multiparams[0])
+            bound = [st for st in bound if st not in rw.done]
+            indexed = [ic for ic in indexed if ic.column not in rw.done]
     if multiparams:
         for row_params in multiparams:
-            _prepare_params(row_params, scoped, indexed)
+            _prepare_params(row_params, bound, indexed, not is_update)
     elif params:
-        _prepare_params(params, scoped, indexed)
+        _prepare_params(params, bound, indexed, not is_update)
     if statement_values(elem):
-        elem = _prepare_statement_values(elem, scoped, indexed)
-    elif scoped and multi_row_values(elem):
-        _refuse_multi_row_values(elem, scoped)
+        elem = _prepare_statement_values(elem, bound, indexed)
+    elif bound and multi_row_values(elem):
+        _refuse_multi_row_values(elem, bound)
     return elem, multiparams, params
 
 
-def _prepare_params(params: dict[str, Any], scoped: list[ScopedColumn],
-                    indexed: list[IndexedColumn]) -> None:
+def _after_execute(conn: Any, elem: Any, multiparams: Any, params: Any,
+                   execution_options: Any, result: Any) -> None:
+    if row_writes.pending_checks():
+        row_writes.check_rowcount(elem, result)
+
+
+def _prepare_params(params: dict[str, Any], bound: list[AttachedColumn],
+                    indexed: list[IndexedColumn], insert: bool = False) -> None:
     """Rewrite one row's execute() parameters in place."""
-    for st, scope in scoped:
+    def lookup(key: str) -> Any:
+        v = params.get(key, row_writes.MISSING)
+        return row_writes.MISSING if isinstance(v, Pending) else v
+
+    for st in bound:
         key = st.column.key
         value = params.get(key)
-        if value is None or isinstance(value, Pending):
+        if value is None or (isinstance(value, Pending) and value.binding is not None):
             continue
-        scope_col = scope.column
-        if scope_col.key not in params:
-            default = scope_col.default
-            if isinstance(default, ColumnDefault) and default.is_scalar:
-                params[scope_col.key] = default.arg   # what the column default would write
-            else:
-                raise ConfigurationError(
-                    "a key-scoped column was written without its key scope column "
-                    f"({scope_col.name}) in the same statement",
-                    column=st.label, operation="encrypt")
-        params[key] = Pending(value, st.scope_for(params[scope_col.key]))
+        if isinstance(value, Pending) and value.value is None:
+            params[key] = None          # NULL (an ORM move of a NULL or erased value)
+            continue
+        params[key] = row_writes.bind_value(st, value, lookup, insert=insert)
     for st, search in indexed:
         key = st.column.key
         if key in params:
@@ -201,12 +217,20 @@ def _key_of(k: Any) -> str | None:
     return getattr(k, "key", None)
 
 
-def _prepare_statement_values(elem: Any, scoped: list[ScopedColumn],
+def _prepare_statement_values(elem: Any, bound: list[AttachedColumn],
                               indexed: list[IndexedColumn]) -> Any:
     """The statement with its ``values()`` rewritten (the same one if nothing changes)."""
     written = {_key_of(k): _Written(k, v) for k, v in (statement_values(elem) or {}).items()}
     rewritten: dict[Any, Any] = {}
-    for st, scope in scoped:
+
+    def lookup(key: str) -> Any:
+        entry = written.get(key)
+        if entry is None:
+            return row_writes.MISSING
+        v = _plain_value(entry.value)
+        return row_writes.NOT_PLAIN if v is _NOT_PLAIN else v
+
+    for st in bound:
         entry = written.get(st.column.key)
         if entry is None:
             continue
@@ -216,14 +240,9 @@ def _prepare_statement_values(elem: Any, scoped: list[ScopedColumn],
                                      "values", column=st.label, operation="encrypt")
         if value is None or isinstance(value, Pending):
             continue
-        scope_entry = written.get(scope.column.key)
-        scope_value = _NOT_PLAIN if scope_entry is None else _plain_value(scope_entry.value)
-        if scope_value is _NOT_PLAIN:
-            raise ConfigurationError(
-                "a key-scoped column was written without a plain value for its key scope "
-                f"column ({scope.column.name}) in the same statement",
-                column=st.label, operation="encrypt")
-        rewritten[entry.key] = Pending(value, st.scope_for(scope_value))
+        rewritten[entry.key] = row_writes.bind_value(st, value, lookup,
+                                               insert=bool(getattr(elem, "is_insert", False)),
+                                               expressions=True)
     for st, search in indexed:
         entry = written.get(st.column.key)
         if entry is None:
@@ -237,8 +256,8 @@ def _prepare_statement_values(elem: Any, scoped: list[ScopedColumn],
     return elem.values(rewritten) if rewritten else elem
 
 
-def _refuse_multi_row_values(elem: Any, scoped: list[ScopedColumn]) -> None:
-    for st, _scope in scoped:
+def _refuse_multi_row_values(elem: Any, bound: list[AttachedColumn]) -> None:
+    for st in bound:
         for rows in multi_row_values(elem):
             for row in rows:
                 keys = row.keys() if isinstance(row, dict) else ()
@@ -269,12 +288,13 @@ _installed: list[bool] = []
 
 
 def install() -> None:
-    """Add the three listeners above (once per process)."""
+    """Add the listeners above (once per process)."""
     if _installed:
         return
     with _install_lock:
         if not _installed:
             event.listen(Engine, "before_execute", _before_execute, retval=True)
+            event.listen(Engine, "after_execute", _after_execute)
             event.listen(Engine, "handle_error", _unwrap_piiguard_error)
             event.listen(Mapper, "mapper_configured", on_mapper_configured)
             _installed.append(True)

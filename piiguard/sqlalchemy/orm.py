@@ -1,6 +1,7 @@
 """The ORM side: attributes of encrypted columns render the masked view when read and
-refuse masked values when set; key-scoped and searchable columns get per-mapper
-``before_update`` / ``after_update`` listeners.
+refuse masked values when set; row-bound (``key_scope=``, ``bound_to=``) and searchable
+columns get per-mapper ``before_update`` / ``after_update`` listeners (for row-bound
+ones, :class:`~.rows.MapperBinding`: values move with their row).
 
 :func:`on_mapper_configured` runs for every mapper (installed by :mod:`.hooks`). For each
 mapped encrypted column it turns the class attribute (an ``InstrumentedAttribute``) into
@@ -23,11 +24,12 @@ from sqlalchemy.orm.attributes import (
     instance_state,
 )
 
-from piiguard.errors import ConfigurationError, MaskedValueError
+from piiguard.errors import MaskedValueError
 from piiguard.masking.view import MaskedStr, render
 from piiguard.sqlalchemy._sa_private import class_attribute, swap_class
+from piiguard.sqlalchemy.rows import MapperBinding
 from piiguard.sqlalchemy.sealed import Sealed
-from piiguard.sqlalchemy.state import AttachedColumn, Pending, attached_column_of
+from piiguard.sqlalchemy.state import AttachedColumn, attached_column_of
 
 __all__ = ["EncryptedAttribute", "on_mapper_configured"]
 
@@ -109,7 +111,7 @@ def _encrypted_state(prop: Any) -> AttachedColumn | None:
 
 def on_mapper_configured(mapper: Mapper, class_: type) -> None:
     """Give the mapper's encrypted columns their attributes and update listeners."""
-    scoped: list[tuple[str, AttachedColumn]] = []
+    bound: list[tuple[str, AttachedColumn]] = []
     indexed: list[tuple[str, AttachedColumn]] = []
     for prop in mapper.column_attrs:
         st = _encrypted_state(prop)
@@ -119,18 +121,19 @@ def on_mapper_configured(mapper: Mapper, class_: type) -> None:
         if type(attr) is InstrumentedAttribute or (
                 isinstance(attr, EncryptedAttribute) and attr.column_state is not st):
             swap_class(attr, _attribute_class(st))
-        if st.scope is not None:
-            scoped.append((prop.key, st))
-        if st.search is not None:
+        if st.binding is not None:
+            bound.append((prop.key, st))
+        elif st.search is not None:
             indexed.append((prop.key, st))
-    if scoped or indexed:
-        _orm_update_events(mapper, scoped, indexed)
+    if bound or indexed:
+        _orm_update_events(mapper, bound, indexed)
 
 
-def _orm_update_events(mapper: Mapper, scoped: list[tuple[str, AttachedColumn]],
+def _orm_update_events(mapper: Mapper, bound: list[tuple[str, AttachedColumn]],
                        indexed: list[tuple[str, AttachedColumn]]) -> None:
-    """A flushed UPDATE goes through the ORM's own statement: give a key-scoped value its
-    row's scope, and a changed searchable value its new blind index."""
+    """A flushed UPDATE goes through the ORM's own statement: give a row-bound value its
+    row (and move it when its row's binding changes), and a changed searchable value its
+    new blind index."""
 
     def attr_of_column(col: Column | None) -> str | None:
         if col is None:
@@ -140,22 +143,13 @@ def _orm_update_events(mapper: Mapper, scoped: list[tuple[str, AttachedColumn]],
         except Exception:  # noqa: BLE001 - not mapped
             return None
 
-    scope_attrs = {key: attr_of_column(st.scope_column) for key, st in scoped}
     index_attrs = {key: attr_of_column(st.index_column) for key, st in indexed}
+    binding = MapperBinding(mapper, bound) if bound else None
 
     def before_update(mapper_: Mapper, connection: Any, target: Any) -> None:
+        if binding is not None:
+            binding.before_update(target)
         dict_ = instance_dict(target)
-        for key, st in scoped:
-            value = dict_.get(key)
-            if value is None or isinstance(value, (Pending, Sealed)):
-                continue
-            if not get_history(target, key).added:
-                continue
-            scope_attr = scope_attrs[key]
-            if scope_attr is None:
-                raise ConfigurationError("the key scope column is not mapped",
-                                         column=st.label, operation="encrypt")
-            dict_[key] = Pending(value, st.scope_for(getattr(target, scope_attr)))
         for key, st in indexed:
             index_attr = index_attrs[key]
             if index_attr is None or not get_history(target, key).added:
@@ -163,11 +157,8 @@ def _orm_update_events(mapper: Mapper, scoped: list[tuple[str, AttachedColumn]],
             setattr(target, index_attr, st.index_of_value(dict_.get(key)))
 
     def after_update(mapper_: Mapper, connection: Any, target: Any) -> None:
-        dict_ = instance_dict(target)
-        for key, _st in scoped:
-            value = dict_.get(key)
-            if isinstance(value, Pending):
-                dict_[key] = value.value
+        if binding is not None:
+            binding.after_update(target)
 
     event.listen(mapper, "before_update", before_update)
     event.listen(mapper, "after_update", after_update)

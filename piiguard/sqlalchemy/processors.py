@@ -33,8 +33,8 @@ Processor = Callable[[Any], Any]
 def bind_processor(st: AttachedColumn) -> Processor:
     """``process(value) -> stored form`` for values written to ``st``'s column."""
     slow = _bind_slow(st)
-    if st.scope is not None:
-        return slow
+    if st.binding is not None:
+        return slow   # key-scoped and row-bound values arrive as Pending, with their row
     # Validation and encryption fused into one call (FieldCipher.encryptor): this
     # runs once per value of every INSERT/UPDATE, so every call saved counts.
     encrypt = st.cipher.encryptor(st.validate,
@@ -77,6 +77,11 @@ def _bind_slow(st: AttachedColumn) -> Processor:
                 "this column has a per-row key scope, and the statement did not carry "
                 "the row's scope value (write it together with the key scope column)",
                 column=st.label, operation="encrypt")
+        if st.binding is not None:
+            raise ConfigurationError(
+                "this column is bound to its row (bound_to), and the statement did not "
+                "carry the row's values (write it together with "
+                + ", ".join(st.binding.names) + ")", column=st.label, operation="encrypt")
         if isinstance(value, (bytes, bytearray, memoryview)):
             if st.is_envelope(bytes(value)):
                 raise AlreadyEncryptedError("refusing to encrypt a value that is already "
@@ -88,23 +93,20 @@ def _bind_slow(st: AttachedColumn) -> Processor:
     return process
 
 
-def _null_when_destroyed(process: Processor) -> Processor:
-    """Wrap a result processor so values under a destroyed key read as NULL."""
-    def wrapped(value: Any) -> Any:
-        try:
-            return process(value)
-        except KeyDestroyedError:
-            return None
-    return wrapped
-
-
 def result_processor(st: AttachedColumn) -> Processor:
     """``process(stored) -> str`` (no policy on the Guard) or a :class:`Sealed` (a
-    masking policy is set: the view is worked out when the value is shown)."""
+    masking policy is set: the view is worked out when the value is shown).
+
+    A value under a destroyed key (crypto-shredded) reads as ``None`` unless the column
+    says ``on_destroyed="raise"``: one erased subject never breaks a listing. (The
+    ``try`` costs nothing until a key is missing.)"""
+    if st.binding is not None:
+        return _bound_result_processor(st)
     guard = st.guard
     decrypt = st.decrypt
     is_envelope = st.is_envelope
     allow_plaintext = st.allow_plaintext
+    erased_is_null = st.on_destroyed == "null"
 
     def sealed(value: Any) -> Sealed:
         if allow_plaintext and not is_envelope(value):
@@ -117,9 +119,13 @@ def result_processor(st: AttachedColumn) -> Processor:
                 return None
             if guard.policy is not None:
                 return sealed(value)
-            return decrypt(value)
-        return _null_when_destroyed(process_any) if st.on_destroyed == "null" \
-            else process_any
+            try:
+                return decrypt(value)
+            except KeyDestroyedError:
+                if erased_is_null:
+                    return None
+                raise
+        return process_any
 
     decrypt_bytes = st.cipher.decrypt        # labels its own errors
 
@@ -128,12 +134,43 @@ def result_processor(st: AttachedColumn) -> Processor:
             return None
         if guard.policy is not None:
             return sealed(value)
-        if type(value) is not bytes:
-            return decrypt(value)
         try:
+            if type(value) is not bytes:
+                return decrypt(value)
             return decrypt_bytes(value).decode("utf-8")
         except UnicodeDecodeError:
             return decrypt(value)               # raises the labelled error
-    if st.on_destroyed == "null":
-        return _null_when_destroyed(process)
+        except KeyDestroyedError:
+            if erased_is_null:
+                return None
+            raise
+    return process
+
+
+def _bound_result_processor(st: AttachedColumn) -> Processor:
+    """Values of a row-bound column: they arrive with their row's binding values (see
+    :mod:`.binding`) and decrypt only with them."""
+    guard = st.guard
+    split = st.binding.split  # type: ignore[union-attr]
+    decrypt_in_row = st.decrypt_in_row
+    is_envelope = st.is_envelope
+    allow_plaintext = st.allow_plaintext
+    erased_is_null = st.on_destroyed == "null"
+
+    def process(value: Any) -> Any:
+        if value is None:
+            return None
+        stored, row = split(value)
+        if stored is None:
+            return None
+        if guard.policy is not None:
+            if allow_plaintext and not is_envelope(stored):
+                return Sealed(stored, st, legacy=True)
+            return Sealed(stored, st, row=row)
+        try:
+            return decrypt_in_row(stored, row)
+        except KeyDestroyedError:
+            if erased_is_null:
+                return None
+            raise
     return process

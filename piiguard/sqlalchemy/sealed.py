@@ -28,6 +28,8 @@ class SealedSource(Protocol):
 
     def decrypt(self, stored: Any) -> str: ...
 
+    def decrypt_in_row(self, stored: Any, values: Any) -> str: ...
+
     def stored_key_id(self, stored: Any) -> int: ...
 
 
@@ -42,17 +44,22 @@ class Sealed:
     Written back to the same column unchanged, the envelope is reused byte for byte.
 
     ``column`` is the encrypted column type the value was read from (or its attached
-    state, which is what the result processor passes).
+    state, which is what the result processor passes). A value of a row-bound column
+    (``key_scope=``, ``bound_to=``) keeps its row's binding values (``row``): it decrypts
+    only with them.
     """
 
-    __slots__ = ("_col", "_legacy", "stored")
+    __slots__ = ("_bound", "_col", "_legacy", "_row", "stored")
 
-    def __init__(self, stored: bytes | str, column: Any, *, legacy: bool = False) -> None:
+    def __init__(self, stored: bytes | str, column: Any, *, legacy: bool = False,
+                 row: Any = None) -> None:
         self.stored = stored
         if isinstance(column, TypeEngine):    # a column type, as applications pass it
             column = cast(Any, column).attached()
         self._col: SealedSource = column
         self._legacy = legacy
+        self._row = row
+        self._bound = getattr(column, "binding", None) is not None
 
     @property
     def column(self) -> str:
@@ -83,6 +90,8 @@ class Sealed:
     def _plaintext(self) -> str:
         if self._legacy:
             return self.stored if isinstance(self.stored, str) else self.stored.decode()
+        if self._bound:
+            return self._col.decrypt_in_row(self.stored, self._row)
         return self._col.decrypt(self.stored)
 
     def view(self, *, row_key: Any = None) -> str | None:
@@ -93,7 +102,7 @@ class Sealed:
                           plaintext_fn=self._plaintext, row_key=row_key,
                           key_id=self.key_id)
         except KeyDestroyedError:
-            if col.on_destroyed == "null":   # crypto-shredded, read as NULL by option
+            if col.on_destroyed == "null":   # crypto-shredded: NULL unless "raise"
                 return None
             raise
 

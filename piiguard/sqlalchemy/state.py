@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Column, Table, event
 
@@ -25,8 +25,10 @@ from piiguard.crypto.envelope import (
     decode_text,
     encode_text,
     is_binary_shape,
+    is_bound,
     key_id_of,
     looks_like_envelope,
+    to_blob,
 )
 from piiguard.errors import (
     ConfigurationError,
@@ -38,6 +40,7 @@ from piiguard.errors import (
     PIIGuardError,
 )
 from piiguard.field import FieldCipher, FieldIndex
+from piiguard.sqlalchemy.binding import RowBinding
 from piiguard.masking.view import MaskedStr
 from piiguard.sqlalchemy._sa_private import set_context_default
 from piiguard.sqlalchemy.sealed import Sealed, unseal
@@ -48,6 +51,7 @@ __all__ = [
     "INDEX_SUFFIX",
     "AttachedColumn",
     "BlindIndexColumn",
+    "BoundRow",
     "ColumnSpec",
     "KeyScope",
     "Pending",
@@ -79,16 +83,34 @@ class ColumnSpec:
     validate: Callable[[Any], str]
     #: no canonical value can parse as an envelope: encryption may skip that check
     canonical_never_envelope: bool
+    #: sibling columns whose values are bound into every envelope (``bound_to=``)
+    bound_to: tuple[Any, ...] = ()
+    #: refuse envelopes written before row binding (``strict_binding=True``)
+    strict_binding: bool = False
+
+
+class BoundRow(NamedTuple):
+    """What a row gives a row-bound column's envelope: the binding bytes of its values
+    and the DEK scope they pick (None: not key-scoped)."""
+
+    binding: bytes
+    scope: str | None
 
 
 class Pending:
-    """A value on its way to a key-scoped column, with the DEK scope of its row."""
+    """A value on its way to a key-scoped or row-bound column, with what its row gives
+    it: the DEK scope (None: the column's own) and the binding bytes (None: not known
+    yet). ``row`` holds the binding values an ORM object knew when it was flushed; the
+    statement's own parameters take precedence over them."""
 
-    __slots__ = ("scope", "value")
+    __slots__ = ("binding", "row", "scope", "value")
 
-    def __init__(self, value: Any, scope: str) -> None:
+    def __init__(self, value: Any, scope: str | None = None, binding: bytes | None = None,
+                 row: dict[str, Any] | None = None) -> None:
         self.value = value
         self.scope = scope
+        self.binding = binding
+        self.row = row
 
     def __repr__(self) -> str:
         return f"Pending(<redacted>, scope={self.scope!r})"
@@ -241,6 +263,12 @@ class AttachedColumn:
             self.search = BlindIndexColumn(self, index, adopt=adopt_index)
         self.scope: KeyScope | None = None if spec.key_scope is None else \
             KeyScope(spec.key_scope, table, self.label)
+        #: the row values every envelope is bound to (key-scoped and ``bound_to=``
+        #: columns; None: bound to ``table.column`` only)
+        self.binding: RowBinding | None = None
+        if spec.key_scope is not None or spec.bound_to:
+            self.binding = RowBinding(table, self.label, spec.key_scope, spec.bound_to)
+        self.strict_binding = spec.strict_binding
 
     def __repr__(self) -> str:
         return f"AttachedColumn({self.label!r}, kind={self.kind!r})"
@@ -290,8 +318,30 @@ class AttachedColumn:
             raise with_label(exc, self.label) from None
         return encode_text(blob) if self.text_form else blob
 
-    def encrypt_value(self, value: Any, *, scope_value: Any = None) -> bytes | str:
-        """Validate, canonicalise and encrypt ``value`` (any accepted input form)."""
+    def bound_row(self, values: Any) -> BoundRow:
+        """What a row gives a value of this row-bound column: ``values`` are the row's
+        values of the binding columns (in :attr:`RowBinding.keys` order)."""
+        rb = self.binding
+        assert rb is not None
+        canonical = rb.canonical(values)
+        scope = self.scope_for(canonical[0]) if rb.has_scope else None
+        return BoundRow(rb.aad(canonical), scope)
+
+    def bind_row(self, values: Any) -> Pending:
+        """A :class:`Pending` (no value yet) bound to the row whose binding columns hold
+        ``values``."""
+        row = self.bound_row(values)
+        return Pending(None, row.scope, row.binding)
+
+    def encrypt_value(self, value: Any, *, scope_value: Any = None,
+                      row: Any = None) -> bytes | str:
+        """Validate, canonicalise and encrypt ``value`` (any accepted input form).
+
+        A row-bound column needs its row: ``row`` maps the binding columns (by key or
+        by name) to the row's values; a column bound to its key scope only may be given
+        ``scope_value`` instead."""
+        if self.binding is not None:
+            return self._encrypt_bound(value, scope_value, row)
         scope: str | None = None
         if isinstance(value, Pending):
             value, scope = value.value, value.scope
@@ -305,9 +355,77 @@ class AttachedColumn:
             return self._stored_form(value.stored)
         return self.encrypt(self.canonical(value), scope)
 
+    def _encrypt_bound(self, value: Any, scope_value: Any, row: Any) -> bytes | str:
+        rb = self.binding
+        assert rb is not None
+        if isinstance(value, Pending):
+            given = value
+            value = value.value
+        elif row is not None:
+            by_name = all(k in row for k in rb.names) and not all(k in row for k in rb.keys)
+            given = self.bind_row(rb.values_from(row, by_name=by_name))
+        elif scope_value is not None and rb.has_scope and len(rb.keys) == 1:
+            given = self.bind_row([scope_value])
+        else:
+            given = Pending(None)
+        if given.binding is None:
+            what = "a per-row key scope: the row's key scope value and" if rb.has_scope \
+                else "a binding to its row (bound_to): the"
+            raise ConfigurationError(
+                f"this column has {what} values of {', '.join(rb.names)} are needed "
+                "(pass row=)", column=self.label, operation="encrypt")
+        canonical = self.canonical(value)
+        try:
+            blob = self.cipher.encrypt_bound(canonical.encode("utf-8"), given.binding,
+                                             scope=given.scope)
+        except PIIGuardError as exc:
+            raise with_label(exc, self.label) from None
+        return encode_text(blob) if self.text_form else blob
+
+    def decrypt_in_row(self, stored: Any, values: Any) -> str:
+        """Plaintext of a value of this row-bound column read with its row's binding
+        values (``values``, in :attr:`RowBinding.keys` order; None: read without its
+        row, which only an envelope written before row binding survives)."""
+        rb = self.binding
+        assert rb is not None
+        blob = to_blob(stored)
+        if blob is None:
+            return self.decrypt(stored)          # plaintext (allow_plaintext) or an error
+        try:
+            if values is None:
+                if is_bound(blob):
+                    raise ConfigurationError(
+                        "this value is bound to its row (" + ", ".join(rb.names) + "): "
+                        "select it from its table, with those columns in the same FROM "
+                        "(not through text() or a subquery without them)",
+                        column=self.label, operation="decrypt")
+                if self.strict_binding:
+                    raise DecryptionError("decryption failed: the envelope is not bound "
+                                          "to its row (strict_binding)", column=self.label,
+                                          operation="decrypt")
+                return self.cipher.decrypt(blob).decode("utf-8")
+            try:
+                canonical = rb.canonical(values)
+            except ConfigurationError:
+                raise DecryptionError("decryption failed: the row's binding values are "
+                                      "unreadable", column=self.label,
+                                      operation="decrypt") from None
+            scope = None
+            if rb.has_scope:
+                scope = "\0" if canonical[0] is None else self.scope_for(canonical[0])
+            return self.cipher.decrypt_bound(blob, rb.aad(canonical), scope=scope,
+                                             strict=self.strict_binding).decode("utf-8")
+        except PIIGuardError as exc:
+            raise with_label(exc, self.label) from None
+        except UnicodeDecodeError:
+            raise DecryptionError("decrypted value is not UTF-8", column=self.label,
+                                  operation="decrypt") from None
+
     def _is_own_envelope(self, value: Any) -> bool:
-        """A Sealed envelope read from this column (written back: reused as it is)."""
-        return isinstance(value, Sealed) and value.origin is self and not value.legacy
+        """A Sealed envelope read from this column (written back: reused as it is; a
+        row-bound column never reuses one: the row may have changed)."""
+        return isinstance(value, Sealed) and value.origin is self and not value.legacy \
+            and self.binding is None
 
     def _stored_form(self, stored: bytes | str) -> bytes | str:
         if self.text_form:
