@@ -33,7 +33,7 @@ REDACTED = dict.fromkeys(CANON, "[REDACTED]")
 
 @pytest.fixture
 def client(tmp_path):
-    app = create_app(data_dir=tmp_path)
+    app = create_app(data_dir=tmp_path, demo_role_header=True)
     with TestClient(app) as c:
         c.app_ = app
         yield c
@@ -87,8 +87,9 @@ def test_pseudonyms_are_stable_across_requests_and_rows(client):
     assert ta == tb and ta.startswith("psn_")
 
 
-def test_role_header_can_be_turned_off(tmp_path):
-    with TestClient(create_app(data_dir=tmp_path, trust_role_header=False)) as c:
+def test_role_header_is_ignored_without_the_demo_flag(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIIGUARD_EXAMPLE_DEMO_ROLES", raising=False)
+    with TestClient(create_app(data_dir=tmp_path)) as c:
         cid = c.post("/customers", json=AYSE,
                      headers={"Authorization": "Bearer admin-token"}).json()["id"]
         r = c.get(f"/customers/{cid}", headers={"X-Role": "admin"})

@@ -10,6 +10,11 @@ SQLAlchemy's (and Alembic's) classes rather than on its own columns.
   bind processor sees one value at a time and cannot see the row), and so that an UPDATE
   of a searchable column also sets its ``<column>_bidx`` blind index (an INSERT gets it
   from the index column's default). Tables without such columns cost a dictionary look-up.
+- ``Engine`` ``before_execute`` (a second listener, :func:`.writes.before_execute`): under
+  a masking policy, every INSERT and UPDATE that writes an encrypted column is checked
+  against the write rules, and an UPDATE by a role that cannot see a column is checked
+  against the stored values it replaces (no masked view written back, no value cleared
+  by a role that cannot see it).
 - ``Engine`` ``handle_error``: a piiguard error raised inside a statement (a refused
   value, a decryption failure) is raised as itself, not wrapped in SQLAlchemy's
   ``StatementError``, so an invalid value stays a ``ValueError`` naming ``table.column``.
@@ -43,6 +48,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from piiguard.errors import ConfigurationError, PIIGuardError
 from piiguard.sqlalchemy._sa_private import deannotated, multi_row_values, statement_values
+from piiguard.sqlalchemy import writes
 from piiguard.sqlalchemy.orm import on_mapper_configured
 from piiguard.sqlalchemy.state import AttachedColumn, BlindIndexColumn, KeyScope, Pending
 
@@ -269,12 +275,13 @@ _installed: list[bool] = []
 
 
 def install() -> None:
-    """Add the three listeners above (once per process)."""
+    """Add the four listeners above (once per process)."""
     if _installed:
         return
     with _install_lock:
         if not _installed:
             event.listen(Engine, "before_execute", _before_execute, retval=True)
+            event.listen(Engine, "before_execute", writes.before_execute)
             event.listen(Engine, "handle_error", _unwrap_piiguard_error)
             event.listen(Mapper, "mapper_configured", on_mapper_configured)
             _installed.append(True)
