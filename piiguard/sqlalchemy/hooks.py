@@ -280,8 +280,9 @@ def install() -> None:
         return
     with _install_lock:
         if not _installed:
-            event.listen(Engine, "before_execute", _before_execute, retval=True)
+            # write-back refusal first: it judges the values as the application gave them
             event.listen(Engine, "before_execute", writes.before_execute)
+            event.listen(Engine, "before_execute", _before_execute, retval=True)
             event.listen(Engine, "handle_error", _unwrap_piiguard_error)
             event.listen(Mapper, "mapper_configured", on_mapper_configured)
             _installed.append(True)
