@@ -43,7 +43,7 @@ dependencies when the route is added; a route declared earlier is refused with a
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -138,7 +138,9 @@ def install(app: FastAPI, guard: MaskingHost, *, role: Callable[..., Any]) -> No
             "FastAPI fixes a route's dependencies when it is added, and these would run "
             "without the caller's role")
 
-    async def piiguard_scope(actor: Annotated[Any, Depends(role)]) -> AsyncIterator[None]:
+    # (a default, not Annotated[..., Depends(role)]: with postponed annotations FastAPI
+    # could not resolve the local name ``role`` in a string annotation)
+    async def piiguard_scope(actor: Any = Depends(role)) -> AsyncIterator[None]:  # noqa: B008
         # An async dependency: it runs in the request's task, so what it sets is in
         # effect for the endpoint (sync ones get a copy of this context) and for the
         # response serialisation.

@@ -34,6 +34,7 @@ digits of the 7-digit subscriber number count, 10 choices each:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from typing import NamedTuple
@@ -78,24 +79,18 @@ def _tckn(first: int, last: int) -> int:
     # ones, so the minimum below can only be lower than the truth).
     odd_sums = range(10) if any(i in shown for i in range(0, 9, 2)) else (0,)
     even_sums = range(10) if any(i in shown for i in range(1, 9, 2)) else (0,)
-    d10s = range(10) if 9 in shown else (None,)
-    d11s = range(10) if 10 in shown else (None,)
+    show10, show11 = 9 in shown, 10 in shown
     best = math.inf
     for vo in odd_sums:
         for ve in even_sums:
-            for d10 in d10s:
-                for d11 in d11s:
-                    n = 0
-                    for (o, e), count in hidden.items():
-                        odd, even = (o + vo) % 10, (e + ve) % 10
-                        c10 = (odd * 7 - even) % 10
-                        if d10 is not None and c10 != d10:
-                            continue
-                        if d11 is not None and (odd + even + c10) % 10 != d11:
-                            continue
-                        n += count
-                    if n:
-                        best = min(best, n)
+            # candidates by the check digits they would show
+            by_check: Counter[tuple[int | None, int | None]] = Counter()
+            for (o, e), count in hidden.items():
+                odd, even = (o + vo) % 10, (e + ve) % 10
+                c10 = (odd * 7 - even) % 10
+                by_check[(c10 if show10 else None,
+                          (odd + even + c10) % 10 if show11 else None)] += count
+            best = min(best, min(by_check.values()))
     return int(best)
 
 
@@ -135,6 +130,7 @@ def _phone(first: int, last: int) -> int:
 _FULL = {"national_id": _tckn(0, 0), "tax_id": _vkn(0, 0), "phone": _phone(0, 0)}
 
 
+@functools.lru_cache(maxsize=1024)
 def candidates_left(kind: str, mask_name: str, first: int = 0, last: int = 0
                     ) -> int | None:
     """The fewest values a role seeing ``kind`` through the mask must still tell apart
