@@ -44,8 +44,11 @@ _ABSENT: Any = object()
 #: a value given as an SQL expression (not a parameter): cannot be compared
 _EXPRESSION: Any = object()
 
-_COLUMNS: weakref.WeakKeyDictionary[Table, tuple[int, tuple[AttachedColumn, ...]]] = \
-    weakref.WeakKeyDictionary()
+#: Table -> (its column count, weak references to its encrypted columns). Weak both
+#: ways: a column holds its table, so a strong reference here would keep every table
+#: (and its Guard and keys) alive.
+_COLUMNS: weakref.WeakKeyDictionary[
+    Table, tuple[int, tuple[weakref.ref[AttachedColumn], ...]]] = weakref.WeakKeyDictionary()
 
 
 def encrypted_columns_of(table: Any) -> tuple[AttachedColumn, ...]:
@@ -57,10 +60,12 @@ def encrypted_columns_of(table: Any) -> tuple[AttachedColumn, ...]:
     n = len(table.c)
     cached = _COLUMNS.get(table)
     if cached is not None and cached[0] == n:
-        return cached[1]
+        found = tuple(st for r in cached[1] if (st := r()) is not None)
+        if len(found) == len(cached[1]):
+            return found
     found = tuple(st for c in table.c
                   if (st := attached_column_of(c.type)) is not None and st.table is table)
-    _COLUMNS[table] = (n, found)
+    _COLUMNS[table] = (n, tuple(weakref.ref(st) for st in found))
     return found
 
 
