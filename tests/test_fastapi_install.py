@@ -121,8 +121,9 @@ async def test_concurrent_requests_keep_their_own_roles(guard):
         roles = ["admin", "support", None, "intern"] * 10
         paths = ["/sync", "/async"] * 20
         replies = await asyncio.gather(*(
-            client.get(p, headers={"X-Role": r} if r else {}) for p, r in zip(paths, roles)))
-    for r, reply in zip(roles, replies):
+            client.get(p, headers={"X-Role": r} if r else {})
+            for p, r in zip(paths, roles, strict=True)))
+    for r, reply in zip(roles, replies, strict=True):
         assert reply.json()["role"] == r
     assert current_role() is None
 

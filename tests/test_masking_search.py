@@ -8,6 +8,7 @@ the arithmetic shown there is the arithmetic tested here.
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 import warnings
 from pathlib import Path
@@ -96,10 +97,9 @@ def test_candidate_count_is_exact_for_partial_tc_masks():
         shown = set(range(first)) | set(range(11 - last, 11))
         hidden = [i for i in range(9) if i not in shown]
         count = 0
-        import itertools
         for digits in itertools.product("0123456789", repeat=len(hidden)):
             n = list(number[:9])
-            for i, d in zip(hidden, digits):
+            for i, d in zip(hidden, digits, strict=True):
                 n[i] = d
             head = "".join(n)
             if head[0] == "0":

@@ -10,7 +10,8 @@ SQLAlchemy's (and Alembic's) classes rather than on its own columns.
   bind processor sees one value at a time and cannot see the row), and so that an UPDATE
   of a searchable column also sets its ``<column>_bidx`` blind index (an INSERT gets it
   from the index column's default). Tables without such columns cost a dictionary look-up.
-- ``Engine`` ``before_execute`` (a second listener, :func:`.writes.before_execute`): under
+- ``Engine`` ``before_execute`` (another listener, :func:`.writes.before_execute`,
+  installed first so it sees the values as the application gave them): under
   a masking policy, every INSERT and UPDATE that writes an encrypted column is checked
   against the write rules, and an UPDATE by a role that cannot see a column is checked
   against the stored values it replaces (no masked view written back, no value cleared

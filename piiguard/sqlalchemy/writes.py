@@ -159,25 +159,28 @@ def before_execute(conn: Any, elem: Any, multiparams: Any, params: Any,
     columns = encrypted_columns_of(getattr(elem, "table", None))
     if not columns or all(st.guard.policy is None for st in columns):
         return
-    rows: list[dict[str, Any]] = list(multiparams) if multiparams else [params or {}]
+    rows: Any = multiparams if multiparams else [params or {}]
     given = {_key_of(k): v for k, v in (statement_values(elem) or {}).items()}
     for extra in multi_row_values(elem):
         for r in extra:
             if isinstance(r, dict):
                 given.update({_key_of(k): _EXPRESSION for k in r})
     role = current_role()
+    first = rows[0]
     to_compare: list[tuple[AttachedColumn, list[Any]]] = []
     for st in columns:
         policy = st.guard.policy
         if policy is None:
             continue
-        values = [_value_in(st, given, row) for row in rows]
-        if all(v is _ABSENT for v in values):
+        key = st.column.key
+        # (executemany rows all have the keys of the first: SQLAlchemy compiles from it)
+        if key not in first and key not in given:
             continue
         _require_write(st, role)
         if is_update and not policy.mask_for(kind=st.kind, column=st.label,
                                              role=role).is_reveal:
-            to_compare.append((st, values))
+            # per row only here: an UPDATE by a role that cannot see the column
+            to_compare.append((st, [_value_in(st, given, row) for row in rows]))
     if to_compare:
         _check_update(conn, elem, rows, to_compare)
 
