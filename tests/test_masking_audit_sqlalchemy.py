@@ -231,6 +231,38 @@ def test_durable_yield_per_writes_once_per_chunk(durable):
     assert sink.count("customers.national_id") == 250
 
 
+def test_durable_audit_table_while_a_result_is_streamed(tmp_path, local_kms):
+    """SQLite (rollback journal): the audit table in the file being streamed from cannot
+    be written until the read ends, so the reveal fails closed; an audit database of its
+    own (AuditTrail(engine=...)) works, one write per chunk."""
+    data = create_engine(f"sqlite:///{tmp_path / 'data.db'}",
+                         connect_args={"timeout": 0.2})
+    audit_db = create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    for trail, ok in ((AuditTrail(durable=True, table=True), False),
+                      (AuditTrail(durable=True, table=True, engine=audit_db), True)):
+        guard = Guard(kms=local_kms, audit=trail)
+        C = _customers(data, guard, 250) if ok is False else models(guard)[1]
+        if ok:
+            guard.bind(data)
+        guard.policy = MaskingPolicy.from_dict(POLICY)
+        with acting_as("admin"), Session(data) as s:
+            result = s.scalars(select(C).order_by(C.id).execution_options(yield_per=100))
+            if not ok:
+                first = next(iter(result))
+                with pytest.raises(AuditError, match="piiguard_audit") as info:
+                    _ = first.national_id
+                assert "10000000146" not in str(info.value)
+                continue
+            assert all(c.national_id == "10000000146" for c in result)
+        table = trail.table
+        with audit_db.connect() as conn:
+            rows = conn.execute(select(table.c.count).where(
+                table.c.column == "customers.national_id")).scalars().all()
+        assert rows == [100, 100, 50]
+    data.dispose()
+    audit_db.dispose()
+
+
 def test_durable_reads_one_at_a_time_and_core_rows(durable):
     guard, C, engine, sink = durable
     with acting_as("admin"), Session(engine) as s:

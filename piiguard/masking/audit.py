@@ -206,6 +206,10 @@ class AuditTrail:
 
     - ``durable``: write each reveal's record before the value is returned, failing
       closed (see the module docstring); needs ``table=True`` or ``sinks``.
+    - ``engine``: where the audit table lives (default: the database the Guard is bound
+      to). On SQLite in rollback-journal mode, a durable table in the application's own
+      database file cannot be written while a result is still being streamed from it
+      (``yield_per``): give it another database, or use WAL mode.
     - ``sinks``: callables that get every event (a dict); a sink with a
       ``write_batch(events)`` method gets the events of one write at once.
     - ``batch_size`` / ``max_delay``: when pending reveal counts are flushed (batched
@@ -221,7 +225,7 @@ class AuditTrail:
                  batch_size: int = 10_000, max_delay: float = 5.0,
                  max_row_keys: int = 100, keep_last: int = 100,
                  monotonic: Callable[[], float] = time.monotonic,
-                 durable: bool = False) -> None:
+                 durable: bool = False, engine: Engine | None = None) -> None:
         if type(batch_size) is not int or batch_size < 1:
             raise ConfigurationError("audit batch_size must be a positive integer")
         if not isinstance(max_delay, (int, float)) or max_delay < 0:
@@ -235,8 +239,11 @@ class AuditTrail:
                 "a durable audit trail needs a destination that can fail: "
                 "AuditTrail(durable=True, table=True) or sinks=[...] (log handlers "
                 "cannot tell piiguard that a record was lost)")
+        if engine is not None and not isinstance(engine, Engine):
+            raise ConfigurationError("audit engine= must be a SQLAlchemy Engine")
         self.table = audit_table(table_name) if table else None
-        self.engine: Engine | None = None
+        self.engine: Engine | None = engine
+        self._own_engine = engine is not None
         self.sinks = list(sinks or [])
         self.durable = durable
         self._clock = clock
@@ -351,9 +358,12 @@ class AuditTrail:
 
     # -- destinations ----------------------------------------------------------------------
     def bind(self, engine: Engine) -> None:
-        self.engine = engine
-        if self.table is not None:
-            self.table.create(engine, checkfirst=True)
+        """Use ``engine`` for the audit table (unless the trail was given its own), and
+        create the table if it is missing."""
+        if not self._own_engine:
+            self.engine = engine
+        if self.table is not None and self.engine is not None:
+            self.table.create(self.engine, checkfirst=True)
 
     def goes_nowhere(self) -> bool:
         """True when events would be dropped silently: no sink, no table, and no
