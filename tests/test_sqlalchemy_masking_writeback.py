@@ -545,3 +545,36 @@ def test_searching_with_a_masked_value_is_refused(app):
     _, _, _guard, C = app
     with pytest.raises(errors.MaskedValueError):
         C.national_id == MaskedStr("1********46")  # noqa: B015
+
+
+async def test_async_session_after_commit_clear_and_write_back_are_refused_at_flush(
+        tmp_path, local_kms):
+    """An AsyncSession cannot load an expired attribute on assignment (no greenlet): the
+    flush reads the stored value on its own connection and refuses there."""
+    pytest.importorskip("aiosqlite")
+    from sqlalchemy import create_engine
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    guard = Guard(kms=local_kms)
+    Base, C = models(guard)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    key_engine = create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    guard.bind(key_engine)
+    async with AsyncSession(engine) as s:
+        s.add(C(id=1, phone="05321234567", email="ğül.şen@örnek.com.tr"))
+        await s.commit()
+    guard.policy = MaskingPolicy.from_dict(POLICY)
+    before = raw(key_engine, "phone"), raw(key_engine, "email")
+    for attr, value in (("phone", None), ("email", "ğ***@örnek.com.tr")):
+        async with acting_as("support"), AsyncSession(engine) as s:
+            c = (await s.scalars(select(C))).one()
+            await s.commit()                          # expires c
+            setattr(c, attr, value)
+            with pytest.raises((AccessDeniedError, MaskedValueError),
+                               match=f"customers.{attr}"):
+                await s.commit()
+    assert (raw(key_engine, "phone"), raw(key_engine, "email")) == before
+    await engine.dispose()
+    key_engine.dispose()

@@ -98,8 +98,13 @@ def check_assignment(st: AttachedColumn, instance: Any, key: str, value: Any) ->
         return                    # a stored envelope of this column, not typed input
 
     def stored() -> Any:
-        if instance_state(instance).key is None:
+        state = instance_state(instance)
+        if state.key is None:
             return NOTHING_STORED          # not in the database yet
+        if key not in state.dict and not _can_load(state):
+            # An AsyncSession cannot load here (no greenlet), a detached object not at
+            # all: the UPDATE check at flush reads the stored value instead.
+            return NOTHING_STORED
         # Loads the attribute first if it is expired (e.g. after a commit).
         history = get_history(instance, key)
         committed = history.deleted or history.unchanged
@@ -107,6 +112,18 @@ def check_assignment(st: AttachedColumn, instance: Any, key: str, value: Any) ->
 
     check_write(st.guard, kind=st.kind, column=st.label, new=_unwrap(value),
                 stored=stored, canonical=st.canonical)
+
+
+def _can_load(state: Any) -> bool:
+    """Can an expired attribute of ``state`` be loaded now (a sync session)?"""
+    session = state.session
+    if session is None:
+        return False
+    try:
+        bind = session.get_bind(mapper=state.mapper)
+    except Exception:  # noqa: BLE001 - unbound: nothing to load from
+        return False
+    return not getattr(bind.dialect, "is_async", False)
 
 
 def _unwrap(value: Any) -> Any:
