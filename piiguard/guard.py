@@ -95,6 +95,7 @@ class Guard:
         if nonce_source is not None and not callable(nonce_source):
             raise ConfigurationError("nonce_source must be callable")
         self.kms = kms
+        self._audit_watchers: list[Callable[[AuditTrail], None]] = []
         self.audit = audit or AuditTrail()
         self.keys = KeyManager(kms, limits=cache, clock=clock, wall_clock=wall_clock,
                                nonce_source=nonce_source or BufferedNonces(),
@@ -123,7 +124,18 @@ class Guard:
         # that path).
         if name == "policy":
             self._check_policy(value)
+        elif name == "audit" and not isinstance(value, AuditTrail):
+            raise ConfigurationError("audit must be a piiguard AuditTrail")
         object.__setattr__(self, name, value)
+        if name == "audit":
+            for watcher in list(self._audit_watchers):
+                watcher(value)
+
+    def watch_audit(self, watcher: Callable[[AuditTrail], None]) -> None:
+        """Call ``watcher(trail)`` now and whenever ``guard.audit`` is replaced (the
+        SQLAlchemy layer batches durable reveals only while the trail is durable)."""
+        self._audit_watchers.append(watcher)
+        watcher(self.audit)
 
     def _check_policy(self, value: Any) -> None:
         if value is not None and not callable(getattr(value, "mask_for", None)):

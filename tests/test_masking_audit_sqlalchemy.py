@@ -220,6 +220,19 @@ def test_durable_writes_one_record_per_query_result_before_the_first_value(durab
     assert ev["row_keys"][:2] == ["1", "2"] and ev["row_keys_omitted"] == 150
 
 
+def test_a_trail_made_durable_after_the_models_batches_too(sqlite_engine, local_kms):
+    guard = Guard(kms=local_kms)                      # batched: ORM loads pay nothing
+    C = _customers(sqlite_engine, guard, 40)
+    guard.policy = MaskingPolicy.from_dict(POLICY)
+    sink = Sink()
+    guard.audit = AuditTrail(durable=True, sinks=[sink])
+    with acting_as("admin"), Session(sqlite_engine) as s:
+        assert {c.national_id for c in s.scalars(select(C))} == {"10000000146"}
+    assert len(sink.writes) == 1 and sink.count("customers.national_id") == 40
+    with pytest.raises(Exception, match="AuditTrail"):
+        guard.audit = object()
+
+
 def test_durable_yield_per_writes_once_per_chunk(durable):
     guard, C, engine, sink = durable
     with acting_as("admin"), Session(engine) as s:

@@ -245,7 +245,7 @@ class AuditTrail:
         self.engine: Engine | None = engine
         self._own_engine = engine is not None
         self.sinks = list(sinks or [])
-        self.durable = durable
+        self._durable = durable
         self._clock = clock
         self._mono = monotonic
         self.batch_size = batch_size
@@ -261,6 +261,11 @@ class AuditTrail:
         return (f"AuditTrail(table={self.table is not None}, sinks={len(self.sinks)}, "
                 f"durable={self.durable}, pending={self._pending_total})")
 
+    @property
+    def durable(self) -> bool:
+        """Durable mode (fixed when the trail is built)."""
+        return self._durable
+
     def now(self) -> datetime:
         """The trail's clock (UTC)."""
         return self._clock()
@@ -275,7 +280,7 @@ class AuditTrail:
             role = current_role()
         if purpose is _CURRENT:
             purpose = current_purpose()
-        if self.durable:
+        if self._durable:
             one = _Batch(self._clock())
             one.add(row_key, self.max_row_keys)
             self.write_reveals(role, purpose, {(column, key_id): one})

@@ -9,11 +9,13 @@ see whole joins the open :class:`~piiguard.masking.audit.RevealBatch` of that qu
 read writes the batch's record (all of them, one write), and the rest are read without
 another write. A result read with ``yield_per`` gets one batch per chunk.
 
-Without a durable trail (or without a policy) the listeners return at once.
+The listeners are added to a mapper only once one of its Guards has a durable trail
+(:meth:`~piiguard.Guard.watch_audit`): a batched trail costs ORM loads nothing.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from sqlalchemy import event
@@ -31,11 +33,14 @@ _KEY = "piiguard.reveal_batch"
 
 def listen(mapper: Mapper, columns: list[tuple[str, AttachedColumn]]) -> None:
     """Batch the durable reveals of ``mapper``'s encrypted ``columns`` (attribute key,
-    column state) when its instances are loaded or refreshed."""
+    column state) when its instances are loaded or refreshed, from the moment one of
+    their Guards has a durable audit trail."""
     by_guard: dict[int, tuple[Any, list[tuple[str, AttachedColumn]]]] = {}
     for key, st in columns:
         by_guard.setdefault(id(st.guard), (st.guard, []))[1].append((key, st))
     groups = tuple((g, tuple(cols)) for g, cols in by_guard.values())
+    mapper_ref = weakref.ref(mapper)
+    added: list[bool] = []
 
     def on_load(state: Any, context: Any) -> None:
         for guard, cols in groups:
@@ -45,8 +50,18 @@ def listen(mapper: Mapper, columns: list[tuple[str, AttachedColumn]]) -> None:
     def on_refresh(state: Any, context: Any, attrs: Any) -> None:
         on_load(state, context)
 
-    event.listen(mapper, "load", on_load, raw=True)
-    event.listen(mapper, "refresh", on_refresh, raw=True)
+    def watcher(trail: Any) -> None:
+        m = mapper_ref()
+        if added or m is None or not trail.durable:
+            return
+        added.append(True)
+        event.listen(m, "load", on_load, raw=True)
+        event.listen(m, "refresh", on_refresh, raw=True)
+
+    for guard, _cols in groups:
+        watch = getattr(guard, "watch_audit", None)
+        if callable(watch):
+            watch(watcher)
 
 
 def _join(guard: Any, cols: tuple[tuple[str, AttachedColumn], ...], state: Any,
