@@ -203,3 +203,19 @@ def test_decorated_functions_still_work():
         return current_role()
 
     assert f() == "ops" and asyncio.run(g()) == "ops" and current_role() is None
+
+
+async def test_one_masking_object_entered_by_overlapping_tasks(guard):
+    from piiguard.pydantic import masking
+    from piiguard.pydantic.serialization import current_guard
+
+    shared = masking(guard)
+
+    async def task():
+        async with shared:
+            for _ in range(3):
+                await asyncio.sleep(0)
+                assert current_guard() is guard
+        return current_guard()
+
+    assert await asyncio.gather(task(), task(), task()) == [None, None, None]

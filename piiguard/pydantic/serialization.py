@@ -78,6 +78,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _guard: contextvars.ContextVar[MaskingHost | None] = contextvars.ContextVar(
     "piiguard_masking_guard", default=None)
+_entries: contextvars.ContextVar[tuple[tuple[Any, contextvars.Token[Any]], ...]] = \
+    contextvars.ContextVar("piiguard_masking_entries", default=())
 _UNSET: Any = object()
 #: The serialisation-context key that names the Guard: ``context={"piiguard": guard}``.
 CONTEXT_KEY = "piiguard"
@@ -119,17 +121,23 @@ class masking:
 
     def __init__(self, guard: MaskingHost | None) -> None:
         self.guard = _check_guard(guard)
-        self._tokens: list[contextvars.Token[MaskingHost | None]] = []
 
     def __repr__(self) -> str:
         return f"masking({self.guard!r})"
 
     def __enter__(self) -> Self:
-        self._tokens.append(_guard.set(self.guard))
+        # The token is kept in the entering context, not on the object: one masking
+        # object may be entered by overlapping tasks and threads (like acting_as).
+        _entries.set((*_entries.get(), (self, _guard.set(self.guard))))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _guard.reset(self._tokens.pop())
+        entries = _entries.get()
+        if not entries or entries[-1][0] is not self:
+            raise ConfigurationError(f"{self!r} left out of order: masking blocks must be "
+                                     "exited innermost first, where they were entered")
+        _entries.set(entries[:-1])
+        _guard.reset(entries[-1][1])
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
