@@ -149,10 +149,14 @@ def targets(records: list[dict], ctx: Context) -> list[dict]:
     dur = find(records, system="reveal-durable")
     if rev and dur:
         r = dur["per_row_us"] / rev["per_row_us"]
+        # one audit transaction per result: a fixed cost that a few hundred rows cannot
+        # amortise, so the ratio is judged at 10,000 rows or more only
+        judged = ctx.rows >= 10_000
         out.append(target(NAME, "reading as reveal with durable audit within 1.15× of "
                           "batched audit", expected="<= 1.15×", measured=r, unit="x",
-                          met=r <= 1.15,
-                          detail=f"{dur['per_row_us']:.2f} vs {rev['per_row_us']:.2f} µs/row"))
+                          met=(r <= 1.15) if judged else None,
+                          detail=f"{dur['per_row_us']:.2f} vs {rev['per_row_us']:.2f} µs/row"
+                          + ("" if judged else " (not judged below 10,000 rows)")))
     if rev and red:
         r = red["per_row_us"] / rev["per_row_us"]
         out.append(target(NAME, "reading as redact is cheaper than as reveal",
