@@ -13,6 +13,9 @@ bytes, so they are safe to log::
     │   └── MaskedValueError                     a masked view was written back
     ├── ConfigurationError                       a Guard, column, policy or key file is mis-set
     │   └── PolicyError (also ValueError)        a masking policy could not be loaded
+    ├── AccessDeniedError                        the policy does not let this role do that
+    │   └── SearchLimitError                     too many search candidates tried too fast
+    ├── AuditError                               an audit record could not be written
     ├── CryptoError
     │   ├── EnvelopeFormatError (also ValueError) bytes are not a well-formed envelope
     │   ├── DecryptionError                      authentication failed: tampered or misplaced
@@ -52,6 +55,9 @@ __all__ = [
     "MaskedValueError",
     "ConfigurationError",
     "PolicyError",
+    "AccessDeniedError",
+    "SearchLimitError",
+    "AuditError",
     "CryptoError",
     "EnvelopeFormatError",
     "DecryptionError",
@@ -180,6 +186,53 @@ class ConfigurationError(PIIGuardError):
 
 class PolicyError(ConfigurationError, ValueError):
     """A masking policy is invalid (unknown mask, unknown kind, bad syntax)."""
+
+
+class AccessDeniedError(PIIGuardError):
+    """The masking policy does not let the role in effect do this: search a column,
+    write a value, or clear one it cannot see. ``rule`` names the policy rule
+    (``'search'``, ``'write'``, ``'clear'``, ``'search_limit'``) and ``role`` the role.
+
+    >>> str(AccessDeniedError("search", role="intern", column="customers.national_id"))
+    "role 'intern' may not search customers.national_id (policy rule: search)"
+    """
+
+    def __init__(self, rule: str, *, role: str | None, column: str | None = None,
+                 detail: str | None = None, operation: str | None = None) -> None:
+        self.rule = rule
+        self.role = role
+        self.detail = detail
+        PIIGuardError.__init__(self, rule, column=column, operation=operation)
+
+    _VERBS = {"search": "search", "write": "write", "clear": "clear the value of",
+              "search_limit": "search"}
+
+    def _headline(self) -> str:
+        who = "code running with no role" if self.role is None else f"role {self.role!r}"
+        verb = self._VERBS.get(self.rule, self.rule)
+        msg = f"{who} may not {verb} {self.column or 'this column'} (policy rule: {self.rule})"
+        if self.detail:
+            msg += f": {self.detail}"
+        return msg
+
+    def _render(self) -> str:
+        return self._headline() if not self.operation else \
+            f"{self._headline()} operation={self.operation}"
+
+
+class SearchLimitError(AccessDeniedError):
+    """The search rate limit of the principal in effect is used up: more candidate
+    values were tried than the policy allows in the time."""
+
+    def _headline(self) -> str:
+        who = "code running with no role" if self.role is None else f"role {self.role!r}"
+        msg = f"search limit reached for {who} on {self.column or 'this column'}"
+        return f"{msg}: {self.detail}" if self.detail else msg
+
+
+class AuditError(PIIGuardError):
+    """An audit record could not be written (durable audit: the sink or the audit table
+    failed), so what it would record (a reveal, a search) did not happen."""
 
 
 class CryptoError(PIIGuardError):

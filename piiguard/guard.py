@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from datetime import datetime
 from typing import Any, Callable
 
@@ -36,8 +37,9 @@ from piiguard.keys.cache import CacheLimits
 from piiguard.keys.manager import KeyManager, utcnow
 from piiguard.kms.base import KeyProvider, check_key_provider
 from piiguard.kms.local import LocalKMS
-from piiguard.masking.audit import AuditTrail
+from piiguard.masking.audit import AuditTrail, AuditWarning
 from piiguard.masking.policy import MaskingPolicy
+from piiguard.masking.search import SearchGate
 
 __all__ = ["Guard", "FieldCipher", "FieldIndex"]
 
@@ -74,7 +76,11 @@ class Guard:
     - ``cache``: :class:`~piiguard.keys.CacheLimits` for plaintext DEKs in memory.
     - ``policy``: a :class:`~piiguard.MaskingPolicy`; ``None`` means reveal everything
       (encryption-only mode).
-    - ``clock`` / ``wall_clock`` / ``nonce_source``: injectable for tests.
+    - ``audit``: the :class:`~piiguard.masking.AuditTrail` (default: batched, to the
+      ``piiguard.audit`` logger; ``AuditTrail(durable=True, table=True)`` writes each
+      reveal's record before the value is returned).
+    - ``clock`` / ``wall_clock`` / ``nonce_source``: injectable for tests (``clock``
+      also drives the search rate limit, ``guard.searches``).
 
     Call :meth:`bind` with the application's engine before the first value is written.
     """
@@ -89,12 +95,16 @@ class Guard:
         if nonce_source is not None and not callable(nonce_source):
             raise ConfigurationError("nonce_source must be callable")
         self.kms = kms
+        self._audit_watchers: list[Callable[[AuditTrail], None]] = []
         self.audit = audit or AuditTrail()
         self.keys = KeyManager(kms, limits=cache, clock=clock, wall_clock=wall_clock,
                                nonce_source=nonce_source or BufferedNonces(),
                                table_name=key_table,
                                on_event=self._key_event)
         self.default_scope = default_scope
+        #: admits searches on encrypted columns (policy, rate limit, audit)
+        self.searches = SearchGate(clock=clock)
+        self._warned_audit = False
         self._scopes: set[tuple[str, str]] = set()
         self.policy: MaskingPolicy | None = policy   # checked by __setattr__
         self._fields: dict[tuple, FieldCipher] = {}
@@ -114,11 +124,27 @@ class Guard:
         # that path).
         if name == "policy":
             self._check_policy(value)
+        elif name == "audit" and not isinstance(value, AuditTrail):
+            raise ConfigurationError("audit must be a piiguard AuditTrail")
         object.__setattr__(self, name, value)
+        if name == "audit":
+            for watcher in list(self._audit_watchers):
+                watcher(value)
+
+    def watch_audit(self, watcher: Callable[[AuditTrail], None]) -> None:
+        """Call ``watcher(trail)`` now and whenever ``guard.audit`` is replaced (the
+        SQLAlchemy layer batches durable reveals only while the trail is durable)."""
+        self._audit_watchers.append(watcher)
+        watcher(self.audit)
 
     def _check_policy(self, value: Any) -> None:
         if value is not None and not callable(getattr(value, "mask_for", None)):
             raise ConfigurationError("policy must be a MaskingPolicy (or None to reveal)")
+        # Search rules on table.column could not be checked when the policy was built:
+        # check them against the columns this Guard knows.
+        check_columns = getattr(value, "check_columns", None)
+        if callable(check_columns) and getattr(self, "columns", None):
+            check_columns(self.column_kinds())
         # Keys of the policy's pseudonym masks: created now (or at bind), not mid-read.
         scopes = getattr(value, "pseudonym_scopes", None)
         if callable(scopes):
@@ -149,7 +175,31 @@ class Guard:
         self.audit.bind(sync)
         for kind, scope in sorted(self._scopes):
             self.keys.ensure_active(kind, scope)
+        if self.policy is not None:
+            self.policy.check_columns(self.column_kinds())
+        self._warn_if_audit_goes_nowhere()
         return self
+
+    def _warn_if_audit_goes_nowhere(self) -> None:
+        if self._warned_audit or not self.audit.goes_nowhere():
+            return
+        self._warned_audit = True
+        warnings.warn(
+            "piiguard audit events of this Guard go nowhere: the 'piiguard.audit' logger "
+            "has no handler for INFO records and the AuditTrail has no sink and no table, "
+            "so reveals, searches and key operations are dropped silently. Configure "
+            "logging (e.g. logging.basicConfig(level=logging.INFO), or a handler on "
+            "'piiguard.audit' at INFO), or pass Guard(..., audit=AuditTrail(table=True)) "
+            "or AuditTrail(sinks=[...])", AuditWarning, stacklevel=3)
+
+    def column_kinds(self) -> list[tuple[str, str]]:
+        """``(table.column, kind)`` of every encrypted column attached with this Guard."""
+        out = []
+        for t in self.columns:
+            st = getattr(t, "attached_column", None)
+            if st is not None:
+                out.append((st.label, st.kind))
+        return out
 
     @property
     def engine(self) -> Engine | None:

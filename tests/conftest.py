@@ -6,6 +6,7 @@ missing server fails the run; elsewhere the tests that need it skip with the rea
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -18,6 +19,11 @@ PG_URL = os.environ.get("PIIGUARD_TEST_PG", "postgresql+psycopg://postgres@127.0
 MARIADB_URL = os.environ.get("PIIGUARD_TEST_MARIADB",
                              "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# pytest's capture handlers sit on the root logger; at INFO the audit events reach them,
+# so a Guard bound in a test has somewhere to write them (else it warns at bind: see
+# test_audit_durable.py for that warning).
+logging.getLogger("piiguard.audit").setLevel(logging.INFO)
 
 
 #: Fixtures that need a database server, and the marker each gives a test that uses it.

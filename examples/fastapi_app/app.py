@@ -7,19 +7,26 @@ Run it::
 - storage: SQLite (``$PIIGUARD_EXAMPLE_DIR/customers.db``) with encrypted columns; keys
   from a local key file (``$PIIGUARD_EXAMPLE_DIR/master.key``, created on first run);
   without ``PIIGUARD_EXAMPLE_DIR`` a fresh temporary directory is used;
-- the role: ``Authorization: Bearer <token>`` (tokens in :data:`DEMO_TOKENS`), or an
-  ``X-Role`` header (a demo convenience: in production the role comes from verified
-  authentication only — pass ``trust_role_header=False``); ``X-Purpose`` is recorded in
-  the audit trail;
+- the role: ``Authorization: Bearer <token>`` (tokens in :data:`DEMO_TOKENS`; each token
+  is also the principal the search rate limit counts). An ``X-Role`` header is honoured
+  **only** with the explicit demo flag (``create_app(demo_role_header=True)`` or
+  ``PIIGUARD_EXAMPLE_DEMO_ROLES=1``): an unauthenticated header must never grant a role.
+  ``X-Purpose`` is recorded in the audit trail. :func:`piiguard.fastapi.install` puts
+  the role in effect for sync and async endpoints alike;
 - responses are masked per ``policy.toml`` for the role in effect; every full reveal is
-  an audit event (logger ``piiguard.audit``);
+  an audit event (logger ``piiguard.audit``, configured at INFO when the app is built);
+- writes need a role the policy lets write (``[write]``: admin, support); a masked view
+  sent back (a GET's body PATCHed back) is refused with a 422 and stores nothing; a
+  value the caller cannot see cannot be removed unless ``[clear]`` allows it;
 - invalid T.C. numbers, phones, e-mails or addresses get a 422 that names the field and
   the rule that failed, never the value.
 """
 
+import hashlib
+import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,9 +37,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Integer, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
+import piiguard.fastapi
 from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as
 from piiguard.errors import InvalidInputError, PIIGuardError
-from piiguard.pydantic import Address, Email, NationalId, Phone, masking, optional
+from piiguard.pydantic import Address, Email, NationalId, Phone, optional
 from piiguard.sqlalchemy import (
     EncryptedAddress,
     EncryptedEmail,
@@ -46,6 +54,8 @@ POLICY_FILE = HERE / "policy.toml"
 #: Demo bearer tokens and the role each one carries.
 DEMO_TOKENS = {"admin-token": "admin", "support-token": "support",
                "analyst-token": "analyst"}
+#: Set to 1 to honour ``X-Role`` headers without authentication (a local demo only).
+DEMO_ROLES_ENV = "PIIGUARD_EXAMPLE_DEMO_ROLES"
 
 
 # ----------------------------------------------------------------------------- API models
@@ -118,9 +128,22 @@ def _errors_without_input(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def create_app(*, data_dir: str | os.PathLike[str] | None = None,
                database_url: str | None = None, policy: MaskingPolicy | None = None,
-               tokens: dict[str, str] | None = None, trust_role_header: bool = True,
+               tokens: dict[str, str] | None = None, demo_role_header: bool | None = None,
                guard: Guard | None = None) -> FastAPI:
-    """Build the service. Everything has a demo default; tests pass their own."""
+    """Build the service. Everything has a safe default; tests pass their own.
+
+    ``demo_role_header``: honour an unauthenticated ``X-Role`` header (default: only if
+    ``$PIIGUARD_EXAMPLE_DEMO_ROLES`` is ``1``). Never in production.
+    """
+    if demo_role_header is None:
+        demo_role_header = os.environ.get(DEMO_ROLES_ENV) == "1"
+    # Reveals are audit events on the 'piiguard.audit' logger: give it somewhere to go
+    # (a plain `uvicorn` run configures no handler for it).
+    audit_log = logging.getLogger("piiguard.audit")
+    if not audit_log.hasHandlers():
+        audit_log.addHandler(logging.StreamHandler())
+    if not audit_log.isEnabledFor(logging.INFO):
+        audit_log.setLevel(logging.INFO)
     data = Path(data_dir or os.environ.get("PIIGUARD_EXAMPLE_DIR")
                 or tempfile.mkdtemp(prefix="piiguard-example-"))
     data.mkdir(parents=True, exist_ok=True)
@@ -134,30 +157,28 @@ def create_app(*, data_dir: str | os.PathLike[str] | None = None,
     sessions = sessionmaker(engine, expire_on_commit=True)
     tokens = dict(DEMO_TOKENS if tokens is None else tokens)
 
-    async def role_scope(request: Request,
-                         authorization: Annotated[str | None, Header()] = None,
-                         x_role: Annotated[str | None, Header()] = None,
-                         x_purpose: Annotated[str | None, Header()] = None,
-                         ) -> AsyncIterator[str | None]:
-        """The role of this request, in effect for the endpoint *and* the response
-        serialisation (an async dependency runs in the request's task; its context
-        variables reach the endpoint, even a sync one run in a worker thread)."""
-        role = None
+    def caller(request: Request,
+               authorization: Annotated[str | None, Header()] = None,
+               x_role: Annotated[str | None, Header()] = None,
+               x_purpose: Annotated[str | None, Header()] = None) -> acting_as | None:
+        """Who is calling: a role from a verified bearer token (the token names the
+        principal), else from ``X-Role`` only in demo mode, else no role (the policy's
+        defaults: every field redacted, no writes). piiguard.fastapi enters it for the
+        request, for sync and async endpoints alike."""
+        role = principal = None
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             role = tokens.get(token.strip()) if scheme.lower() == "bearer" else None
             if role is None:
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown bearer token",
                                     headers={"WWW-Authenticate": "Bearer"})
-        elif x_role and trust_role_header:
+            # the principal the search rate limit counts: the token, hashed (not a secret)
+            principal = hashlib.sha256(token.strip().encode()).hexdigest()[:16]
+        elif x_role and demo_role_header:
             role = x_role.strip() or None
         request.state.role = role
-        with masking(guard):
-            if role is None:
-                yield None        # no role: the policy's default applies
-            else:
-                with acting_as(role, purpose=x_purpose):
-                    yield role
+        return None if role is None else acting_as(role, purpose=x_purpose,
+                                                   principal=principal)
 
     def db() -> Iterator[Session]:
         with sessions() as session:
@@ -165,7 +186,8 @@ def create_app(*, data_dir: str | os.PathLike[str] | None = None,
 
     DB = Annotated[Session, Depends(db)]
 
-    app = FastAPI(title="piiguard example: customers", dependencies=[Depends(role_scope)])
+    app = FastAPI(title="piiguard example: customers")
+    piiguard.fastapi.install(app, guard, role=caller)
     app.state.guard = guard
     app.state.engine = engine
     app.state.Customer = Customer

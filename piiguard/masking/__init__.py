@@ -3,9 +3,16 @@
 - :class:`MaskingPolicy` (rules: kind or ``table.column`` -> role -> mask),
 - :mod:`~piiguard.masking.masks` (``reveal``, ``redact``, ``partial:F:L``, ``email``,
   ``city``, ``pseudonym``, ``null`` and custom masks),
-- :func:`acting_as` (the role in effect, on ``contextvars``),
-- :func:`render` and :class:`MaskedStr` (what the column types and pydantic types call),
-- :class:`AuditTrail` (reveal and key events, batched with exact counts),
+- :mod:`~piiguard.masking.rules` (who may search, write and clear; search limits) and
+  :mod:`~piiguard.masking.recovery` (how many candidates a mask leaves),
+- :func:`acting_as` (the role in effect, on ``contextvars``; it never leaks out of its
+  block),
+- :func:`render`, :class:`MaskedStr` and :class:`RevealedStr` (what the column types and
+  pydantic types call and return),
+- :mod:`~piiguard.masking.writeback` (no masked view written back, compared by value),
+- :class:`SearchGate` (search admitted by policy and rate limit, audited),
+- :class:`AuditTrail` (reveal, search and key events: batched with exact counts, or
+  durable),
 - :class:`MaskingHost` (what masking needs from the Guard: policy, audit, pseudonym keys).
 
 This layer knows nothing of pydantic or SQLAlchemy's column types: role-aware pydantic
@@ -19,11 +26,17 @@ serialisation (``masking(guard)``, ``Masked``) lives in :mod:`piiguard.pydantic`
 """
 
 from piiguard.masking.audit import AuditTrail
-from piiguard.masking.context import acting_as, current_purpose, current_role
+from piiguard.masking.context import (
+    acting_as,
+    current_principal,
+    current_purpose,
+    current_role,
+)
 
 _LAZY = {"MaskingPolicy": "policy", "KINDS": "policy", "Mask": "masks", "REDACTED": "masks",
-         "MaskedStr": "view", "render": "view", "is_masked": "view",
-         "MaskingHost": "host"}
+         "MaskedStr": "view", "RevealedStr": "view", "render": "view", "is_masked": "view",
+         "MaskingHost": "host", "SearchGate": "search", "PolicyWarning": "policy",
+         "AuditWarning": "audit"}
 
 
 def __getattr__(name: str) -> object:
@@ -40,11 +53,16 @@ __all__ = [
     "KINDS",
     "REDACTED",
     "AuditTrail",
+    "AuditWarning",
     "Mask",
     "MaskedStr",
     "MaskingHost",
     "MaskingPolicy",
+    "PolicyWarning",
+    "RevealedStr",
+    "SearchGate",
     "acting_as",
+    "current_principal",
     "current_purpose",
     "current_role",
     "is_masked",

@@ -17,8 +17,11 @@ A policy is a mapping, usually written as a dict or a TOML file::
     support = "city"
     default = "null"                        # every other role, for this column only
 
-Top-level keys are ``default``, a kind (``national_id``, ``tax_id``, ``phone``,
-``address``, ``email``, ``name``, ``text``) or a ``table.column`` / ``Model.field``. A
+Top-level keys are ``default``, the access sections ``search``, ``write``, ``clear``
+and ``limits`` (who may search, write and clear which column, and how fast anyone may
+try search candidates: :mod:`piiguard.masking.rules`), a kind (``national_id``,
+``tax_id``, ``phone``, ``address``, ``email``, ``name``, ``text``) or a
+``table.column`` / ``Model.field``. A
 kind or column rule is either a mask (for every role) or a table from role to mask, with
 an optional ``default`` for the roles it does not name. Masks are listed in
 :mod:`piiguard.masking.masks`; custom masks are plain functions registered by name.
@@ -63,6 +66,7 @@ import os
 import re
 import threading
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -70,9 +74,11 @@ from typing import Any
 from piiguard.errors import PolicyError
 from piiguard.kinds import kind_names
 from piiguard.masking import masks as _masks
-from piiguard.masking.masks import Mask, parse_spec, pseudonym_scope
+from piiguard.masking.masks import BUILTIN_MASKS, Mask, parse_spec, pseudonym_scope
+from piiguard.masking.recovery import ANALYSED_KINDS, candidates_left, recovery_risk
+from piiguard.masking.rules import ACCESS_SECTIONS, AccessRules, SearchLimit, SearchLimits
 
-__all__ = ["KINDS", "MaskingPolicy"]
+__all__ = ["KINDS", "MaskingPolicy", "PolicyWarning"]
 
 #: The PII kinds a policy can name (the registry's: :mod:`piiguard.kinds`).
 KINDS = kind_names()
@@ -81,10 +87,15 @@ _DEFAULT = "default"
 _COLUMN_RE = re.compile(r"[^.\s]+\.[^.\s]+")
 _ROLE_RE = re.compile(r"[^\s\x00-\x1f]{1,128}")
 _CACHE_MAX = 4096
+_YES, _NO = object(), object()   # cached answers of _decide (None means "not cached")
 
 
 def _where(*path: str) -> str:
     return "policy" + "".join(f"[{p!r}]" for p in path)
+
+
+class PolicyWarning(UserWarning):
+    """A policy piiguard cannot fully check (a custom mask on a searchable number)."""
 
 
 class MaskingPolicy:
@@ -117,7 +128,7 @@ class MaskingPolicy:
         self.source = source
         self._raw = dict(rules or {})
         self._compile(self._raw)
-        self._cache: dict[tuple, Mask] = {}
+        self._cache: dict[tuple, Any] = {}
         self._lock = threading.Lock()
 
     # -- building --------------------------------------------------------------------------
@@ -180,10 +191,16 @@ class MaskingPolicy:
         self._default = parse_spec("redact")
         self._kinds: dict[str, tuple[dict[str, Mask], Mask | None]] = {}
         self._columns: dict[str, tuple[dict[str, Mask], Mask | None]] = {}
+        self._access = {name: AccessRules(name) for name in ACCESS_SECTIONS[:3]}
+        self._limits = SearchLimits()
         for key, value in rules.items():
             if not isinstance(key, str):
                 raise PolicyError(f"policy keys are strings, not {type(key).__name__}")
-            if key == _DEFAULT:
+            if key == "limits":
+                self._limits = SearchLimits.parse(value)
+            elif key in self._access:
+                self._access[key] = AccessRules.parse(key, value, KINDS)
+            elif key == _DEFAULT:
                 self._default = self._mask(value, None, key)
             elif key in KINDS:
                 self._kinds[key] = self._rule(value, key, key)
@@ -195,6 +212,8 @@ class MaskingPolicy:
             else:
                 raise PolicyError(f"{_where(key)}: unknown kind {key!r} (kinds: "
                                   f"{', '.join(KINDS)}; or a table.column)")
+        for kind in ANALYSED_KINDS:
+            self._check_recovery(kind, None)
 
     def _rule(self, value: Any, kind: str | None, key: str
               ) -> tuple[dict[str, Mask], Mask | None]:
@@ -263,6 +282,98 @@ class MaskingPolicy:
                 return default
         return self._default
 
+    # -- what a role may do ----------------------------------------------------------------
+    def may_search(self, *, kind: str, column: str | None, role: str | None) -> bool:
+        """May ``role`` search ``column`` (``==``, ``in_()``, ``lookup()``)? Roles that
+        may reveal it, and those the ``search`` section names."""
+        return self._decide("search", kind, column, role)
+
+    def may_write(self, *, kind: str, column: str | None, role: str | None) -> bool:
+        """May ``role`` write a value to ``column``? Every role, unless the ``write``
+        section names the roles that may."""
+        return self._decide("write", kind, column, role)
+
+    def may_clear(self, *, kind: str, column: str | None, role: str | None) -> bool:
+        """May ``role`` set a stored value to NULL? Roles that may write it and either
+        may reveal it or are named in the ``clear`` section."""
+        return self._decide("clear", kind, column, role)
+
+    def search_limit(self, role: str | None) -> SearchLimit:
+        """The search rate limit of ``role`` (per principal): the ``limits`` section."""
+        return self._limits.for_role(role)
+
+    def _decide(self, action: str, kind: str, column: str | None, role: str | None
+                ) -> bool:
+        k = (action, kind, column, role)
+        found = self._cache.get(k)
+        if found is not None:
+            return found is _YES
+        if action == "write":
+            named = self._access["write"].roles(kind=kind, column=column)
+            ok = named is None or (role is not None and role in named)
+        else:
+            named = self._access[action].roles(kind=kind, column=column) or frozenset()
+            ok = self.mask_for(kind=kind, column=column, role=role).is_reveal or (
+                role is not None and role in named)
+            if action == "clear":
+                ok = ok and self._decide("write", kind, column, role)
+        with self._lock:
+            self._cache[k] = _YES if ok else _NO
+        return ok
+
+    def masks_for_column(self, *, kind: str, column: str | None) -> tuple[Mask, ...]:
+        """Every mask other than ``reveal`` that some role (or no role) gets for
+        ``column``: the views a value written back must not equal."""
+        k = ("views", kind, column)
+        found = self._cache.get(k)
+        if found is not None:
+            return found
+        masks = {self._default.spec: self._default}
+        for rule in (self._columns.get(column) if column else None, self._kinds.get(kind)):
+            if rule is not None:
+                roles, default = rule
+                for m in [*roles.values(), *([default] if default else [])]:
+                    masks.setdefault(m.spec, m)
+        out = tuple(m for m in masks.values() if not m.is_reveal)
+        with self._lock:
+            self._cache[k] = out
+        return out
+
+    def check_columns(self, columns: list[tuple[str, str]]) -> None:
+        """Check the search rules against known columns (``[(table.column, kind)]``,
+        what a Guard knows once its columns are attached): column rules could not be
+        checked when the policy was built."""
+        for label, kind in columns:
+            if kind in ANALYSED_KINDS:
+                self._check_recovery(kind, label)
+
+    def _check_recovery(self, kind: str, column: str | None) -> None:
+        """Refuse a role that may search ``kind`` values it sees partly, when its search
+        limit lets it try enough candidates to recover one within a day."""
+        named = self._access["search"].roles(kind=kind, column=column) or frozenset()
+        for role in sorted(named):
+            mask = self._resolve(kind, column, role)
+            if mask.is_reveal:
+                continue
+            builtin = mask.name in BUILTIN_MASKS and mask.spec not in self._custom
+            first, last = (mask.args if mask.name == "partial" else (0, 0))
+            cands = candidates_left(kind, mask.name, first, last) if builtin else None
+            where = _where("search", column or kind)
+            if cands is None:
+                warnings.warn(f"{where}: role {role!r} may search {kind} values it sees "
+                              f"through the custom mask {mask.spec!r}, which piiguard "
+                              "cannot analyse: make sure it hides enough digits for the "
+                              "search limit", PolicyWarning, stacklevel=4)
+                continue
+            limit = self._limits.for_role(role)
+            risk = recovery_risk(cands, limit.tries_per_day())
+            if risk.too_high:
+                raise PolicyError(
+                    f"{where}: role {role!r} may search {kind} values it sees as "
+                    f"{mask.spec!r} at the search limit {limit.to_spec()!r}: "
+                    f"{risk.describe()}; show fewer characters, lower limits.search for "
+                    "this role, or do not let it search")
+
     @property
     def default(self) -> Mask:
         """The mask for roles and kinds no rule names."""
@@ -296,6 +407,11 @@ class MaskingPolicy:
         """The policy as a plain dict of mask specs (``from_dict(p.to_dict())`` is
         an equal policy)."""
         out: dict[str, Any] = {_DEFAULT: self._default.spec}
+        for name, section in self._access.items():
+            if section:
+                out[name] = section.to_dict()
+        if not self._limits.is_default():
+            out["limits"] = self._limits.to_dict()
         for rules in (self._kinds, self._columns):
             for key, (roles, default) in rules.items():
                 d = {r: m.spec for r, m in roles.items()}

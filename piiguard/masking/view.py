@@ -5,8 +5,10 @@ turn a stored value into what the current role may see:
 
 - no policy on the Guard (``guard.policy is None``): the plaintext, no audit event
   (encryption-only mode);
-- ``reveal``: the plaintext, and one counted reveal in the audit trail
-  (:meth:`~piiguard.masking.audit.AuditTrail.record_reveal`);
+- ``reveal``: the plaintext (a :class:`RevealedStr`), and one counted reveal in the
+  audit trail (:meth:`~piiguard.masking.audit.AuditTrail.record_reveal`; with
+  ``AuditTrail(durable=True)`` written before the value is returned, and if it cannot
+  be written the value is not returned: :class:`~piiguard.errors.AuditError`);
 - ``redact``, ``null`` and custom masks made with ``needs_plaintext=False``: the mask's
   output *without calling* ``plaintext_fn`` — nothing is decrypted, no key is loaded,
   no KMS call happens;
@@ -40,22 +42,24 @@ from typing import Any
 from piiguard.errors import PIIGuardError
 from piiguard.masking.context import current_purpose, current_role
 from piiguard.masking.host import MaskingHost
-from piiguard.masking.masked import MaskedStr, is_masked
+from piiguard.masking.masked import MaskedStr, RevealedStr, is_masked
 
-__all__ = ["MaskedStr", "is_masked", "render"]
+__all__ = ["MaskedStr", "RevealedStr", "is_masked", "render"]
 
 
 def render(guard: MaskingHost, *, kind: str, column: str | None,
            plaintext_fn: Callable[[], str | None], row_key: Any = None,
-           key_id: int | None = None) -> str | None:
+           key_id: int | None = None, audited: bool = False) -> str | None:
     """What the role in effect may see of one stored value.
 
     ``guard`` is the :class:`~piiguard.masking.host.MaskingHost` (a Guard) whose policy
     applies and whose audit trail records reveals; ``plaintext_fn`` decrypts the value
     (called at most once, and never for masks that need no plaintext); ``column`` is
     ``table.column`` or ``Model.field``; ``row_key`` (the primary key, where known) and
-    ``key_id`` (the DEK id in the envelope) go to the audit trail with reveals. Call it
-    for non-NULL stored values only.
+    ``key_id`` (the DEK id in the envelope) go to the audit trail with reveals.
+    ``audited=True``: this value's reveal is already recorded (a :class:`RevealedStr`
+    passed on), so a ``reveal`` records nothing more. Call it for non-NULL stored values
+    only.
     """
     policy = guard.policy
     if policy is None:
@@ -70,9 +74,11 @@ def render(guard: MaskingHost, *, kind: str, column: str | None,
                              row_keys=None if row_key is None else [row_key], count=1,
                              error=type(exc).__name__)
             raise
-        if value is not None:
+        if value is None:
+            return None
+        if not audited:
             guard.audit.record_reveal(column, key_id, row_key, role, current_purpose())
-        return value
+        return value if type(value) is RevealedStr else RevealedStr(value)
     if not mask.needs_plaintext:
         return mask(None, kind=kind, guard=guard, column=column)
     return mask(plaintext_fn(), kind=kind, guard=guard, column=column)

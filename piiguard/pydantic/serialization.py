@@ -22,7 +22,11 @@ effect *at serialisation time*; reveals are audited like reads from the database
 
 A masked value (:class:`~piiguard.masking.view.MaskedStr`, e.g. read from a masked ORM
 attribute) is kept as it is on validation and on serialisation: a response model can be
-built from masked data, and nothing is masked twice.
+built from masked data, and nothing is masked twice. A revealed value whose reveal is
+already on record (:class:`~piiguard.masking.view.RevealedStr`, what an encrypted ORM
+attribute gives a ``reveal`` role, recorded there with its key id and row key) keeps its
+marker through validation and is serialised without a second audit event: one reveal,
+one event.
 
 >>> from pydantic import BaseModel
 >>> from sqlalchemy import create_engine
@@ -56,7 +60,7 @@ from pydantic_core import core_schema
 
 from piiguard.errors import ConfigurationError
 from piiguard.masking.host import MaskingHost
-from piiguard.masking.view import MaskedStr, render
+from piiguard.masking.view import MaskedStr, RevealedStr, render
 
 __all__ = [
     "CONTEXT_KEY",
@@ -74,6 +78,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _guard: contextvars.ContextVar[MaskingHost | None] = contextvars.ContextVar(
     "piiguard_masking_guard", default=None)
+_entries: contextvars.ContextVar[tuple[tuple[Any, contextvars.Token[Any]], ...]] = \
+    contextvars.ContextVar("piiguard_masking_entries", default=())
 _UNSET: Any = object()
 #: The serialisation-context key that names the Guard: ``context={"piiguard": guard}``.
 CONTEXT_KEY = "piiguard"
@@ -115,17 +121,23 @@ class masking:
 
     def __init__(self, guard: MaskingHost | None) -> None:
         self.guard = _check_guard(guard)
-        self._tokens: list[contextvars.Token[MaskingHost | None]] = []
 
     def __repr__(self) -> str:
         return f"masking({self.guard!r})"
 
     def __enter__(self) -> Self:
-        self._tokens.append(_guard.set(self.guard))
+        # The token is kept in the entering context, not on the object: one masking
+        # object may be entered by overlapping tasks and threads (like acting_as).
+        _entries.set((*_entries.get(), (self, _guard.set(self.guard))))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _guard.reset(self._tokens.pop())
+        entries = _entries.get()
+        if not entries or entries[-1][0] is not self:
+            raise ConfigurationError(f"{self!r} left out of order: masking blocks must be "
+                                     "exited innermost first, where they were entered")
+        _entries.set(entries[:-1])
+        _guard.reset(entries[-1][1])
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
@@ -181,7 +193,8 @@ def serializer_schema(kind: str, label: str | None, guard: MaskingHost | None = 
             g = bound if bound is not None else _guard.get()
         if not g or g.policy is None:
             return value
-        return render(g, kind=kind, column=label, plaintext_fn=lambda: value)
+        return render(g, kind=kind, column=label, plaintext_fn=lambda: value,
+                      audited=type(value) is RevealedStr)
 
     return core_schema.plain_serializer_function_ser_schema(
         serialize, info_arg=True, when_used="always",
@@ -191,12 +204,17 @@ def serializer_schema(kind: str, label: str | None, guard: MaskingHost | None = 
 def keep_masked(schema: core_schema.CoreSchema, metadata: dict[str, Any] | None = None
                 ) -> core_schema.CoreSchema:
     """Wrap a validation schema so that a :class:`MaskedStr` passes as it is (it is a
-    masked view, not input to check), keeping the schema's serialisation."""
+    masked view, not input to check), and a :class:`RevealedStr` that validates to
+    itself keeps its marker (its reveal is on record), keeping the schema's
+    serialisation."""
 
     def validate(value: Any, handler: core_schema.ValidatorFunctionWrapHandler) -> Any:
         if type(value) is MaskedStr:
             return value
-        return handler(value)
+        out = handler(value)
+        if type(value) is RevealedStr and out == value:
+            return value
+        return out
 
     return core_schema.no_info_wrap_validator_function(
         validate, schema, metadata=metadata, serialization=schema.get("serialization"))

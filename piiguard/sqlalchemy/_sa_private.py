@@ -50,13 +50,14 @@ class PrivateAPI(NamedTuple):
 
 
 PRIVATE_APIS: tuple[PrivateAPI, ...] = (
-    PrivateAPI("Insert/Update._values", "hooks",
+    PrivateAPI("Insert/Update._values", "hooks, writes",
                "the single-row VALUES / SET of a statement: a key-scoped column's value is "
                "wrapped with its row's DEK scope, a searchable column's SET gets its blind "
-               "index (statement_values)"),
-    PrivateAPI("ValuesBase._multi_values", "hooks",
-               "multi-row VALUES cannot carry per-row key scopes and are refused "
-               "(multi_row_values)"),
+               "index, a written value is checked against the write rules and the stored "
+               "value it replaces (statement_values)"),
+    PrivateAPI("ValuesBase._multi_values", "hooks, writes",
+               "multi-row VALUES cannot carry per-row key scopes and are refused; their "
+               "columns are checked against the write rules (multi_row_values)"),
     PrivateAPI("Column._on_table_attach", "columns",
                "a type learns its table when its column is attached (on_table_attach)"),
     PrivateAPI("ColumnDefault._set_parent", "state",
@@ -64,9 +65,9 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
                "the index default of its new column (set_context_default)"),
     PrivateAPI("Column._reset_memoizations", "state",
                "drops the column's memoized default lookups after that (set_context_default)"),
-    PrivateAPI("Annotated._deannotate", "hooks",
-               "ORM statements carry an annotated copy of the table; the plan is kept for "
-               "the table itself (deannotated)"),
+    PrivateAPI("Annotated._deannotate", "hooks, writes",
+               "ORM statements carry an annotated copy of the table; the plan (and the "
+               "list of encrypted columns) is kept for the table itself (deannotated)"),
     PrivateAPI("TypeDecorator.impl_instance", "storage, columns",
                "text=True swaps the storage impl of an instance (replace_impl)"),
     PrivateAPI("Mapper.class_manager", "orm",

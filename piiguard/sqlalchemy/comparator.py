@@ -10,6 +10,12 @@ With a warm key cache the IN list is a fixed number of plain parameters (one slo
 value and usable key, plus a spare): SQLAlchemy compiles such a statement once and
 caches it. With a cold cache, or more than :data:`MAX_INDEX_SLOTS` parameters, an
 expanding IN is used instead.
+
+Under a masking policy every search is admitted by the Guard's
+:class:`~piiguard.masking.search.SearchGate` when the expression is built: the role must
+be allowed to search the column, the principal's rate limit must cover the number of
+candidate values (an ``in_()`` of 1,000 values is 1,000 tries), and the search is
+audited (role, purpose, column, count; never a value).
 """
 
 from __future__ import annotations
@@ -104,6 +110,11 @@ class EncryptedComparator(TypeDecorator.Comparator):
                                  "use piiguard.sqlalchemy.lookup() (re-checks after "
                                  "decryption) or .blind_match() for the raw candidates")
         canonical = [st.canonical(v) for v in values]     # validated now, at build time
+        guard = st.guard
+        policy = guard.policy
+        if policy is not None:
+            guard.searches.admit(policy, guard.audit, kind=st.kind, column=st.label,
+                                 count=len(set(canonical)))
         col = self._index_col(st, search)
         # The index keys are looked up when the statement runs (inside SQLAlchemy's
         # greenlet with async engines), not when the expression is built.

@@ -15,6 +15,12 @@ SQLAlchemy's (and Alembic's) classes rather than on its own columns.
   dictionary look-up.
 - ``Engine`` ``after_execute``: checks that such a rewritten UPDATE wrote every row it
   read (:func:`.rows.check_rowcount`); other statements cost one truth test.
+- ``Engine`` ``before_execute`` (another listener, :func:`.writes.before_execute`,
+  installed first so it sees the values as the application gave them): under
+  a masking policy, every INSERT and UPDATE that writes an encrypted column is checked
+  against the write rules, and an UPDATE by a role that cannot see a column is checked
+  against the stored values it replaces (no masked view written back, no value cleared
+  by a role that cannot see it).
 - ``Engine`` ``handle_error``: a piiguard error raised inside a statement (a refused
   value, a decryption failure) is raised as itself, not wrapped in SQLAlchemy's
   ``StatementError``, so an invalid value stays a ``ValueError`` naming ``table.column``.
@@ -48,6 +54,7 @@ from sqlalchemy.sql.elements import BindParameter
 from piiguard.errors import ConfigurationError, PIIGuardError
 from piiguard.sqlalchemy import rows as row_writes
 from piiguard.sqlalchemy._sa_private import deannotated, multi_row_values, statement_values
+from piiguard.sqlalchemy import writes
 from piiguard.sqlalchemy.orm import on_mapper_configured
 from piiguard.sqlalchemy.state import AttachedColumn, BlindIndexColumn, Pending
 
@@ -293,6 +300,8 @@ def install() -> None:
         return
     with _install_lock:
         if not _installed:
+            # write-back refusal first: it judges the values as the application gave them
+            event.listen(Engine, "before_execute", writes.before_execute)
             event.listen(Engine, "before_execute", _before_execute, retval=True)
             event.listen(Engine, "after_execute", _after_execute)
             event.listen(Engine, "handle_error", _unwrap_piiguard_error)

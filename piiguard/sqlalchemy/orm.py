@@ -26,10 +26,12 @@ from sqlalchemy.orm.attributes import (
 
 from piiguard.errors import MaskedValueError
 from piiguard.masking.view import MaskedStr, render
+from piiguard.sqlalchemy import reveals
 from piiguard.sqlalchemy._sa_private import class_attribute, swap_class
 from piiguard.sqlalchemy.rows import MapperBinding
 from piiguard.sqlalchemy.sealed import Sealed
 from piiguard.sqlalchemy.state import AttachedColumn, attached_column_of
+from piiguard.sqlalchemy.writes import check_assignment
 
 __all__ = ["EncryptedAttribute", "on_mapper_configured"]
 
@@ -70,18 +72,12 @@ class EncryptedAttribute(InstrumentedAttribute):
         return value
 
     def __set__(self, instance: Any, value: Any) -> None:
-        if type(value) is not str:
-            if value is None:
-                current = instance.__dict__.get(self.key)
-                if type(current) is Sealed and current.view() is None:
-                    # the role in effect sees NULL (mask "null"): writing that NULL back
-                    # would erase a value it cannot see
-                    raise MaskedValueError(
-                        "masked", column=current.column,
-                        detail="the role in effect sees this value as NULL; clearing it "
-                               "needs a role that can see it")
-            else:
-                self._check(value)
+        if type(value) is not str and value is not None:
+            self._check(value)
+        st = self.column_state
+        if st.guard.policy is not None:
+            # write rule, masked views compared as values, clearing (see .writes)
+            check_assignment(st, instance, self.key, value)
         # QueryableAttribute.impl (see _sa_private): inline, this runs for every value set
         self.impl.set(instance_state(instance), instance_dict(instance), value, None)
 
@@ -113,10 +109,12 @@ def on_mapper_configured(mapper: Mapper, class_: type) -> None:
     """Give the mapper's encrypted columns their attributes and update listeners."""
     bound: list[tuple[str, AttachedColumn]] = []
     indexed: list[tuple[str, AttachedColumn]] = []
+    encrypted: list[tuple[str, AttachedColumn]] = []
     for prop in mapper.column_attrs:
         st = _encrypted_state(prop)
         if st is None:
             continue
+        encrypted.append((prop.key, st))
         attr = class_attribute(mapper, prop.key)
         if type(attr) is InstrumentedAttribute or (
                 isinstance(attr, EncryptedAttribute) and attr.column_state is not st):
@@ -127,6 +125,8 @@ def on_mapper_configured(mapper: Mapper, class_: type) -> None:
             indexed.append((prop.key, st))
     if bound or indexed:
         _orm_update_events(mapper, bound, indexed)
+    if encrypted:
+        reveals.listen(mapper, encrypted)   # durable audit: one record per loaded result
 
 
 def _orm_update_events(mapper: Mapper, bound: list[tuple[str, AttachedColumn]],

@@ -4,6 +4,11 @@ A :class:`Sealed` holds the stored envelope and the column it came from, and dec
 only when the view for the role in effect needs the plaintext (through
 :func:`piiguard.masking.view.render`). :func:`unseal` is the package's way to the
 plaintext without masking (re-writing a value to its own column, exact lookups).
+
+A reveal of a sealed value is recorded once per role and purpose: reading the same
+loaded value again is not a new disclosure. With a durable audit trail the ORM puts the
+values of one result in a :class:`~piiguard.masking.audit.RevealBatch` when it loads
+them (:mod:`.reveals`), and the first one shown writes the batch's record.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from typing import Any, NoReturn, Protocol, cast
 
 from sqlalchemy.types import TypeEngine
 
-from piiguard.errors import KeyDestroyedError
-from piiguard.masking.view import MaskedStr, render
+from piiguard.errors import KeyDestroyedError, PIIGuardError
+from piiguard.masking.audit import RevealBatch
+from piiguard.masking.context import current_purpose, current_role
+from piiguard.masking.view import MaskedStr, RevealedStr
 
 __all__ = ["Sealed", "SealedSource", "unseal"]
 
@@ -49,7 +56,7 @@ class Sealed:
     only with them.
     """
 
-    __slots__ = ("_bound", "_col", "_legacy", "_row", "stored")
+    __slots__ = ("_audit", "_bound", "_col", "_legacy", "_row", "stored")
 
     def __init__(self, stored: bytes | str, column: Any, *, legacy: bool = False,
                  row: Any = None) -> None:
@@ -60,6 +67,9 @@ class Sealed:
         self._legacy = legacy
         self._row = row
         self._bound = getattr(column, "binding", None) is not None
+        # (role, purpose) this value's reveal is on record for, or the RevealBatch that
+        # will record it, or None
+        self._audit: Any = None
 
     @property
     def column(self) -> str:
@@ -97,14 +107,53 @@ class Sealed:
     def view(self, *, row_key: Any = None) -> str | None:
         """The value as the role in effect may see it (plaintext, a MaskedStr, or None)."""
         col = self._col
+        guard = col.guard
+        policy = guard.policy
         try:
-            return render(col.guard, kind=col.kind, column=col.label,
-                          plaintext_fn=self._plaintext, row_key=row_key,
-                          key_id=self.key_id)
+            if policy is None:
+                return self._plaintext()
+            role = current_role()
+            mask = policy.mask_for(kind=col.kind, column=col.label, role=role)
+            if mask.is_reveal:
+                return self._reveal(guard, role, row_key)
+            # what render() does for a mask, without looking the mask up again
+            if not mask.needs_plaintext:
+                return mask(None, kind=col.kind, guard=guard, column=col.label)
+            return mask(self._plaintext(), kind=col.kind, guard=guard, column=col.label)
         except KeyDestroyedError:
             if col.on_destroyed == "null":   # crypto-shredded: NULL unless "raise"
                 return None
             raise
+
+    def _reveal(self, guard: Any, role: str | None, row_key: Any) -> str:
+        """The plaintext for a ``reveal`` role, its reveal on record (once)."""
+        purpose = current_purpose()
+        mark = self._audit
+        recorded = False
+        if mark is not None:
+            if type(mark) is RevealBatch:
+                if mark.role == role and mark.purpose == purpose:
+                    mark.write()           # the whole batch, once; AuditError: no value
+                    recorded = True
+            elif mark == (role, purpose):
+                recorded = True
+        try:
+            value = self._plaintext()
+        except PIIGuardError as exc:
+            if not isinstance(exc, KeyDestroyedError):
+                guard.audit.emit("reveal", outcome="error", column=self._col.label,
+                                 key_id=self.key_id,
+                                 row_keys=None if row_key is None else [row_key], count=1,
+                                 error=type(exc).__name__)
+            raise
+        if not recorded:
+            guard.audit.record_reveal(self._col.label, self.key_id, row_key, role, purpose)
+            self._audit = (role, purpose)
+        return RevealedStr(value)
+
+    def join_batch(self, batch: RevealBatch) -> None:
+        """Have ``batch`` record this value's reveal (the ORM, when it loads a result)."""
+        self._audit = batch
 
     def __str__(self) -> str:
         v = self.view()

@@ -1,82 +1,51 @@
-"""Masking on read in the SQLAlchemy layer: the cross-cutting acceptance points.
+"""Masking on read in the SQLAlchemy layer: what each role sees, and what it costs.
 
 - each mask on each kind through the ORM (Turkish letters in names, addresses, e-mail);
 - unknown role and no role get the default;
 - role switch on an already-loaded object (nothing leaks through the identity map);
+- a policy set after objects were loaded (or assigned) still governs what is read;
+- Core rows hold Sealed values, rendered for the role in effect when used;
 - asyncio tasks with different roles at once (sync session objects and AsyncSession);
-- zero decryptions and zero KMS calls for redact/null roles (fresh Guard on AWS KMS via
-  the moto server, a KMS call counter and a spy on the DEK lookup);
-- masked write-back refused or a no-op with byte-identical storage, ORM flush and Core
-  update(), for every mask;
-- reveals audited with exact counts, row keys and key ids, and no plaintext in the log.
+- zero decryptions and zero KMS calls for redact/null roles (a fresh Guard on AWS KMS via
+  the moto server with a KMS call counter, and on a counting LocalKMS; spies on the DEK
+  lookup);
+- pydantic response models built from masked ORM objects.
+
+(Merged from test_masking_sqlalchemy.py, test_sqlalchemy_masking.py and
+test_masking_policy_late.py; the write-back tests are in
+test_sqlalchemy_masking_writeback.py, the audit ones in test_masking_audit_sqlalchemy.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
 import pytest
+from masking_world import CANON, KIND, PII, RAW, SPECS, make_model, models, policy_all
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Integer, String, create_engine, select, text, update
+from sqlalchemy import Integer, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
 
-from piiguard import Guard, MaskingPolicy, acting_as
-from piiguard.errors import MaskedValueError, PIIGuardError
+from piiguard import Guard, LocalKMS, MaskingPolicy, acting_as
 from piiguard.guard import FieldCipher
-from piiguard.masking.view import MaskedStr, is_masked
+from piiguard.masking.view import MaskedStr, RevealedStr, is_masked
 from piiguard.pydantic import Address, Email, NationalId, Phone, masking, optional
+from piiguard.sqlalchemy import EncryptedNationalId, EncryptedPhone, Sealed
 
-sa = pytest.importorskip("piiguard.sqlalchemy")
+NID = "10000000146"
+PHONE = "+905321234567"
+ADDRESS = "BAĞDAT CAD. NO:1, 34728 KADIKÖY/İSTANBUL"
+EMAIL = "ğül.şen@örnek.com.tr"
 
-RAW = {
-    "name": "Şükrü Öztürk",
-    "national_id": "100 000 001 46",
-    "tax_id": "1234567890",
-    "phone": "0532 123 45 67",
-    "email": "şükrü.öztürk@Örnek.com.tr",
-    "address": "Çiçek Mah. Gül Sk. No:7 D:2, 34394 Şişli/İstanbul",
-    "note": "İğdır'da ılık bir gün; ÇĞİÖŞÜ",
+POLICY = {
+    "default": "redact",
+    "national_id": {"admin": "reveal", "support": "partial:1:2", "analyst": "pseudonym",
+                    "hidden": "null"},
+    "phone": {"admin": "reveal", "support": "partial:0:2"},
+    "address": {"admin": "reveal", "support": "city"},
+    "email": {"admin": "reveal", "support": "email"},
 }
-CANON = {
-    "name": "Şükrü Öztürk",
-    "national_id": "10000000146",
-    "tax_id": "1234567890",
-    "phone": "+905321234567",
-    "email": "şükrü.öztürk@örnek.com.tr",
-    "address": "ÇİÇEK MAH. GÜL SK. NO:7 D:2, 34394 ŞİŞLİ/İSTANBUL",
-    "note": "İğdır'da ılık bir gün; ÇĞİÖŞÜ",
-}
-KIND = {"name": "name", "national_id": "national_id", "tax_id": "tax_id", "phone": "phone",
-            "email": "email", "address": "address", "note": "text"}
-PII = tuple(CANON)
-SPECS = ["reveal", "redact", "null", "partial:1:2", "partial:0:3", "email", "city",
-         "city:province", "pseudonym", "pseudonym:bi", "stars"]
-
-
-def stars(value: str) -> str:
-    """A custom mask (registered by name)."""
-    return "★" * 3
-
-
-def make_model(guard):
-    class Base(DeclarativeBase):
-        pass
-
-    class Customer(Base):
-        __tablename__ = "customers"
-        id = mapped_column(Integer, primary_key=True)
-        status = mapped_column(String(20), default="new")
-        name = mapped_column(sa.EncryptedString(guard, kind="name"))
-        national_id = mapped_column(sa.EncryptedNationalId(guard, searchable=True))
-        tax_id = mapped_column(sa.EncryptedTaxId(guard))
-        phone = mapped_column(sa.EncryptedPhone(guard))
-        email = mapped_column(sa.EncryptedEmail(guard))
-        address = mapped_column(sa.EncryptedAddress(guard))
-        note = mapped_column(sa.EncryptedString(guard))
-
-    return Base, Customer
 
 
 @pytest.fixture
@@ -89,19 +58,6 @@ def world(sqlite_engine, local_kms):
         s.add_all([Customer(**RAW), Customer(**{**RAW, "national_id": "10000000078"})])
         s.commit()
     return guard, Customer, sqlite_engine
-
-
-def policy_all(spec: str) -> MaskingPolicy:
-    """Role 'r' gets ``spec`` for every kind (through the default: kind-specific masks
-    fail closed on other kinds)."""
-    return MaskingPolicy.from_dict({"default": spec}, masks={"stars": stars})
-
-
-def raw_rows(engine) -> list[tuple]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(
-            "SELECT id, name, national_id, national_id_bidx, tax_id, phone, email, "
-            "address, note FROM customers ORDER BY id"))]
 
 
 # ----------------------------------------------------------------------------- views
@@ -135,7 +91,8 @@ def test_each_mask_on_each_kind_through_the_orm(world, spec):
             expected = mask(CANON[attr], kind=KIND[attr], guard=guard)
             assert got == expected, (attr, got)
             if spec == "reveal":
-                assert got == CANON[attr] and type(got) is str
+                # the value, marked as revealed-and-audited (a str subclass)
+                assert got == CANON[attr] and type(got) is RevealedStr
             elif spec == "null":
                 assert got is None
             else:
@@ -180,6 +137,7 @@ def test_role_switch_on_a_loaded_object(world):
     guard, Customer, engine = world
     guard.policy = MaskingPolicy.from_dict({
         "default": "redact",
+        "search": {"national_id": ["support"]},      # support may search (below)
         "national_id": {"admin": "reveal", "support": "partial:1:2"},
         "address": {"admin": "reveal", "support": "city"},
     })
@@ -335,197 +293,6 @@ def test_no_decryption_and_no_kms_call_for_roles_without_plaintext(spec, sqlite_
     assert decryptions == ["customers.national_id"] * 20
 
 
-# ----------------------------------------------------------------------------- write-back
-
-@pytest.mark.parametrize("spec", SPECS)
-def test_masked_write_back_orm(world, spec):
-    guard, Customer, engine = world
-    before = raw_rows(engine)
-    guard.policy = policy_all(spec)
-    with Session(engine) as s, acting_as("r"):
-        c = s.get(Customer, 1)
-        for attr in PII:
-            seen = getattr(c, attr)
-            if is_masked(seen):
-                with pytest.raises(MaskedValueError) as info:
-                    setattr(c, attr, seen)
-                assert f"customers.{attr}" in str(info.value)
-                assert seen not in str(info.value) or seen == "[REDACTED]"
-            elif seen is None:
-                # the 'null' view: assigning it back must not erase the stored value
-                # (refused, or a no-op)
-                try:
-                    setattr(c, attr, seen)
-                except MaskedValueError:
-                    pass
-            else:
-                setattr(c, attr, seen)           # reveal: the real value, re-encrypted
-        c.status = "touched"                     # a real change elsewhere in the row
-        s.commit()
-    after = raw_rows(engine)
-    if spec == "reveal":
-        guard.policy = None
-        with Session(engine) as s:
-            c = s.get(Customer, 1)
-            assert {a: getattr(c, a) for a in PII} == CANON
-        assert after[1] == before[1]
-    else:
-        assert after == before                   # byte-identical storage
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT status FROM customers WHERE id = 1")).scalar() \
-            == "touched"
-
-
-@pytest.mark.parametrize("spec", SPECS)
-def test_masked_write_back_core_update(world, spec):
-    guard, Customer, engine = world
-    t = Customer.__table__
-    before = raw_rows(engine)
-    guard.policy = policy_all(spec)
-    with acting_as("r"):
-        with engine.connect() as conn:
-            row = conn.execute(select(t).where(t.c.id == 1)).one()
-        # 1. the Sealed value itself: the stored envelope is reused as it is
-        with engine.begin() as conn:
-            conn.execute(update(t).where(t.c.id == 1).values(
-                **{a: getattr(row, a) for a in PII}))
-        assert raw_rows(engine) == before
-        # 2. str() of a null view is an empty masked string, never a writable ''
-        if spec == "null":
-            for attr in PII:
-                empty = str(getattr(row, attr))
-                assert empty == ""
-                if not is_masked(empty):
-                    pytest.xfail("KNOWN BUG in piiguard/sqlalchemy.py: str(Sealed) of a "
-                                 "null view is a plain '' that an EncryptedString column "
-                                 "would store; fix: Sealed.__str__ returns MaskedStr('')")
-                with pytest.raises(MaskedValueError), engine.begin() as conn:
-                    conn.execute(update(t).where(t.c.id == 1).values({attr: empty}))
-        # 3. its view, as a string: refused if masked
-        for attr in PII:
-            view = getattr(row, attr).view()
-            if not is_masked(view):
-                continue
-            with pytest.raises(MaskedValueError), engine.begin() as conn:
-                conn.execute(update(t).where(t.c.id == 1).values({attr: view}))
-            with pytest.raises(MaskedValueError), engine.begin() as conn:
-                conn.execute(update(t).where(t.c.id == 1), {attr: view})
-            with pytest.raises(MaskedValueError), engine.begin() as conn:
-                conn.execute(update(t).where(t.c.id == 1).values({attr: str(getattr(row,
-                                                                                   attr))}))
-    assert raw_rows(engine) == before
-
-
-@pytest.mark.parametrize("server", ["postgresql", "mariadb"])
-def test_masked_write_back_on_servers(server, request, local_kms):
-    """Every mask, ORM and Core, on the PostgreSQL and MariaDB servers (one database
-    each): storage stays byte-identical."""
-    engine = request.getfixturevalue({"postgresql": "pg_engine",
-                                      "mariadb": "mariadb_engine"}[server])
-    guard = Guard(kms=local_kms)
-    Base, Customer = make_model(guard)
-    Base.metadata.create_all(engine)
-    guard.bind(engine)
-    with Session(engine) as s:
-        s.add(Customer(**RAW))
-        s.commit()
-    t = Customer.__table__
-    before = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
-              for r in raw_rows(engine)]
-    for spec in SPECS:
-        if spec == "reveal":
-            continue
-        guard.policy = policy_all(spec)
-        with Session(engine) as s, acting_as("r"):
-            c = s.get(Customer, 1)
-            for attr in PII:
-                seen = getattr(c, attr)
-                with pytest.raises(MaskedValueError):
-                    setattr(c, attr, seen)
-            c.status = spec[:20]
-            s.commit()
-        with acting_as("r"):
-            with engine.connect() as conn:
-                row = conn.execute(select(t).where(t.c.id == 1)).one()
-            with engine.begin() as conn:
-                conn.execute(update(t).where(t.c.id == 1).values(
-                    **{a: getattr(row, a) for a in PII}))
-            for attr in PII:
-                view = getattr(row, attr).view()
-                if is_masked(view):
-                    with pytest.raises(MaskedValueError), engine.begin() as conn:
-                        conn.execute(update(t).where(t.c.id == 1).values({attr: view}))
-        after = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
-                 for r in raw_rows(engine)]
-        assert after == before, spec
-
-
-def test_flush_without_changes_leaves_storage_identical(world):
-    guard, Customer, engine = world
-    before = raw_rows(engine)
-    guard.policy = policy_all("partial:1:2")
-    with Session(engine) as s, acting_as("r"):
-        for c in s.scalars(select(Customer)):
-            assert is_masked(c.national_id)
-            c.status = "seen"
-        s.commit()
-    assert raw_rows(engine) == before
-
-
-def test_masked_value_refused_on_insert_and_search(world):
-    guard, Customer, engine = world
-    guard.policy = policy_all("partial:1:2")
-    with Session(engine) as s, acting_as("r"):
-        masked = s.get(Customer, 1).national_id
-        with pytest.raises(MaskedValueError):
-            Customer(national_id=masked)
-        with pytest.raises(MaskedValueError):
-            s.scalars(select(Customer).where(Customer.national_id == masked)).all()
-
-
-# ----------------------------------------------------------------------------- audit
-
-def test_orm_reveals_audited_exactly_without_plaintext(world, caplog):
-    guard, Customer, engine = world
-    with Session(engine) as s:
-        s.add_all([Customer(**{**RAW, "national_id": "10000000146"}) for _ in range(148)])
-        s.commit()
-    guard.policy = MaskingPolicy.from_dict({
-        "default": "redact",
-        "national_id": {"admin": "reveal", "support": "partial:1:2"},
-        "email": {"admin": "reveal"}, "address": {"admin": "reveal"},
-        "name": {"admin": "reveal"},
-    })
-    caplog.set_level(logging.INFO, logger="piiguard.audit")
-    with Session(engine) as s:
-        with acting_as("admin", purpose="kvkk-42"):
-            rows = s.scalars(select(Customer).order_by(Customer.id)).all()
-            assert len(rows) == 150
-            for c in rows:
-                _ = c.national_id, c.email, c.name
-            _ = rows[0].address
-            _ = rows[0].address                  # every read of a value is a reveal
-        with acting_as("support"):
-            for c in rows:
-                _ = c.national_id                # partial: not a reveal
-    events = [r.piiguard_event for r in caplog.records
-              if r.name == "piiguard.audit" and r.piiguard_event["action"] == "reveal"]
-    counts: dict[str, int] = {}
-    for e in events:
-        counts[e["column"]] = counts.get(e["column"], 0) + e["count"]
-        assert (e["role"], e["purpose"], e["outcome"]) == ("admin", "kvkk-42", "ok")
-    assert counts == {"customers.national_id": 150, "customers.email": 150,
-                      "customers.name": 150, "customers.address": 2}
-    nid = next(e for e in events if e["column"] == "customers.national_id")
-    dek = guard.field("customers", "national_id").key_id_of(raw_rows(engine)[0][2])
-    assert nid["key_id"] == dek
-    assert nid["row_keys"][:3] == ["1", "2", "3"] and nid["row_keys_omitted"] == 50
-    for value in CANON.values():
-        assert value not in caplog.text
-    for word in ("Şükrü", "Öztürk", "örnek", "ÇİÇEK", "İğdır", "10000000146", "0532"):
-        assert word not in caplog.text
-
-
 # ----------------------------------------------------------------------------- pydantic
 
 class CustomerOut(BaseModel):
@@ -562,11 +329,143 @@ def test_response_models_from_masked_orm_objects(world):
             assert out.model_dump()["national_id"] == "1********46"
 
 
-def test_all_errors_are_piiguard_errors(world):
-    guard, Customer, engine = world
-    guard.policy = policy_all("partial:1:2")
-    with Session(engine) as s, acting_as("r"):
-        c = s.get(Customer, 1)
-        with pytest.raises(PIIGuardError):
-            c.phone = c.phone
-        assert isinstance(c.phone, MaskedStr)
+# ------------------------------------------------------------------ Sealed values, by role
+# (from test_sqlalchemy_masking.py)
+
+class CountingKMS:
+    """LocalKMS that counts unwraps (a DEK loaded into memory = one call)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.decrypts = 0
+
+    def generate_data_key(self, *a, **k):
+        return self.inner.generate_data_key(*a, **k)
+
+    def decrypt_data_key(self, *a, **k):
+        self.decrypts += 1
+        return self.inner.decrypt_data_key(*a, **k)
+
+    def rewrap(self, *a, **k):
+        return self.inner.rewrap(*a, **k)
+
+
+@pytest.fixture
+def app(sqlite_engine):
+    kms = LocalKMS.generate()
+    guard = Guard(kms=kms)
+    Base, Customer = models(guard)
+    Base.metadata.create_all(sqlite_engine)
+    guard.bind(sqlite_engine)
+    with Session(sqlite_engine) as s:
+        s.add(Customer(id=1, national_id=NID, phone=PHONE, address=ADDRESS, email=EMAIL))
+        s.commit()
+    return sqlite_engine, kms, guard, Customer
+
+
+def test_without_a_policy_reads_are_plain_strings(app):
+    engine, _, guard, C = app
+    assert guard.policy is None
+    with Session(engine) as s:
+        c = s.get(C, 1)
+        assert type(c.national_id) is str and c.national_id == NID
+        row = s.execute(select(C.phone, C.address)).one()
+        assert type(row.phone) is str and (row.phone, row.address) == (PHONE, ADDRESS)
+
+
+def test_the_view_follows_the_role_at_access_time(app):
+    engine, _, guard, C = app
+    guard.policy = MaskingPolicy.from_dict(POLICY)
+    with Session(engine) as s:
+        with acting_as("admin"):
+            c = s.get(C, 1)
+            assert (c.national_id, c.phone, c.address, c.email) == (NID, PHONE, ADDRESS, EMAIL)
+        # the same loaded object, read later under other roles: nothing leaks through the
+        # identity map
+        with acting_as("support"):
+            assert (c.national_id, c.phone) == ("1********46", "***********67")
+            assert c.address == "KADIKÖY/İSTANBUL" and c.email == "ğ***@örnek.com.tr"
+            assert isinstance(c.national_id, MaskedStr)
+        with acting_as("intern"):
+            assert c.national_id == "[REDACTED]" and c.address == "[REDACTED]"
+        assert c.national_id == "[REDACTED]"            # no role at all: the default
+        with acting_as("hidden"):
+            assert c.national_id is None
+        with acting_as("analyst"):
+            token = c.national_id
+            assert token.startswith("psn_") and NID not in token
+        with acting_as("admin"):
+            assert c.national_id == NID
+        # Core rows hold Sealed values, rendered when used
+        row = s.execute(select(C.national_id)).one()
+        assert isinstance(row.national_id, Sealed) and NID not in repr(row)
+        with acting_as("support"):
+            assert str(row.national_id) == "1********46" and row.national_id == "1********46"
+        with acting_as("admin"):
+            assert f"{row.national_id}" == NID
+
+
+@pytest.mark.parametrize("role", ["intern", "hidden"])
+def test_masks_without_plaintext_decrypt_nothing_and_call_no_kms(app, role):
+    engine, kms, _guard, _C = app
+    fresh = Guard(kms=CountingKMS(kms))          # nothing cached: a decryption needs KMS
+    _, C2 = models(fresh)
+    fresh.bind(engine)
+    fresh.policy = MaskingPolicy.from_dict(POLICY)
+    lookups = []
+    real = fresh.keys.read_entry
+    fresh.keys.read_entry = lambda *a, **k: lookups.append(a) or real(*a, **k)
+    with acting_as(role), Session(engine) as s:
+        c = s.get(C2, 1)
+        views = [c.national_id, c.phone, c.address, c.email]
+        row = s.execute(select(C2.national_id, C2.phone)).one()
+        views += [str(row.national_id), str(row.phone)]
+    assert views == ([None] + ["[REDACTED]"] * 3 + ["", "[REDACTED]"] if role == "hidden"
+                     else ["[REDACTED]"] * 6)
+    assert fresh.kms.decrypts == 0 and lookups == []
+    with acting_as("support"), Session(engine) as s:
+        assert s.get(C2, 1).national_id == "1********46"
+    assert fresh.kms.decrypts == 1 and len(lookups) == 1
+
+
+# ------------------------------------------------------------------------ a policy set late
+# (from test_masking_policy_late.py)
+
+LATE_POLICY = {"default": "redact",
+          "national_id": {"admin": "reveal", "support": "partial:1:2"},
+          "phone": {"admin": "reveal", "support": "partial:3:2"}}
+
+
+def test_policy_set_after_load_masks_loaded_and_assigned_values(guard, sqlite_engine):
+    class Base(DeclarativeBase):
+        pass
+
+    class Customer(Base):
+        __tablename__ = "late_customers"
+        id = mapped_column(Integer, primary_key=True)
+        national_id = mapped_column(EncryptedNationalId(guard, searchable=True))
+        phone = mapped_column(EncryptedPhone(guard))
+
+    Base.metadata.create_all(sqlite_engine)
+    guard.bind(sqlite_engine)
+    with Session(sqlite_engine) as session:
+        session.add(Customer(id=1, national_id="10000000146", phone="05321234567"))
+        session.commit()
+        loaded = session.scalars(select(Customer)).one()
+        assert loaded.national_id == "10000000146"          # encryption-only mode
+        fresh = Customer(id=2, national_id="10000000078", phone="05321234568")
+
+        guard.policy = MaskingPolicy.from_dict(LATE_POLICY)
+        try:
+            with acting_as("support"):
+                assert loaded.national_id == "1********46"
+                assert isinstance(loaded.national_id, MaskedStr)
+                assert loaded.phone == "+90********67"
+                assert fresh.national_id == "1********78"
+            with acting_as("admin"):
+                assert loaded.national_id == "10000000146"
+            assert loaded.national_id == "[REDACTED]"          # no role: default
+            assert isinstance(fresh.phone, MaskedStr)
+        finally:
+            guard.policy = None
+        assert loaded.national_id == "10000000146"
