@@ -31,6 +31,13 @@ bytes, so they are safe to log::
 Validation errors are ``ValueError`` so that pydantic turns them into its own
 ``ValidationError``; piiguard never defines a class named ``ValidationError``.
 
+An error piiguard raises while it handles a value carries no value: not in its message,
+its attributes or the errors chained to it (an input error chains none). Frames hold
+values in their local variables, and a raised error keeps every frame it passed through
+alive (error trackers that capture locals would record them): :func:`scrub_frames`
+clears the local variables of the frames that have finished, and piiguard calls it where
+it can (see ``docs/errors.md``).
+
 >>> err = InvalidChecksumError("checksum", column="customers.national_id")
 >>> str(err)
 'invalid value for customers.national_id: checksum rule failed'
@@ -43,6 +50,8 @@ True
 from __future__ import annotations
 
 import copy
+import inspect
+from collections.abc import Iterator
 from typing import Self
 
 __all__ = [
@@ -69,6 +78,7 @@ __all__ = [
     "KMSError",
     "KMSUnavailableError",
     "KMSAccessError",
+    "scrub_frames",
 ]
 
 
@@ -120,6 +130,29 @@ class PIIGuardError(Exception):
         if self.column is None and column:
             self.column = column
             self.args = (self._render(),)
+        return self
+
+    def detached(self) -> Self:
+        """This error without its traceback and without the errors chained to it;
+        returns the error itself. For a refused value: the frames below hold the value,
+        and a validator's own error (chained as the cause or context) may quote its
+        characters. ``raise exc.detached()`` inside ``except ... as exc`` chains nothing
+        (the error being handled is the error itself).
+
+        >>> try:
+        ...     try:
+        ...         int("x1")
+        ...     except ValueError as inner:
+        ...         raise InvalidFormatError("format") from inner
+        ... except InvalidInputError as exc:
+        ...     err = exc.detached()
+        >>> err.__cause__, err.__context__, err.__traceback__
+        (None, None, None)
+        """
+        self.__cause__ = None
+        self.__context__ = None
+        self.__suppress_context__ = True
+        self.__traceback__ = None
         return self
 
     def clone(self) -> Self:
@@ -278,3 +311,82 @@ class KMSUnavailableError(KMSError):
 
 class KMSAccessError(KMSError):
     """The KMS answered but refused: disabled or missing key, access denied, bad context."""
+
+
+# ---------------------------------------------------------------------------------------
+# frames that held values
+# ---------------------------------------------------------------------------------------
+#: Modules whose finished frames :func:`scrub_frames` clears with ``libraries_only=True``:
+#: piiguard and the frameworks whose frames hold the values an application hands them.
+LIBRARY_MODULES = ("piiguard", "sqlalchemy", "sqlmodel")
+_GENERATOR_FLAGS = (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+                    | inspect.CO_ITERABLE_COROUTINE)
+
+
+def chained(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception chained to it (``__cause__``, ``__context__``, the
+    members of an exception group), each once.
+
+    >>> try:
+    ...     try:
+    ...         raise KeyError("a")
+    ...     except KeyError as inner:
+    ...         raise InvalidFormatError("type") from inner
+    ... except PIIGuardError as outer:
+    ...     [type(e).__name__ for e in chained(outer)]
+    ['InvalidFormatError', 'KeyError']
+    """
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        yield e
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+        todo.extend(getattr(e, "exceptions", None) or ())
+
+
+def scrub_frames(exc: BaseException, *, libraries_only: bool = False) -> bool:
+    """Clear the local variables of the finished frames that ``exc`` (and every exception
+    chained to it) keeps alive through its traceback; True if every such frame was
+    cleared, False if some are still running (they are left as they are).
+
+    A raised exception keeps each frame it passed through, and with it each frame's
+    local variables: the statement parameters SQLAlchemy was executing, the value a
+    validator refused. Error trackers that capture locals (Sentry, rollbar) and
+    post-mortem debuggers read them. Call this before handing an error to one of them;
+    piiguard calls it (``libraries_only=True``: frames of piiguard, SQLAlchemy and
+    SQLModel only) when a statement fails and its transaction is rolled back, and in the
+    error handlers of :func:`piiguard.fastapi.install`. The traceback itself (files,
+    lines, functions) stays. Frames still running and generator frames are never touched.
+
+    >>> def refuse(value):
+    ...     raise InvalidChecksumError("checksum")
+    >>> try:
+    ...     refuse("10000000147")
+    ... except PIIGuardError as exc:
+    ...     err = exc
+    >>> err.__traceback__.tb_next.tb_frame.f_locals
+    {'value': '10000000147'}
+    >>> scrub_frames(err), err.__traceback__.tb_next.tb_frame.f_locals
+    (True, {})
+    """
+    complete = True
+    for e in chained(exc):
+        tb = e.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            tb = tb.tb_next
+            if frame.f_code.co_flags & _GENERATOR_FLAGS:
+                continue        # clearing a suspended generator's frame would close it
+            if libraries_only:
+                module = frame.f_globals.get("__name__") or ""
+                if module.partition(".")[0] not in LIBRARY_MODULES:
+                    continue
+            try:
+                frame.clear()
+            except RuntimeError:   # still running
+                complete = False
+    return complete

@@ -39,6 +39,7 @@ from piiguard.errors import (
     AlreadyEncryptedError,
     DecryptionError,
     EnvelopeFormatError,
+    InvalidFormatError,
     InvalidInputError,
     PIIGuardError,
     UnknownKeyError,
@@ -46,7 +47,25 @@ from piiguard.errors import (
 from piiguard.keys.cache import Entry
 from piiguard.keys.manager import KeyManager
 
-__all__ = ["FieldCipher", "FieldIndex"]
+__all__ = ["FieldCipher", "FieldIndex", "unencodable", "utf8"]
+
+
+def unencodable(label: str | None, operation: str = "encrypt") -> InvalidFormatError:
+    """The error for text that has no UTF-8 form (a lone surrogate, as text decoded with
+    ``errors="surrogateescape"`` from bytes that were not UTF-8 holds). Built outside
+    the ``except`` that caught the ``UnicodeEncodeError``, which holds the whole text."""
+    return InvalidFormatError("encoding", column=label, operation=operation,
+                              detail="text is not valid Unicode: it holds a lone "
+                                     "surrogate (bytes decoded with surrogateescape?)")
+
+
+def utf8(text: str, label: str | None, operation: str = "encrypt") -> bytes:
+    """``text`` in UTF-8; :func:`unencodable` if it has no UTF-8 form."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    raise unencodable(label, operation)
 
 
 def _is_envelope(data: bytes, keys: KeyManager) -> bool:
@@ -157,9 +176,18 @@ class FieldCipher:
                 try:
                     value = prepare(value)
                 except InvalidInputError as exc:
-                    # the validator's frames hold the value: not kept by the error
-                    raise exc.with_column(label).with_traceback(None) from None
-            plaintext = value if encoded else value.encode("utf-8")
+                    # the validator's frames hold the value, its own error may quote it
+                    raise exc.with_column(label).detached()
+            if encoded:
+                plaintext = value
+            else:
+                try:
+                    plaintext = value.encode("utf-8")
+                except UnicodeEncodeError:      # (its .object is the whole value)
+                    plaintext = None
+                if plaintext is None:
+                    del value
+                    raise unencodable(label)
             if check_envelope and may_be_envelope(plaintext):
                 _refuse_envelope(plaintext, keys, label)
             e = me._we
@@ -308,7 +336,7 @@ class FieldCipher:
     # -- strings -----------------------------------------------------------------------------
     def encrypt_str(self, value: str, *, scope: str | None = None) -> bytes:
         # encrypt() refuses the UTF-8 of a text envelope ("pg1:...") as well.
-        return self.encrypt(value.encode("utf-8"), scope=scope)
+        return self.encrypt(utf8(value, self.label), scope=scope)
 
     def decrypt_str(self, blob: bytes) -> str:
         return self.decrypt(blob).decode("utf-8")
@@ -354,10 +382,10 @@ class FieldIndex:
 
     def compute(self, canonical: str) -> bytes:
         key: BlindIndexKey = self._keys.active_index_key(self.scope)
-        return key.compute(self._ctx, canonical.encode("utf-8"), self.bits)
+        return key.compute(self._ctx, utf8(canonical, self.label, "index"), self.bits)
 
     def candidates(self, canonical: str) -> list[bytes]:
-        raw = canonical.encode("utf-8")
+        raw = utf8(canonical, self.label, "index")
         return [k.compute(self._ctx, raw, self.bits)
                 for k in self._keys.usable_index_keys(self.scope)]
 
@@ -371,5 +399,5 @@ class FieldIndex:
         return self._keys.cached_index_key_count(self.scope)
 
     def with_key(self, key_id: int, canonical: str) -> bytes:
-        return self._keys.index_key(key_id).compute(self._ctx, canonical.encode("utf-8"),
-                                                   self.bits)
+        return self._keys.index_key(key_id).compute(
+            self._ctx, utf8(canonical, self.label, "index"), self.bits)

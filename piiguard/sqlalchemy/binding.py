@@ -46,6 +46,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from piiguard.crypto.envelope import BindingLayout
 from piiguard.errors import ConfigurationError
+from piiguard.field import unencodable
 
 __all__ = ["BoundRead", "BoundReadText", "RowBinding", "check_bound_to"]
 
@@ -215,7 +216,11 @@ class RowBinding:
             self._resolve()
             layout = self._layout
         assert layout is not None
-        return layout.aad(canonical)
+        try:
+            return layout.aad(canonical)
+        except UnicodeEncodeError:      # a binding value with no UTF-8 form (its .object
+            pass                        # is the value: not chained)
+        raise unencodable(self.label)
 
     def values_from(self, row: Mapping[str, Any], *, by_name: bool = False) -> list[Any]:
         """The binding values of ``row`` (a mapping by column key, or by database name),

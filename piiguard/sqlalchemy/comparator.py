@@ -28,7 +28,8 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator
 
-from piiguard.errors import ConfigurationError
+from piiguard.errors import ConfigurationError, PIIGuardError
+from piiguard.sqlalchemy.seams import refused
 from piiguard.sqlalchemy.state import AttachedColumn, BlindIndexColumn, attached_column_of
 
 __all__ = ["MAX_INDEX_SLOTS", "EncryptedComparator"]
@@ -98,6 +99,14 @@ class EncryptedComparator(TypeDecorator.Comparator):
         return search.column
 
     def _match(self, values: list[Any], *, negate: bool, exact_only: bool) -> Any:
+        try:
+            return self._build_match(values, negate=negate, exact_only=exact_only)
+        except PIIGuardError as exc:
+            err = exc
+        del values     # the search values: not in this frame when the error leaves it
+        raise refused(err)
+
+    def _build_match(self, values: list[Any], *, negate: bool, exact_only: bool) -> Any:
         st = self._state()
         search = st.search
         if search is None:

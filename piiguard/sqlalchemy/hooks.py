@@ -21,9 +21,16 @@ SQLAlchemy's (and Alembic's) classes rather than on its own columns.
   against the write rules, and an UPDATE by a role that cannot see a column is checked
   against the stored values it replaces (no masked view written back, no value cleared
   by a role that cannot see it).
-- ``Engine`` ``handle_error``: a piiguard error raised inside a statement (a refused
-  value, a decryption failure) is raised as itself, not wrapped in SQLAlchemy's
-  ``StatementError``, so an invalid value stays a ``ValueError`` naming ``table.column``.
+- ``Engine`` ``handle_error`` (:func:`.seams.handle_error`): a piiguard error raised
+  inside a statement (a refused value, a decryption failure) is raised as itself, not
+  wrapped in SQLAlchemy's ``StatementError``, so an invalid value stays a ``ValueError``
+  naming ``table.column``; any other error of a statement binding encrypted values
+  keeps its class but not the statement's parameters. Errors of the ``before_execute``
+  listeners above leave through :func:`.seams.guarded` the same way.
+- ``Session`` ``after_soft_rollback``, ``Engine`` ``rollback``, ``Pool`` ``checkin``
+  (:func:`.seams.scrub_pending`): the frames a failed statement's error passed through
+  hold its parameters; once they have finished (the transaction is rolled back, the
+  connection returned) their local variables are cleared. One truth test otherwise.
 - ``Mapper`` ``mapper_configured``: :func:`.orm.on_mapper_configured` gives every mapped
   encrypted column its rendering attribute and, for key-scoped and searchable columns,
   ``before_update`` / ``after_update`` listeners on *that* mapper.
@@ -34,7 +41,7 @@ loaded.
 
 >>> from sqlalchemy import event
 >>> from sqlalchemy.engine import Engine
->>> event.contains(Engine, "before_execute", _before_execute)
+>>> event.contains(Engine, "handle_error", seams.handle_error)
 True
 """
 
@@ -48,13 +55,14 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.pool import Pool
 from sqlalchemy.sql.elements import BindParameter
 
-from piiguard.errors import ConfigurationError, PIIGuardError
+from piiguard.errors import ConfigurationError
 from piiguard.sqlalchemy import rows as row_writes
 from piiguard.sqlalchemy._sa_private import deannotated, multi_row_values, statement_values
-from piiguard.sqlalchemy import writes
+from piiguard.sqlalchemy import seams, writes
 from piiguard.sqlalchemy.orm import on_mapper_configured
 from piiguard.sqlalchemy.state import AttachedColumn, BlindIndexColumn, Pending
 
@@ -276,18 +284,6 @@ def _refuse_multi_row_values(elem: Any, bound: list[AttachedColumn]) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Engine: handle_error
-# ---------------------------------------------------------------------------------------
-def _unwrap_piiguard_error(ctx: Any) -> PIIGuardError | None:
-    """Raise piiguard's own errors (a refused value, a decryption failure) as they are,
-    not wrapped in SQLAlchemy's StatementError: an invalid value stays a ValueError."""
-    err = ctx.original_exception
-    if isinstance(err, PIIGuardError) and ctx.sqlalchemy_exception is not None:
-        return err.clone()
-    return None
-
-
-# ---------------------------------------------------------------------------------------
 # installing
 # ---------------------------------------------------------------------------------------
 _install_lock = threading.Lock()
@@ -301,10 +297,14 @@ def install() -> None:
     with _install_lock:
         if not _installed:
             # write-back refusal first: it judges the values as the application gave them
-            event.listen(Engine, "before_execute", writes.before_execute)
-            event.listen(Engine, "before_execute", _before_execute, retval=True)
+            event.listen(Engine, "before_execute", seams.guarded(writes.before_execute))
+            event.listen(Engine, "before_execute", seams.guarded(_before_execute),
+                         retval=True)
             event.listen(Engine, "after_execute", _after_execute)
-            event.listen(Engine, "handle_error", _unwrap_piiguard_error)
+            event.listen(Engine, "handle_error", seams.handle_error)
+            event.listen(Engine, "rollback", seams.scrub_pending)
+            event.listen(Session, "after_soft_rollback", seams.scrub_pending)
+            event.listen(Pool, "checkin", seams.scrub_pending)
             event.listen(Mapper, "mapper_configured", on_mapper_configured)
             _installed.append(True)
 

@@ -22,16 +22,21 @@ from piiguard.errors import (
     KeyDestroyedError,
     PIIGuardError,
 )
+from piiguard.field import unencodable
 from piiguard.sqlalchemy.sealed import Sealed
 from piiguard.sqlalchemy.state import AttachedColumn, Pending, with_label
 
-__all__ = ["bind_processor", "result_processor"]
+__all__ = ["bind_processor", "refuse_null", "result_processor", "unexpected"]
 
 Processor = Callable[[Any], Any]
 
 
 def bind_processor(st: AttachedColumn) -> Processor:
-    """``process(value) -> stored form`` for values written to ``st``'s column."""
+    """``process(value) -> stored form`` for values written to ``st``'s column.
+
+    Every error it raises is a piiguard error naming the column and carrying no value
+    (a value with no UTF-8 form, a ``bytes`` or ``int`` given for text, ``None`` for a
+    ``NOT NULL`` column: see :func:`refuse_null`)."""
     slow = _bind_slow(st)
     if st.binding is not None:
         return slow   # key-scoped and row-bound values arrive as Pending, with their row
@@ -40,11 +45,12 @@ def bind_processor(st: AttachedColumn) -> Processor:
     encrypt = st.cipher.encryptor(st.validate,
                                   check_envelope=not st.spec.canonical_never_envelope)
     label = st.label
+    null = refuse_null(st)
 
     if st.text_form:
         def process_text(value: Any) -> Any:
             if value is None:
-                return None
+                return null()
             if type(value) is str:
                 try:
                     return encode_text(encrypt(value))
@@ -55,7 +61,7 @@ def bind_processor(st: AttachedColumn) -> Processor:
 
     def process(value: Any) -> Any:
         if value is None:
-            return None
+            return null()
         if type(value) is str:
             try:
                 return encrypt(value)
@@ -65,32 +71,77 @@ def bind_processor(st: AttachedColumn) -> Processor:
     return process
 
 
+def refuse_null(st: AttachedColumn) -> Callable[[], None]:
+    """What a ``None`` written to ``st``'s column becomes: NULL, or, for a ``NOT NULL``
+    column, a piiguard error raised before the statement reaches the database (whose
+    own error would print the row: the other columns' envelopes and blind indexes)."""
+    if st.column.nullable:
+        return _null
+    label = st.label
+
+    def refuse() -> None:
+        raise InvalidFormatError("required", column=label, operation="encrypt",
+                                 detail="the column is NOT NULL: a value is required")
+    return refuse
+
+
+def _null() -> None:
+    return None
+
+
 def _bind_slow(st: AttachedColumn) -> Processor:
     """Every value that is not a plain ``str`` (and every value of a key-scoped column)."""
+    null = refuse_null(st)
+
     def process(value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, Pending):
-            return st.encrypt_value(value)
-        if st.scope is not None:
-            raise ConfigurationError(
-                "this column has a per-row key scope, and the statement did not carry "
-                "the row's scope value (write it together with the key scope column)",
-                column=st.label, operation="encrypt")
-        if st.binding is not None:
-            raise ConfigurationError(
-                "this column is bound to its row (bound_to), and the statement did not "
-                "carry the row's values (write it together with "
-                + ", ".join(st.binding.names) + ")", column=st.label, operation="encrypt")
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            if st.is_envelope(bytes(value)):
-                raise AlreadyEncryptedError("refusing to encrypt a value that is already "
-                                            "an envelope", column=st.label,
-                                            operation="encrypt")
-            raise InvalidFormatError("type", column=st.label,
-                                     detail="encrypted columns take text values")
-        return st.encrypt_value(value)
+        if value is None or (isinstance(value, Pending) and value.value is None):
+            return null()
+        try:
+            return _encrypt_other(st, value)
+        except PIIGuardError as exc:
+            raise with_label(exc, st.label) from None
+        except Exception as exc:  # noqa: BLE001 - whatever it was, it held the value
+            err = unexpected(exc, st.label)
+        del value
+        raise err
     return process
+
+
+def unexpected(exc: BaseException, label: str | None) -> PIIGuardError:
+    """The piiguard error for an exception piiguard did not expect while it handled a
+    value of ``label``: it names the exception's type, never its message (which may
+    quote the value). Built outside the ``except`` (nothing chained)."""
+    if isinstance(exc, UnicodeError):
+        return unencodable(label)
+    if isinstance(exc, (TypeError, ValueError, AttributeError, OverflowError)):
+        return InvalidFormatError("type", column=label, operation="encrypt",
+                                  detail=f"the value could not be read as text "
+                                         f"({type(exc).__name__})")
+    return PIIGuardError(f"unexpected {type(exc).__name__} while encrypting a value",
+                         column=label, operation="encrypt")
+
+
+def _encrypt_other(st: AttachedColumn, value: Any) -> Any:
+    if isinstance(value, Pending):
+        return st.encrypt_value(value)
+    if st.scope is not None:
+        raise ConfigurationError(
+            "this column has a per-row key scope, and the statement did not carry "
+            "the row's scope value (write it together with the key scope column)",
+            column=st.label, operation="encrypt")
+    if st.binding is not None:
+        raise ConfigurationError(
+            "this column is bound to its row (bound_to), and the statement did not "
+            "carry the row's values (write it together with "
+            + ", ".join(st.binding.names) + ")", column=st.label, operation="encrypt")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if st.is_envelope(bytes(value)):
+            raise AlreadyEncryptedError("refusing to encrypt a value that is already "
+                                        "an envelope", column=st.label,
+                                        operation="encrypt")
+        raise InvalidFormatError("type", column=st.label,
+                                 detail="encrypted columns take text values")
+    return st.encrypt_value(value)
 
 
 def result_processor(st: AttachedColumn) -> Processor:

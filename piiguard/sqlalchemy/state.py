@@ -39,7 +39,7 @@ from piiguard.errors import (
     MaskedValueError,
     PIIGuardError,
 )
-from piiguard.field import FieldCipher, FieldIndex
+from piiguard.field import FieldCipher, FieldIndex, utf8
 from piiguard.sqlalchemy.binding import RowBinding
 from piiguard.masking.view import MaskedStr
 from piiguard.sqlalchemy._sa_private import set_context_default
@@ -117,10 +117,10 @@ class Pending:
 
 
 def with_label(exc: PIIGuardError, label: str) -> PIIGuardError:
-    """``exc`` naming ``label`` in its message; a refused value's error keeps no
-    frames (they hold the value)."""
+    """``exc`` naming ``label`` in its message; a refused value's error keeps no frames
+    (they hold the value) and no chained error (a validator's may quote it)."""
     exc.with_column(label)
-    return exc.with_traceback(None) if isinstance(exc, InvalidInputError) else exc
+    return exc.detached() if isinstance(exc, InvalidInputError) else exc
 
 
 class KeyScope:
@@ -309,7 +309,7 @@ class AttachedColumn:
         try:
             return self.validate(value)
         except InvalidInputError as exc:
-            raise exc.with_column(self.label).with_traceback(None) from None
+            raise exc.with_column(self.label).detached()
 
     def encrypt(self, canonical: str, scope: str | None = None) -> bytes | str:
         try:
@@ -376,7 +376,7 @@ class AttachedColumn:
                 "(pass row=)", column=self.label, operation="encrypt")
         canonical = self.canonical(value)
         try:
-            blob = self.cipher.encrypt_bound(canonical.encode("utf-8"), given.binding,
+            blob = self.cipher.encrypt_bound(utf8(canonical, self.label), given.binding,
                                              scope=given.scope)
         except PIIGuardError as exc:
             raise with_label(exc, self.label) from None
