@@ -177,7 +177,7 @@ class FieldCipher:
                     value = prepare(value)
                 except InvalidInputError as exc:
                     # the validator's frames hold the value, its own error may quote it
-                    raise exc.with_column(label).detached()
+                    raise exc.with_column(label).detached() from None
             if encoded:
                 plaintext = value
             else:

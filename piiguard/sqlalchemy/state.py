@@ -309,7 +309,7 @@ class AttachedColumn:
         try:
             return self.validate(value)
         except InvalidInputError as exc:
-            raise exc.with_column(self.label).detached()
+            raise exc.with_column(self.label).detached() from None
 
     def encrypt(self, canonical: str, scope: str | None = None) -> bytes | str:
         try:
