@@ -4,6 +4,7 @@ or async role dependency; masked responses; policy refusals as 403/429/422."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 import pytest
@@ -165,8 +166,10 @@ def test_install_checks_its_arguments_and_the_order(guard):
         piiguard.fastapi.install(app, guard, role=sync_role)
 
 
-def test_a_bad_role_value_is_a_configuration_error(guard):
+def test_a_bad_role_value_is_a_configuration_error(guard, caplog):
     app = make_app(guard, lambda: 42)
     with TestClient(app, raise_server_exceptions=True) as client, \
-            pytest.raises(ConfigurationError, match="returned a int"):
-        client.get("/who")
+            caplog.at_level(logging.ERROR, logger="piiguard.fastapi"):
+        r = client.get("/who")
+    assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+    assert "ConfigurationError: the role dependency returned a int" in caplog.text

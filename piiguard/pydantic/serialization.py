@@ -20,6 +20,12 @@ With no Guard found, or a Guard without a policy, values are serialised as they 
 column name (so a policy can have ``"Customer.national_id"`` rules), under the role in
 effect *at serialisation time*; reveals are audited like reads from the database.
 
+A value read from an encrypted column while a policy is set, and held as it was read
+(a :class:`~piiguard.sqlalchemy.Sealed` in a SQLModel table model's fields, which
+pydantic reads without going through the ORM attribute) is serialised as its view for
+the role in effect, under its own column's Guard and policy, whatever the context says:
+a stored value is never dumped as it is.
+
 A masked value (:class:`~piiguard.masking.view.MaskedStr`, e.g. read from a masked ORM
 attribute) is kept as it is on validation and on serialisation: a response model can be
 built from masked data, and nothing is masked twice. A revealed value whose reveal is
@@ -53,7 +59,7 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar, cast, runtime_checkable
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -66,6 +72,7 @@ __all__ = [
     "CONTEXT_KEY",
     "KIND_KEY",
     "Masked",
+    "StoredValue",
     "current_guard",
     "field_label",
     "keep_masked",
@@ -85,6 +92,15 @@ _UNSET: Any = object()
 CONTEXT_KEY = "piiguard"
 #: The core-schema metadata key under which a piiguard type records its PII kind.
 KIND_KEY = "piiguard_kind"
+
+
+@runtime_checkable
+class StoredValue(Protocol):
+    """A value read from an encrypted column and shown only as its view for the role in
+    effect (what :class:`piiguard.sqlalchemy.Sealed` is; the pydantic layer does not
+    import the SQLAlchemy one)."""
+
+    def view(self, *, row_key: Any = None) -> str | None: ...
 
 
 def current_guard() -> MaskingHost | None:
@@ -184,8 +200,12 @@ def serializer_schema(kind: str, label: str | None, guard: MaskingHost | None = 
     bound = _check_guard(guard)
 
     def serialize(value: Any, info: core_schema.SerializationInfo) -> Any:
-        if value is None or type(value) is MaskedStr or not isinstance(value, str):
+        if value is None or type(value) is MaskedStr:
             return value
+        if not isinstance(value, str):
+            # a stored value (SQLModel table models hold them as read): its view, under
+            # its own column's policy; never the stored value itself
+            return value.view() if isinstance(value, StoredValue) else value
         ctx = info.context
         g: MaskingHost | None = (ctx.get(CONTEXT_KEY, _UNSET) if isinstance(ctx, dict)
                                  else _UNSET)

@@ -25,6 +25,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from piiguard.errors import ConfigurationError, InvalidInputError
+from piiguard.field import unencodable
 from piiguard.kinds import Kind
 from piiguard.kinds import kind as registered_kind
 from piiguard.pydantic.serialization import (
@@ -89,11 +90,19 @@ class PIIAnnotation:
 
     def _validate(self, value: str) -> str:
         try:
-            return self.check(value)
+            out = self.check(value)
+            if not out.isascii():
+                out.encode("utf-8")   # text with no UTF-8 form could not be stored
         except InvalidInputError as err:
-            raise PydanticCustomError(
-                f"{self.facts.error_prefix}_{err.rule}", str(err), {"rule": err.rule}
-            ) from None
+            rule, message = err.rule, str(err)
+        except UnicodeEncodeError:
+            refused = unencodable(None, "validate")
+            rule, message = refused.rule, str(refused)
+        else:
+            return out
+        del value     # (and no chained error: pydantic keeps none, the frame goes too)
+        raise PydanticCustomError(f"{self.facts.error_prefix or self.kind}_{rule}",
+                                  message, {"rule": rule})
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler
                                      ) -> core_schema.CoreSchema:

@@ -31,6 +31,9 @@ SQLAlchemy's (and Alembic's) classes rather than on its own columns.
   (:func:`.seams.scrub_pending`): the frames a failed statement's error passed through
   hold its parameters; once they have finished (the transaction is rolled back, the
   connection returned) their local variables are cleared. One truth test otherwise.
+- ``Mapper`` ``instrument_class``: a pydantic model being mapped (a SQLModel table
+  model) gets its encrypted fields validated, dumped and hidden as their columns say
+  (:func:`.orm.on_instrument_class`).
 - ``Mapper`` ``mapper_configured``: :func:`.orm.on_mapper_configured` gives every mapped
   encrypted column its rendering attribute and, for key-scoped and searchable columns,
   ``before_update`` / ``after_update`` listeners on *that* mapper.
@@ -63,7 +66,7 @@ from piiguard.errors import ConfigurationError
 from piiguard.sqlalchemy import rows as row_writes
 from piiguard.sqlalchemy._sa_private import deannotated, multi_row_values, statement_values
 from piiguard.sqlalchemy import seams, writes
-from piiguard.sqlalchemy.orm import on_mapper_configured
+from piiguard.sqlalchemy.orm import on_instrument_class, on_mapper_configured
 from piiguard.sqlalchemy.state import AttachedColumn, BlindIndexColumn, Pending
 
 __all__ = ["install", "register_alembic_if_loaded", "register_column"]
@@ -306,6 +309,7 @@ def install() -> None:
             event.listen(Session, "after_soft_rollback", seams.scrub_pending)
             event.listen(Pool, "checkin", seams.scrub_pending)
             event.listen(Mapper, "mapper_configured", on_mapper_configured)
+            event.listen(Mapper, "instrument_class", on_instrument_class)
             _installed.append(True)
 
 

@@ -33,7 +33,7 @@ from piiguard.sqlalchemy.sealed import Sealed
 from piiguard.sqlalchemy.state import AttachedColumn, attached_column_of
 from piiguard.sqlalchemy.writes import check_assignment
 
-__all__ = ["EncryptedAttribute", "on_mapper_configured"]
+__all__ = ["EncryptedAttribute", "on_instrument_class", "on_mapper_configured"]
 
 
 class EncryptedAttribute(InstrumentedAttribute):
@@ -127,6 +127,29 @@ def on_mapper_configured(mapper: Mapper, class_: type) -> None:
         _orm_update_events(mapper, bound, indexed)
     if encrypted:
         reveals.listen(mapper, encrypted)   # durable audit: one record per loaded result
+
+
+def on_instrument_class(mapper: Mapper, class_: type) -> None:
+    """A pydantic model being mapped (a SQLModel table model): have its encrypted
+    fields validated, dumped and hidden as their columns say
+    (:func:`piiguard.pydantic.tables.protect_table_model`)."""
+    model_fields = getattr(class_, "__pydantic_fields__", None)
+    if model_fields is None:
+        return
+    table = getattr(mapper, "local_table", None)
+    fields = []
+    for col in getattr(table, "columns", ()):
+        st = attached_column_of(col.type)
+        if st is None or st.column is not col:
+            continue
+        name = col.key if col.key in model_fields else col.name
+        fields.append((name, st))
+    if not fields:
+        return
+    # (late: plain SQLAlchemy applications never load the pydantic layer)
+    from piiguard.pydantic.tables import EncryptedField, protect_table_model
+    protect_table_model(class_, [EncryptedField(name, st.kind, st.validate, st.label)
+                                 for name, st in fields])
 
 
 def _orm_update_events(mapper: Mapper, bound: list[tuple[str, AttachedColumn]],
