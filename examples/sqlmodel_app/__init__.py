@@ -1,0 +1,1 @@
+"""A FastAPI + SQLModel service whose table model holds encrypted PII."""
