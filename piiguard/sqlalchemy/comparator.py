@@ -28,7 +28,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator
 
-from piiguard.errors import ConfigurationError, PIIGuardError
+from piiguard.errors import ConfigurationError, PIIGuardError, scrub_frames
 from piiguard.sqlalchemy.seams import refused
 from piiguard.sqlalchemy.state import AttachedColumn, BlindIndexColumn, attached_column_of
 
@@ -55,6 +55,15 @@ class EncryptedComparator(TypeDecorator.Comparator):
     })
 
     def operate(self, op: Any, *other: Any, **kw: Any) -> Any:
+        try:
+            return self._operate(op, other, kw)
+        except PIIGuardError as exc:
+            err = exc
+        del other, kw    # the compared values: not in this frame when the error leaves
+        scrub_frames(err, libraries_only=True)          # (_operate's, finished now)
+        raise err
+
+    def _operate(self, op: Any, other: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         if op is operators.eq or op is operators.ne:
             value = other[0] if other else None
             if value is None or isinstance(value, ClauseElement) or hasattr(
@@ -104,7 +113,7 @@ class EncryptedComparator(TypeDecorator.Comparator):
         except PIIGuardError as exc:
             err = exc
         del values     # the search values: not in this frame when the error leaves it
-        raise refused(err)
+        raise refused(err)   # (frames below cleared now, the caller's at the next rollback)
 
     def _build_match(self, values: list[Any], *, negate: bool, exact_only: bool) -> Any:
         st = self._state()
