@@ -150,13 +150,15 @@ class Logs(logging.Handler):
 def logs():
     """Every log line written (SQLAlchemy's engine log included, at DEBUG)."""
     handler = Logs()
-    root = logging.getLogger()
-    old = root.level
+    root, engine_log = logging.getLogger(), logging.getLogger("sqlalchemy.engine")
+    old = root.level, engine_log.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+    engine_log.setLevel(logging.DEBUG)      # (SQLAlchemy's loggers default to WARN)
     yield handler
     root.removeHandler(handler)
-    root.setLevel(old)
+    root.setLevel(old[0])
+    engine_log.setLevel(old[1])
 
 
 def attempt(fn: Any, *args: Any) -> BaseException | None:
