@@ -148,7 +148,16 @@ def _error(status: int, exc: BaseException, content: Any,
 async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, (RequestValidationError, ValidationError)) \
         else []
-    return _error(422, exc, {"detail": errors_without_input(errors)})
+    content = {"detail": errors_without_input(errors)}
+    if isinstance(exc, RequestValidationError):
+        # FastAPI's error object holds the inputs and the request body too: emptied, for
+        # whatever reads it after this handler (a tracker, a middleware's log line)
+        for e in errors:
+            if isinstance(e, dict):
+                e.pop("input", None)
+                e.pop("ctx", None)
+        exc.body = None
+    return _error(422, exc, content)
 
 
 async def _response_invalid(request: Request, exc: Exception) -> JSONResponse:
