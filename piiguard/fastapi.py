@@ -154,8 +154,9 @@ async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:
         # whatever reads it after this handler (a tracker, a middleware's log line)
         for e in errors:
             if isinstance(e, dict):
-                e.pop("input", None)
-                e.pop("ctx", None)
+                item: dict[str, Any] = e
+                item.pop("input", None)
+                item.pop("ctx", None)
         exc.body = None
     return _error(422, exc, content)
 
