@@ -65,7 +65,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -154,7 +154,7 @@ async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:
         # whatever reads it after this handler (a tracker, a middleware's log line)
         for e in errors:
             if isinstance(e, dict):
-                item: dict[str, Any] = e
+                item = cast(dict[str, Any], e)
                 item.pop("input", None)
                 item.pop("ctx", None)
         exc.body = None
