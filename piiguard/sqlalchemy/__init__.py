@@ -46,11 +46,13 @@ The package, one concern per module (each imports only modules above it)::
                  and the SELECT expression that reads them with the value
     state        ColumnSpec (built) and AttachedColumn (attached to a table)
     processors   the per-value bind / result processors (hot paths)
+    seams        what leaves a failed statement: errors without values, frames cleared
     comparator   ==, != and in_() through the blind index (searches admitted by the policy)
     rows         writes of row-bound columns: values bound to, and moved with, their row
     writes       write-back refusal: write rules, masked views compared as values, clears
     reveals      durable audit: reveals of one ORM result recorded in one write
-    orm          attributes that render the masked view; ORM update listeners
+    orm          attributes that render the masked view; ORM update listeners;
+                 SQLModel table models (their pydantic side: piiguard.pydantic.tables)
     alembic      autogenerate support (imported only once Alembic is loaded)
     hooks        the process-wide listeners (Engine, Mapper, Alembic), documented there
     columns      EncryptedString and its kind subclasses
