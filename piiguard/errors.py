@@ -50,9 +50,10 @@ True
 from __future__ import annotations
 
 import copy
+import dis
 import inspect
 from collections.abc import Iterator
-from typing import Self
+from typing import Any, Self
 
 __all__ = [
     "PIIGuardError",
@@ -319,8 +320,19 @@ class KMSAccessError(KMSError):
 #: Modules whose finished frames :func:`scrub_frames` clears with ``libraries_only=True``:
 #: piiguard and the frameworks whose frames hold the values an application hands them.
 LIBRARY_MODULES = ("piiguard", "sqlalchemy", "sqlmodel")
+_YIELD_VALUE = dis.opmap.get("YIELD_VALUE", -1)
 _GENERATOR_FLAGS = (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
                     | inspect.CO_ITERABLE_COROUTINE)
+
+
+def _may_be_suspended(frame: Any) -> bool:
+    """True unless a generator or coroutine frame has surely finished. A suspended one
+    stopped at a ``YIELD_VALUE`` (an ``await`` or a ``yield``); one that raised or
+    returned stopped elsewhere. (A running one refuses to be cleared anyway.)"""
+    try:
+        return frame.f_lasti < 0 or frame.f_code.co_code[frame.f_lasti] == _YIELD_VALUE
+    except (IndexError, AttributeError):    # pragma: no cover - another interpreter
+        return True
 
 
 def chained(exc: BaseException) -> Iterator[BaseException]:
@@ -360,7 +372,8 @@ def scrub_frames(exc: BaseException, *, libraries_only: bool = False) -> bool:
     piiguard calls it (``libraries_only=True``: frames of piiguard, SQLAlchemy and
     SQLModel only) when a statement fails and its transaction is rolled back, and in the
     error handlers of :func:`piiguard.fastapi.install`. The traceback itself (files,
-    lines, functions) stays. Frames still running and generator frames are never touched.
+    lines, functions) stays. Frames still running and suspended generators and
+    coroutines are never touched.
 
     >>> def refuse(value):
     ...     raise InvalidChecksumError("checksum")
@@ -379,7 +392,7 @@ def scrub_frames(exc: BaseException, *, libraries_only: bool = False) -> bool:
         while tb is not None:
             frame = tb.tb_frame
             tb = tb.tb_next
-            if frame.f_code.co_flags & _GENERATOR_FLAGS:
+            if frame.f_code.co_flags & _GENERATOR_FLAGS and _may_be_suspended(frame):
                 continue        # clearing a suspended generator's frame would close it
             if libraries_only:
                 module = frame.f_globals.get("__name__") or ""

@@ -395,3 +395,91 @@ def test_tally_figures():
     """Printed with -s: how many examples each path tried and refused."""
     for k in sorted(TALLY):
         print(f"{k}: {TALLY[k]}")
+
+
+async def test_async_engines_too(tmp_path, local_kms):
+    """AsyncEngine / AsyncSession: the same errors, the same cleared frames (the
+    statement runs in SQLAlchemy's greenlet; the listeners are the sync engine's)."""
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    guard = Guard(kms=local_kms)
+    Base, Customer = declare(guard)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    guard.bind(engine)
+    rows = [{"national_id": "10000000146", "name": "mk00000001 Ayşe", "email": None,
+             "phone": None, "address": None},
+            {"national_id": "10000000078", "name": "mk00000002\udcff", "email": None,
+             "phone": None, "address": None}]
+    markers = ["10000000146", "mk00000001", "mk00000002"]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(Customer.__table__), rows)
+    except Exception as exc:  # noqa: BLE001
+        core_exc = exc
+    try:
+        async with AsyncSession(engine) as session:
+            session.add_all([Customer(**r) for r in rows])
+            await session.commit()
+    except Exception as exc:  # noqa: BLE001
+        orm_exc = exc
+    await engine.dispose()
+    for exc in (core_exc, orm_exc):
+        assert isinstance(exc, InvalidInputError) and exc.rule == "encoding"
+        assert exc.column == "customers.name"
+        assert not leaks(exc, markers), leaks(exc, markers)
+
+
+def test_scrub_frames_never_closes_a_suspended_generator_or_coroutine():
+    from piiguard.errors import scrub_frames
+
+    caught = []
+
+    def worker():
+        secret = "mkGEN"  # noqa: F841 - a local the frame holds
+        try:
+            raise InvalidInputError("format")
+        except InvalidInputError as exc:
+            caught.append(exc)
+            yield "suspended while the error is around"   # the head frame, suspended
+        yield "still alive"
+
+    gen = worker()
+    next(gen)
+    assert scrub_frames(caught[0]) is True
+    assert next(gen) == "still alive"                     # not closed
+
+    async def task(event):
+        try:
+            raise InvalidInputError("format")
+        except InvalidInputError as exc:
+            caught.append(exc)
+            await event.wait()                            # suspended at an await
+        return "finished normally"
+
+    async def main():
+        import asyncio
+        event = asyncio.Event()
+        t = asyncio.ensure_future(task(event))
+        await asyncio.sleep(0)
+        scrub_frames(caught[1])
+        event.set()
+        return await t
+
+    import asyncio
+    assert asyncio.run(main()) == "finished normally"
+
+    def finished(value):
+        raise InvalidInputError("format")
+
+    def call():
+        try:
+            finished("mkDONE")
+        except InvalidInputError as exc:
+            return exc
+
+    exc = call()
+    assert leaks(exc, ["mkDONE"], libraries=("test_error_seams",))
+    scrub_frames(exc)
+    assert not leaks(exc, ["mkDONE"], libraries=("test_error_seams",))
