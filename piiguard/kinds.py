@@ -53,7 +53,12 @@ class Kind:
     - ``canonical_never_envelope``: no canonical value can parse as an envelope (digits,
       E.164, upper-case addresses), so encryption may skip that check;
     - ``default_mask``: what a policy shows for it when no rule names the role;
-    - ``error_prefix`` and ``json_*``: how pydantic names its errors and describes it.
+    - ``error_prefix`` and ``json_*``: how pydantic names its errors and describes it;
+    - ``function``: the validator module's function that gives the stored form
+      (``validate``; addresses: ``as_written``, the user's text);
+    - ``search``: the validator module's function that gives the form blind indexes,
+      masks and comparisons use, when it is not the stored form (addresses:
+      ``search_form``, the canonical text); None: the stored form itself.
     """
 
     name: str
@@ -67,6 +72,8 @@ class Kind:
     json_pattern: str | None = None
     json_example: str = ""
     description: str = ""
+    function: str = "validate"
+    search: str | None = None
     _validate: list[Callable[..., str]] = field(default_factory=list, repr=False,
                                                 compare=False)
 
@@ -77,10 +84,26 @@ class Kind:
             if self.validator is None:
                 fn: Callable[..., str] = text_canonical
             else:
-                mod = importlib.import_module(f"piiguard.validators.{self.validator}")
-                fn = mod.validate
+                fn = self._function(self.function)
             self._validate.append(fn)
         return self._validate[0]
+
+    @property
+    def search_form(self) -> Callable[[str], str] | None:
+        """``search_form(stored) -> str``: the form searched and masked by (None: the
+        stored form itself).
+
+        >>> kind("address").search_form("moda cad. no:5 kadıköy/istanbul")
+        'MODA CAD. NO:5, KADIKÖY/İSTANBUL'
+        >>> kind("phone").search_form is None
+        True
+        """
+        return None if self.search is None else self._function(self.search)
+
+    def _function(self, name: str) -> Callable[..., str]:
+        mod = importlib.import_module(f"piiguard.validators.{self.validator}")
+        fn: Callable[..., str] = getattr(mod, name)
+        return fn
 
 
 KINDS: Mapping[str, Kind] = {k.name: k for k in (
@@ -95,11 +118,14 @@ KINDS: Mapping[str, Kind] = {k.name: k for k in (
     Kind("phone", "phone", max_bytes=16, canonical_never_envelope=True,
          error_prefix="phone", json_format="phone", json_pattern=r"^\+[1-9][0-9]{6,14}$",
          json_example="+905321234567", description="Phone number, stored in E.164"),
+    # Stored as the user wrote it (NFC, whitespace collapsed), so it may be any text,
+    # an envelope's too: not canonical_never_envelope. Searched by its canonical text.
     Kind("address", "address", max_bytes=500 * 4, padded=True,
-         canonical_never_envelope=True, error_prefix="address", json_format="tr-address",
-         json_example="BAĞDAT CAD. NO:1, 34728 KADIKÖY/İSTANBUL",
+         error_prefix="address", json_format="tr-address",
+         json_example="Bağdat Cad. No:1, 34728 Kadıköy/İstanbul",
          description="Turkish postal address ending with [postal code] "
-                     "[district/]province"),
+                     "[district/]province, kept as written",
+         function="as_written", search="search_form"),
     Kind("email", "email", max_bytes=254 * 4, padded=True, error_prefix="email",
          json_format="email", json_example="ali.veli@example.com",
          description="E-mail address"),

@@ -60,6 +60,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from piiguard.errors import ConfigurationError, PolicyError
+from piiguard.kinds import KINDS
 from piiguard.masking.masked import MaskedStr
 
 if TYPE_CHECKING:
@@ -162,6 +163,8 @@ class Mask:
             plaintext = None      # such a mask never sees the value, even if it is at hand
         elif plaintext is None:
             return None
+        else:
+            plaintext = _masked_form(plaintext, kind)
         out = self._fn(plaintext, kind, guard, column)
         if out is None:
             return None
@@ -169,6 +172,19 @@ class Mask:
             raise ConfigurationError(f"mask {self.spec!r} returned a {type(out).__name__}, "
                                      "not a str or None", column=column, operation="mask")
         return out if type(out) is MaskedStr else MaskedStr(out)
+
+
+def _masked_form(value: str, kind: str) -> str:
+    """The form a mask sees: a kind stored as written (addresses) is masked by its
+    canonical text, so every spelling of one value gets the same view and pseudonym."""
+    facts = KINDS.get(kind)
+    form = None if facts is None or facts.search is None else facts.search_form
+    if form is None:
+        return value
+    try:
+        return form(value)
+    except ValueError:
+        return value       # not the kind's text at all: the mask decides (city redacts)
 
 
 def reveal_plaintext(value: str | None) -> str | None:
