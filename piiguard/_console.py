@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -52,9 +55,11 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "JsonGroup",
     "Output",
     "ProgressBar",
     "age",
+    "db_error_text",
     "failed",
     "print_status",
     "usage_error",
@@ -67,6 +72,9 @@ EXIT_USAGE = 2
 #: How many failures a human-readable report lists (``--json`` lists them all).
 FAILURES_SHOWN = 20
 
+#: How many JSON documents the running command printed (``--json`` prints exactly one).
+_EMITTED: ContextVar[int] = ContextVar("piiguard_cli_emitted", default=0)
+
 
 # -- exit codes ----------------------------------------------------------------------------
 def usage_error(message: str, hint: str) -> typer.BadParameter:
@@ -78,6 +86,113 @@ def usage_error(message: str, hint: str) -> typer.BadParameter:
 def failed() -> typer.Exit:
     """Exit with :data:`EXIT_FAILURE` (the report was already printed)."""
     return typer.Exit(EXIT_FAILURE)
+
+
+def db_error_text(exc: BaseException) -> str:
+    """A database error named by its classes and code only: SQLAlchemy's message lists
+    the statement's parameters and a driver's message may quote a value.
+
+    >>> class OperationalError(Exception):
+    ...     orig = ConnectionRefusedError(111, "refused")
+    >>> db_error_text(OperationalError("(psycopg) connection to ... [parameters: ...]"))
+    'OperationalError (ConnectionRefusedError 111)'
+    """
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return type(exc).__name__
+    code = getattr(orig, "sqlstate", None) or (getattr(orig, "args", None) or [None])[0]
+    code_text = f" {code}" if isinstance(code, (int, str)) and code and len(str(code)) < 12 \
+        else ""
+    return f"{type(exc).__name__} ({type(orig).__name__}{code_text})"
+
+
+def _json_argv(args: Sequence[str]) -> tuple[list[str], bool]:
+    """``args`` with every ``--json`` (before a ``--``) moved to the front, so that it
+    is accepted anywhere on the command line, and whether there was one.
+
+    >>> _json_argv(["keys", "status", "--json"])
+    (['--json', 'keys', 'status'], True)
+    >>> _json_argv(["keys", "status", "--", "--json"])
+    (['keys', 'status', '--', '--json'], False)
+    """
+    args = list(args)
+    end = args.index("--") if "--" in args else len(args)
+    found = "--json" in args[:end]
+    if not found:
+        return args, False
+    rest = [a for a in args[:end] if a != "--json"] + args[end:]
+    return ["--json", *rest], True
+
+
+class JsonGroup(TyperGroup):
+    """The root command group: ``--json`` anywhere on the command line, and under
+    ``--json`` every outcome (success, failure, usage error, an unexpected crash) is
+    exactly one JSON document on stdout with the documented exit code."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        argv, json_mode = _json_argv(sys.argv[1:] if args is None else args)
+        if not json_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode,
+                                windows_expand_args, **extra)
+        _no_help_when_empty(self)
+        token = _EMITTED.set(0)
+        try:
+            code = self._json_main(argv, prog_name, complete_var, **extra)
+        finally:
+            _EMITTED.reset(token)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _json_main(self, argv: list[str], prog_name: str | None,
+                   complete_var: str | None, **extra: Any) -> int:
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False,
+                              **extra)
+        except typer.Abort:
+            return _json_failure("Aborted", "aborted", EXIT_FAILURE)
+        except Exception as exc:  # noqa: BLE001 - one JSON document, never a traceback
+            usage = _click_error(exc)
+            if usage is not None:
+                return _json_failure(*usage)
+            # Only the class: an unknown error's message may quote a value.
+            return _json_failure(type(exc).__name__, "unexpected error (run without "
+                                 "--json for details)", EXIT_FAILURE)
+        code = rv if isinstance(rv, int) else EXIT_OK
+        if code != EXIT_OK and not _EMITTED.get():
+            _json_failure("Failed", "failed", code)
+        return code
+
+
+def _no_help_when_empty(group: Any) -> None:
+    """Under ``--json`` a group called without a command is a usage error like any
+    other (``no_args_is_help`` would print the help text first, on stdout)."""
+    group.no_args_is_help = False
+    for sub in getattr(group, "commands", {}).values():
+        if hasattr(sub, "commands"):
+            _no_help_when_empty(sub)
+
+
+def _click_error(exc: Exception) -> tuple[str, str, int] | None:
+    """``(type, message, exit code)`` of a usage error raised by click (typer's own
+    click, or click itself in older typer releases: matched by shape), else None."""
+    code = getattr(exc, "exit_code", None)
+    if not isinstance(code, int) or not callable(getattr(exc, "format_message", None)):
+        return None
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "NoArgsIsHelpError" in names:
+        return "UsageError", "no command given (see --help)", EXIT_USAGE
+    kind = "UsageError" if "UsageError" in names else type(exc).__name__
+    return kind, str(exc.format_message()), code  # type: ignore[attr-defined]
+
+
+def _json_failure(kind: str, message: str, code: int) -> int:
+    if not _EMITTED.get():
+        Output.emit_doc({"ok": False, "error": {"type": kind, "message": message},
+                         "exit_code": code})
+    return code
 
 
 # -- output channels -------------------------------------------------------------------------
@@ -138,6 +253,16 @@ class Output:
 
     def emit(self, doc: dict[str, Any]) -> None:
         """Print ``doc`` as JSON on stdout (``--json``)."""
+        self.emit_doc(doc)
+
+    @staticmethod
+    def emit_doc(doc: dict[str, Any]) -> None:
+        """Print ``doc`` as one JSON document on stdout, once per command: a second
+        document (an error after a report) is dropped, so ``--json`` output always
+        parses."""
+        if _EMITTED.get():
+            return
+        _EMITTED.set(_EMITTED.get() + 1)
         typer.echo(json.dumps(doc, default=str, sort_keys=False))
 
     def error(self, exc: PIIGuardError) -> None:
