@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # the reports' types only: `piiguard --help` does not load th
     from piiguard.rotation.reencrypt import ReencryptReport
     from piiguard.rotation.rewrap import RewrapReport
     from piiguard.rotation.shred import ShredReport
-    from piiguard.rotation.status import StatusReport
+    from piiguard.rotation.status import KeyStatus, StatusReport
     from piiguard.rotation.verify import VerifyReport
 
 __all__ = [
@@ -298,46 +298,106 @@ def age(seconds: float | None) -> str:
     return f"{int(seconds)}s"
 
 
-def _short(key_id: str, n: int = 28) -> str:
-    return key_id if len(key_id) <= n else "…" + key_id[-(n - 1):]
-
-
 _STATE_STYLE = {"active": "green", "decrypt_only": "yellow", "retired": "dim",
                 "destroyed": "red"}
+_STATES = ("active", "decrypt_only", "retired", "destroyed")
+
+#: ``keys status`` lists keys one by one up to this many, then summarises them by kind,
+#: scope family (``customers:*``), state and master key (``--json`` lists every key).
+KEYS_LISTED = 40
+#: The usage table has one column per key id up to this many key ids (it stays within
+#: 80 columns), then one per key state.
+KEY_ID_COLUMNS = 4
 
 
-def _status_table(report: StatusReport, title: str | None = None) -> Table:
+def _master_labels(report: StatusReport) -> dict[str, str]:
+    """Short labels (``M1``, ``M2`` …) for master key ids, which are long (an AWS ARN is
+    about 75 characters): the key table shows the label, a legend the full id."""
+    masters = sorted({k.master_key_id for k in report.keys})
+    return {m: f"M{i}" for i, m in enumerate(masters, 1)}
+
+
+def _scope_family(scope: str) -> str:
+    """``customers:42`` -> ``customers:*`` (a key_scope column's per-subject scopes)."""
+    head, sep, _ = scope.partition(":")
+    return f"{head}:*" if sep else scope
+
+
+def _key_table(report: StatusReport, masters: dict[str, str],
+               title: str | None) -> Table:
     t = Table(title=title, title_justify="left")
     t.add_column("id", justify="right", no_wrap=True)
     t.add_column("kind", no_wrap=True)
     t.add_column("scope", overflow="fold")
     t.add_column("state", no_wrap=True)
-    t.add_column("master key", overflow="ellipsis", max_width=16)
+    if len(masters) > 1:
+        t.add_column("master", no_wrap=True)
     t.add_column("age", justify="right", no_wrap=True)
     t.add_column("uses", justify="right", no_wrap=True)
-    t.add_column("values using it", justify="right", no_wrap=True)
+    t.add_column("values", justify="right", no_wrap=True)
     for k in report.keys:
-        t.add_row(str(k.id), k.kind, k.scope,
-                  Text(k.state, style=_STATE_STYLE.get(k.state, "")),
-                  _short(k.master_key_id, 16), age(k.age_seconds), f"{k.uses:,}",
-                  f"{k.total_rows:,}")
+        cells: list[Any] = [str(k.id), k.kind, k.scope,
+                            Text(k.state, style=_STATE_STYLE.get(k.state, ""))]
+        if len(masters) > 1:
+            cells.append(masters[k.master_key_id])
+        cells += [age(k.age_seconds), f"{k.uses:,}", f"{k.total_rows:,}"]
+        t.add_row(*cells)
+    return t
+
+
+def _summary_table(report: StatusReport, masters: dict[str, str],
+                   title: str | None) -> Table:
+    """Keys grouped by kind, scope family, state and master key."""
+    groups: dict[tuple[str, str, str, str], list[KeyStatus]] = {}
+    for k in report.keys:
+        groups.setdefault((k.kind, _scope_family(k.scope), k.state, k.master_key_id),
+                          []).append(k)
+    t = Table(title=title, title_justify="left")
+    t.add_column("kind", no_wrap=True)
+    t.add_column("scope", no_wrap=True)
+    t.add_column("state", no_wrap=True)
+    if len(masters) > 1:
+        t.add_column("mk", no_wrap=True)   # 80 columns: "M1" needs no wider header
+    for name in ("keys", "ids", "uses", "values"):
+        t.add_column(name, justify="right", no_wrap=True)
+    order = {s: i for i, s in enumerate(_STATES)}
+    for (kind, family, state, master), ks in sorted(
+            groups.items(), key=lambda g: (g[0][0], g[0][1], order.get(g[0][2], 9),
+                                           g[0][3])):
+        ids = [k.id for k in ks]
+        cells: list[Any] = [kind, family, Text(state, style=_STATE_STYLE.get(state, ""))]
+        if len(masters) > 1:
+            cells.append(masters[master])
+        cells += [f"{len(ks):,}", f"{min(ids)}-{max(ids)}" if len(ids) > 1 else str(ids[0]),
+                  f"{sum(k.uses for k in ks):,}", f"{sum(k.total_rows for k in ks):,}"]
+        t.add_row(*cells)
     return t
 
 
 def _usage_table(report: StatusReport) -> Table | None:
-    """Stored values by column (rows) and key id (columns): rotation progress."""
-    key_ids = sorted({kid for c in report.columns for kid in c.by_key})
+    """Stored values by column (rows) and key id (columns: rotation progress), or by key
+    state when there are more key ids than fit."""
     if not report.columns:
         return None
-    t = Table(title="stored values by column and key id", title_justify="left")
+    key_ids = sorted({kid for c in report.columns for kid in c.by_key})
+    by_state = len(key_ids) > KEY_ID_COLUMNS
+    state_of = {k.id: k.state for k in report.keys}
+    heads: list[Any] = list(_STATES) + ["unknown"] if by_state else key_ids
+    t = Table(title="stored values by column and key " + ("state" if by_state else "id"),
+              title_justify="left")
     t.add_column("column", overflow="fold")
-    for kid in key_ids:
-        t.add_column(f"key {kid}", justify="right", no_wrap=True)
+    for h in heads:
+        t.add_column(h.replace("_", "-") if by_state else f"key {h}", justify="right",
+                     no_wrap=True)
     plaintext = any(c.plaintext for c in report.columns)
     if plaintext:
         t.add_column("plaintext", justify="right", no_wrap=True)
     for c in report.columns:
-        cells = [f"{c.by_key[k]:,}" if c.by_key.get(k) else "·" for k in key_ids]
+        counts: dict[Any, int] = {}
+        for kid, n in c.by_key.items():
+            h = state_of.get(kid, "unknown") if by_state else kid
+            counts[h] = counts.get(h, 0) + n
+        cells = [f"{counts[h]:,}" if counts.get(h) else "·" for h in heads]
         if plaintext:
             cells.append(f"{c.plaintext:,}")
         t.add_row(c.label, *cells)
@@ -345,8 +405,20 @@ def _usage_table(report: StatusReport) -> Table | None:
 
 
 def print_status(console: Console, report: StatusReport, title: str | None = None) -> None:
-    """Print a :class:`~piiguard.rotation.status.StatusReport` as tables."""
-    console.print(_status_table(report, title))
+    """Print a :class:`~piiguard.rotation.status.StatusReport` as tables that stay
+    readable at 80 columns: master key ids in a legend below the key table (never cut),
+    and beyond :data:`KEYS_LISTED` keys a summary by kind, scope family and state."""
+    masters = _master_labels(report)
+    many = len(report.keys) > KEYS_LISTED
+    console.print(_summary_table(report, masters, title) if many
+                  else _key_table(report, masters, title))
+    if len(masters) == 1:
+        console.print(f"master key: {next(iter(masters))}", soft_wrap=True)
+    for master, label in masters.items() if len(masters) > 1 else ():
+        console.print(f"{label} = master key {master}", soft_wrap=True)
+    if many:
+        console.print(f"{len(report.keys):,} keys summarised by kind, scope and state "
+                      "(--json lists every key)")
     usage = _usage_table(report)
     if usage is not None:
         console.print(usage)
@@ -355,8 +427,8 @@ def print_status(console: Console, report: StatusReport, title: str | None = Non
             console.print(f"[yellow]{c.label}: {c.plaintext:,} value(s) not encrypted yet "
                           "(run encrypt-existing)[/yellow]")
     for label, ids in report.unknown_keys().items():
-        console.print(f"[red]{label}: values under unknown key id(s) "
-                      f"{', '.join(map(str, ids))}[/red]")
+        shown = ", ".join(map(str, sorted(ids)[:10])) + (" …" if len(ids) > 10 else "")
+        console.print(f"[red]{label}: values under unknown key id(s) {shown}[/red]")
 
 
 def print_rewrap(console: Console, report: RewrapReport) -> None:
