@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -449,15 +449,35 @@ def print_shred(console: Console, scope: str, report: ShredReport) -> None:
 
 # -- jobs ------------------------------------------------------------------------------------
 def _job_table(tables: list[TableReport], dry_run: bool) -> Table:
+    """Counts per table; a count that is 0 in every row (conflicts, shredded, failed …)
+    is left out, so that the table fits 80 columns without cutting its headers."""
+    cols: list[tuple[str, Callable[[TableReport], int]]] = [
+        ("would update" if dry_run else "updated", lambda r: r.updated),
+        ("values", lambda r: r.values),
+        ("indexes", lambda r: r.indexes),
+        ("conflicts", lambda r: r.conflicts),
+        ("shredded", lambda r: r.shredded),
+        ("failed", lambda r: len(r.failures)),
+    ]
+    always = {"would update", "updated", "values"}
+    shown = [(name, get) for name, get in cols
+             if name in always or any(get(r) for r in tables)]
     t = Table()
-    t.add_column("table")
-    for name in ("would update" if dry_run else "updated", "values", "indexes", "conflicts",
-                 "shredded", "failed", "remaining", "passes"):
-        t.add_column(name, justify="right")
+    t.add_column("table", no_wrap=True)
+    for name, _ in shown:
+        t.add_column(name, justify="right", no_wrap=True)
+    if not dry_run:
+        t.add_column("remaining", justify="right", no_wrap=True)
+    passes = any(r.passes > 1 for r in tables)
+    if passes:
+        t.add_column("passes", justify="right", no_wrap=True)
     for r in tables:
-        t.add_row(r.table, f"{r.updated:,}", f"{r.values:,}", f"{r.indexes:,}",
-                  f"{r.conflicts:,}", f"{r.shredded:,}", f"{len(r.failures):,}",
-                  "-" if dry_run else f"{r.remaining:,}", str(r.passes))
+        cells = [r.table] + [f"{get(r):,}" for _, get in shown]
+        if not dry_run:
+            cells.append(f"{r.remaining:,}")
+        if passes:
+            cells.append(str(r.passes))
+        t.add_row(*cells)
     return t
 
 
@@ -492,15 +512,19 @@ def print_migrate(console: Console, report: MigrateReport) -> None:
 
 
 def print_verify(console: Console, report: VerifyReport) -> None:
+    # A count that is 0 on every column is left out: the table fits 80 columns.
+    cols = [("checked", "checked"), ("ok", "ok"), ("failed", "failed"),
+            ("plaintext", "plaintext"), ("shredded", "shredded"),
+            ("index checked", "index_checked"), ("index failed", "index_failed")]
+    always = {"checked", "ok", "failed"}
+    shown = [(name, attr) for name, attr in cols
+             if name in always or any(getattr(c, attr) for c in report.columns)]
     t = Table()
-    t.add_column("column")
-    for name in ("checked", "ok", "failed", "plaintext", "shredded", "index checked",
-                 "index failed"):
-        t.add_column(name, justify="right")
+    t.add_column("column", overflow="fold")
+    for name, _ in shown:
+        t.add_column(name, justify="right", no_wrap=True)
     for c in report.columns:
-        t.add_row(c.label, f"{c.checked:,}", f"{c.ok:,}", f"{c.failed:,}",
-                  f"{c.plaintext:,}", f"{c.shredded:,}", f"{c.index_checked:,}",
-                  f"{c.index_failed:,}")
+        t.add_row(c.label, *(f"{getattr(c, attr):,}" for _, attr in shown))
     console.print(t)
     _print_failures(console, report.failures)
     console.print(("[green]ok[/green]" if report.ok else "[red]FAILED[/red]")
