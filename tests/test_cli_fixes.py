@@ -5,7 +5,12 @@ envelope or without its blind index column."""
 
 from __future__ import annotations
 
+from sqlalchemy import Integer
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from piiguard import Guard
 from piiguard.kms.local import LocalKMS
+from piiguard.sqlalchemy import EncryptedNationalId, EncryptedPhone
 from test_cli_commands import App, N
 
 
@@ -58,3 +63,62 @@ def test_reencrypt_counts_the_shredded_values_it_skips(tmp_path, monkeypatch):
     row = next(line for line in res.stdout.splitlines() if "customers" in line)
     cells = [c.strip() for c in row.strip("│ ").split("│")]
     assert cells[[c.strip() for c in head.strip("┃ ").split("┃")].index("shredded")] == "60"
+
+
+# -- encrypt-existing --dry-run: widths and the blind index column -----------------------
+def _legacy(engine, phone_type: str, with_index: bool):
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE legacy (id INTEGER PRIMARY KEY, phone "
+                             f"{phone_type}, national_id VARCHAR(400)"
+                             + (", national_id_bidx BYTEA" if with_index else "") + ")")
+        conn.exec_driver_sql("INSERT INTO legacy VALUES (1, '0532 111 22 33', "
+                             "'10000000146'" + (", NULL" if with_index else "") + ")")
+    guard = Guard(kms=LocalKMS.generate())
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Legacy(Base):
+        __tablename__ = "legacy"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        phone: Mapped[str] = mapped_column(EncryptedPhone(guard, text=True,
+                                                          allow_plaintext=True))
+        national_id: Mapped[str] = mapped_column(EncryptedNationalId(
+            guard, text=True, searchable=True, allow_plaintext=True))
+
+    guard.bind(engine)
+    return guard
+
+
+def test_dry_run_refuses_a_column_too_narrow_for_the_envelope(pg_engine):
+    from piiguard.rotation.migrate import encrypt_existing
+
+    guard = _legacy(pg_engine, "VARCHAR(20)", with_index=True)
+    dry = encrypt_existing(guard, "legacy", "phone", dry_run=True)
+    assert dry.updated == 0 and len(dry.failures) == 1
+    why = dry.failures[0].error
+    assert "legacy.phone holds 20" in why and "widen the column" in why
+    assert "0532" not in why
+    # the real run does not write it either (no database error, the row is reported)
+    real = encrypt_existing(guard, "legacy", "phone")
+    assert real.updated == 0 and len(real.failures) == 1
+    # wide enough: both pass
+    assert not encrypt_existing(guard, "legacy", "national_id", dry_run=True).failures
+
+
+def test_a_missing_blind_index_column_gets_the_advice_to_add_it(pg_engine):
+    from piiguard.errors import ConfigurationError
+    from piiguard.rotation.migrate import encrypt_existing
+
+    guard = _legacy(pg_engine, "VARCHAR(400)", with_index=False)
+    for dry_run in (True, False):
+        try:
+            encrypt_existing(guard, "legacy", "national_id", dry_run=dry_run)
+        except ConfigurationError as exc:
+            msg = str(exc)
+        else:
+            raise AssertionError("a missing _bidx column must be refused")
+        assert "legacy.national_id_bidx" in msg and "op.add_column" in msg
+        assert "BlindIndex(256)" in msg and "run the job again" not in msg
+    # the phone column has no index: it migrates
+    assert encrypt_existing(guard, "legacy", "phone").updated == 1
