@@ -43,6 +43,7 @@ import atexit
 import logging
 import select
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,9 @@ PUSH_BOUND, POLL_BOUND = 1.0, 2.0
 CHECK_SHARE = 0.75
 #: Seconds the listener waits for a notification before it renews the deadline.
 LISTEN_TICK = 0.25
+#: Seconds without any key use after which the listener closes its connection (the next
+#: use polls once and starts it again): a forgotten Guard does not hold a connection.
+IDLE_CLOSE = 60.0
 
 
 def _drain(conn: Any) -> list[str]:
@@ -161,6 +165,7 @@ class ChangeWatch:
         self._checking = threading.Lock()
         self._failing = False
         self._listener: _Listener | None = None
+        self.used = time.monotonic()  # last key use that reached check()
         if enabled:
             self.check(clock())
 
@@ -172,9 +177,10 @@ class ChangeWatch:
         """Confirm the cached key states if the deadline passed: read the generation
         (unless another thread is reading it right now: then return at once, the
         caller serves its cached key meanwhile). Starts the listener on PostgreSQL."""
+        self.used = time.monotonic()
         if now < self.deadline:
             return
-        if self.push and self._listener is None:
+        if self.push and (self._listener is None or not self._listener.thread.is_alive()):
             self._listener = _Listener(self)
         if not self._checking.acquire(blocking=False):
             return
@@ -209,6 +215,16 @@ class ChangeWatch:
             self.on_change()
         self.deadline = max(self.deadline, since + self.period)
 
+    @property
+    def listening(self) -> bool:
+        """True while a listener thread hears changes (PostgreSQL)."""
+        return self._listener is not None and self._listener.connected
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The PostgreSQL backend pid of the listener's connection, if connected."""
+        return self._listener.pid if self._listener is not None else None
+
     def stop(self) -> None:
         """Stop the listener (if any); later checks poll."""
         if self._listener is not None:
@@ -228,6 +244,8 @@ class _Listener:
         self._engine = watch.engine
         self._gen = watch.gen
         self._clock = watch.clock
+        self.connected = False
+        self.pid: int | None = None
         self.thread = threading.Thread(target=self._run, name="piiguard-key-listener",
                                        daemon=True)
         self.thread.start()
@@ -257,7 +275,10 @@ class _Listener:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
+                cur.execute("SET application_name = 'piiguard-key-listener'")
                 cur.execute(f"LISTEN {CHANNEL}")
+                cur.execute("SELECT pg_backend_pid()")
+                self.pid = int(cur.fetchone()[0])
                 cur.execute("SELECT current_schema()")
                 schema = cur.fetchone()[0]
                 cur.execute(f'SELECT generation FROM "{self._gen.name}" WHERE id = 1')
@@ -265,6 +286,7 @@ class _Listener:
             prefix = f"{schema}.{self._gen.name}:"
             log.debug("key-change listener on channel %s", CHANNEL)
             self._tick(int(row[0]) if row else 0)
+            self.connected = True
             while not self._stop.is_set():
                 started = self._clock()
                 with conn.cursor() as cur:  # a round trip: the connection works, and
@@ -277,6 +299,7 @@ class _Listener:
                     return
                 select.select([conn.fileno()], [], [], LISTEN_TICK)
         finally:
+            self.connected = False
             try:
                 conn.close()
             except Exception:  # noqa: BLE001 - already broken
@@ -286,6 +309,8 @@ class _Listener:
         watch = self._watch()
         if watch is None or self._stop.is_set():
             return False
+        if time.monotonic() - watch.used > IDLE_CLOSE:
+            return False  # idle: close; the next use polls and starts a listener again
         if since is None:
             since = self._clock()
         watch.heard(watch.generation if value is None else value, since)
