@@ -58,7 +58,10 @@ class Kind:
       (``validate``; addresses: ``as_written``, the user's text);
     - ``search``: the validator module's function that gives the form blind indexes,
       masks and comparisons use, when it is not the stored form (addresses:
-      ``search_form``, the canonical text); None: the stored form itself.
+      ``search_form``, the canonical text); None: the stored form itself;
+    - ``decoder``: the validator module's function that turns the stored text back
+      into a Python value (typed kinds: ``date_value`` …); None: the text itself;
+    - ``searchable``: whether a column of the kind may keep a blind index.
     """
 
     name: str
@@ -74,6 +77,8 @@ class Kind:
     description: str = ""
     function: str = "validate"
     search: str | None = None
+    decoder: str | None = None
+    searchable: bool = True
     _validate: list[Callable[..., str]] = field(default_factory=list, repr=False,
                                                 compare=False)
 
@@ -100,7 +105,16 @@ class Kind:
         """
         return None if self.search is None else self._function(self.search)
 
-    def _function(self, name: str) -> Callable[..., str]:
+    @property
+    def decode(self) -> Callable[[str], Any] | None:
+        """``decode(stored text) -> value`` of a typed kind (None: text kinds).
+
+        >>> kind("date").decode("1990-01-31")
+        datetime.date(1990, 1, 31)
+        """
+        return None if self.decoder is None else self._function(self.decoder)
+
+    def _function(self, name: str) -> Callable[..., Any]:
         mod = importlib.import_module(f"piiguard.validators.{self.validator}")
         fn: Callable[..., str] = getattr(mod, name)
         return fn
@@ -129,6 +143,19 @@ KINDS: Mapping[str, Kind] = {k.name: k for k in (
     Kind("email", "email", max_bytes=254 * 4, padded=True, error_prefix="email",
          json_format="email", json_example="ali.veli@example.com",
          description="E-mail address"),
+    # Typed values (piiguard.validators.typed): written as one canonical text each.
+    Kind("date", "typed", max_bytes=10, function="date_text", decoder="date_value",
+         description="A calendar date"),
+    Kind("datetime", "typed", max_bytes=32, function="datetime_text",
+         decoder="datetime_value", description="An instant (aware datetime, in UTC)"),
+    Kind("integer", "typed", max_bytes=41, padded=True, function="integer_text",
+         decoder="integer_value", description="An integer"),
+    Kind("decimal", "typed", max_bytes=80, padded=True, function="decimal_text",
+         decoder="decimal_value", search="decimal_search", description="A decimal number"),
+    Kind("json", "typed", padded=True, function="json_text", decoder="json_value",
+         searchable=False, description="A JSON document"),
+    Kind("bytes", "typed", padded=True, function="bytes_text", decoder="bytes_value",
+         description="Binary data"),
     Kind("name", "name", padded=True, error_prefix="name",
          description="A person's name"),
     Kind("text", padded=True, description="Free text"),

@@ -110,6 +110,9 @@ class EncryptedString(TypeDecorator):
                 key_scope, "key") and not hasattr(key_scope, "column"):
             raise ConfigurationError("key_scope must name a sibling column")
         validating = kind_of(self._kind) if self._validates_kind else None
+        if searchable and validating is not None and not validating.searchable:
+            raise ConfigurationError(f"{type(self).__name__} cannot be searchable: equal "
+                                     f"{validating.name} values have no one text form")
         self._spec = ColumnSpec(
             guard=guard, kind=declared.name, text=bool(text),
             padded=declared.padded if padded is None else bool(padded),
@@ -119,7 +122,8 @@ class EncryptedString(TypeDecorator):
             canonical_never_envelope=validating is not None
             and validating.canonical_never_envelope,
             bound_to=bound, strict_binding=bool(strict_binding),
-            search_form=validating.search_form if validating is not None else None)
+            search_form=validating.search_form if validating is not None else None,
+            decode=validating.decode if validating is not None else None)
         self._max_plain_bytes = declared.max_bytes
         # The Column this instance was given (_set_parent), whether this instance (not a
         # copy sharing its __dict__) was the one given it, and the attached state.

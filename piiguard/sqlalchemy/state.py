@@ -90,6 +90,8 @@ class ColumnSpec:
     #: ``form(stored) -> str`` the blind index and comparisons use when it is not the
     #: stored form (addresses: stored as written, searched by canonical text)
     search_form: Callable[[str], str] | None = None
+    #: ``decode(stored text) -> value`` of a typed column (None: text columns)
+    decode: Callable[[str], Any] | None = None
 
 
 class BoundRow(NamedTuple):
@@ -257,6 +259,7 @@ class AttachedColumn:
         self.on_destroyed = spec.on_destroyed
         self.key_scope = spec.key_scope
         self.validate = spec.validate
+        self.decode = spec.decode
         self.cipher: FieldCipher = guard.field(table.name, column.name, padded=spec.padded)
         guard.register_scope("dek", self.cipher.scope)
         self.search: BlindIndexColumn | None = None
