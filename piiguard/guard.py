@@ -20,6 +20,7 @@ share nothing::
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -187,6 +188,7 @@ class Guard:
         if not isinstance(sync, Engine):
             raise ConfigurationError("guard.bind() needs a SQLAlchemy Engine")
         self.keys.bind(sync)
+        self._check_master_keys()
         self.audit.bind(sync)
         for kind, scope in sorted(self._scopes):
             self.keys.ensure_active(kind, scope)
@@ -194,6 +196,36 @@ class Guard:
             self.policy.check_columns(self.column_kinds())
         self._warn_if_audit_goes_nowhere()
         return self
+
+    def _check_master_keys(self) -> None:
+        """Refuse a key table that names master keys the key source lacks: every value
+        under them would be unreadable, and new keys would go under another master key
+        (a key file created afresh from a relative path in another directory). Only a
+        provider that can tell (``has_master_key``, as LocalKMS) is checked."""
+        has = getattr(self.kms, "has_master_key", None)
+        if not callable(has):
+            return
+        from sqlalchemy import select
+
+        t = self.keys.table
+        with self.keys.engine.connect() as conn:   # type: ignore[union-attr]  # bound
+            named = sorted(conn.execute(select(t.c.master_key_id).where(
+                t.c.wrapped_key.is_not(None)).distinct()).scalars())
+        missing = [m for m in named if not has(m)]
+        if not missing:
+            return
+        path = getattr(self.kms, "path", None)
+        where = f"key file {str(path.resolve())!r}" if path is not None else "the KMS"
+        held = ", ".join(getattr(self.kms, "key_ids", None) or ["?"])
+        new = ""
+        if getattr(self.kms, "created", False):
+            new = (" That key file was just created: a relative path is resolved against "
+                   f"the working directory ({os.getcwd()}).")
+        raise ConfigurationError(
+            f"the key table {t.name} names master key(s) {', '.join(missing)} that "
+            f"{where} lacks (it holds {held}): values under them could not be read.{new} "
+            "Load the key file they were made with, by an absolute path (docs/kms.md, "
+            "'Key file custody')", operation="bind")
 
     def _warn_if_audit_goes_nowhere(self) -> None:
         if self._warned_audit or not self.audit.goes_nowhere():
