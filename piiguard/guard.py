@@ -301,6 +301,7 @@ class Guard:
         """Write pending audit events, record use counts and drop every plaintext key
         from memory."""
         self.audit.flush()
+        self.keys.stop_background()
         if self.keys.engine is not None:
             self.keys.clear_cache()
 
