@@ -167,7 +167,8 @@ class Guard:
             for scope in sorted(scopes()):
                 self.register_scope("pseudonym", scope)
 
-    def bind(self, engine: Any, *, key_engine: Engine | None = None) -> "Guard":
+    def bind(self, engine: Any, *, key_engine: Engine | None = None,
+             create_tables: bool = True) -> "Guard":
         """Use ``engine``'s database for the key table (created if missing) and make sure
         every registered field has its keys.
 
@@ -178,6 +179,12 @@ class Guard:
         URL (``sqlite+aiosqlite`` -> ``sqlite``, ``postgresql+asyncpg`` ->
         ``postgresql+psycopg``, ``mysql+aiomysql``/``asyncmy`` -> ``mysql+pymysql``;
         ``postgresql+psycopg`` serves both).
+
+        ``create_tables=False``: piiguard's tables (key table, its generation table, the
+        audit table if the trail has one) must exist already, made by a migration
+        (:func:`piiguard.sqlalchemy.alembic.create_piiguard_tables`); a missing one is a
+        :class:`~piiguard.errors.ConfigurationError` instead of a ``CREATE TABLE``, so
+        the application runs without DDL rights.
         """
         if key_engine is not None:
             sync = key_engine
@@ -187,9 +194,9 @@ class Guard:
             sync = engine
         if not isinstance(sync, Engine):
             raise ConfigurationError("guard.bind() needs a SQLAlchemy Engine")
-        self.keys.bind(sync)
+        self.keys.bind(sync, create=create_tables)
         self._check_master_keys()
-        self.audit.bind(sync)
+        self.audit.bind(sync, create=create_tables)
         for kind, scope in sorted(self._scopes):
             self.keys.ensure_active(kind, scope)
         if self.policy is not None:
