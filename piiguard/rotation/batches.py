@@ -216,6 +216,11 @@ class BatchJob:
         self.stop = stop
         self.names: list[str] = []
         self.where: Any = None
+        #: Called inside each batch's transaction with the connection and the batch's
+        #: counts, after its compare-and-swap updates and before the commit: a queued job
+        #: adds the counts to its job row there, so they commit exactly when the rows do
+        #: (a killed worker's lost batch counts nothing).
+        self.on_batch: Callable[[Any, Counts], None] | None = None
 
     def select(self, name: str) -> int:
         """Add ``name`` to the selected columns; returns its position in a row."""
@@ -229,11 +234,6 @@ class BatchJob:
     def begin_batch(self) -> None:
         """Called before each batch's rows are worked on (refresh per-batch caches)."""
 
-    def end_batch(self, conn: Any, counts: Counts) -> None:
-        """Called inside each batch's transaction, after its compare-and-swap updates and
-        before the commit: a queued job adds the batch's counts to its job row here, so
-        the counts commit exactly when the rows do (a killed worker's lost batch counts
-        nothing)."""
 
     def fail(self, counts: Counts, ec: EncryptedColumn, row: Any, why: str) -> None:
         rk = row_key(self.target.pk, row[:self.npk])
@@ -331,7 +331,8 @@ class BatchJob:
                     changed += lite.run_cas(conn, shape.sets, shape.checks, group_params)
                 counts.updated += changed
                 counts.conflicts += attempted - changed
-            self.end_batch(conn, counts)
+            if self.on_batch is not None:
+                self.on_batch(conn, counts)
         return _Page(len(rows), tuple(rows[-1][:npk]))
 
     def partitions(self, workers: int) -> list[KeyRange]:
