@@ -24,6 +24,7 @@ waits as long as the connection usually would, and fails closed.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ from piiguard.crypto.blind_index import BlindIndexKey
 from piiguard.errors import (ConfigurationError, KeyDestroyedError, KMSUnavailableError,
                              UnknownKeyError)
 from piiguard.keys.cache import CacheLimits, Entry, IndexKeySet, KeyCache
+from piiguard.keys.notify import ChangeWatch, Flusher, exit_flush
 from piiguard.keys.store import KeyInfo, KeyRow, KeyStore
 from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTROYED,
                                  KEY_KINDS, RETIRED, key_table)
@@ -80,7 +82,16 @@ class KeyManager:
         self._nonce = nonce_source
         self.store = KeyStore(key_table(table_name))
         self.cache = KeyCache()
+        # Lifecycle operations (rotate, flush, clear) take this lock; loads and refreshes
+        # never do: they take a per-key single-flight lock (_flight), so that a slow KMS
+        # or database call for one key never blocks readers of the others.
         self._lock = threading.RLock()
+        self._flights: dict[tuple[object, ...], threading.Lock] = {}
+        self._counting = threading.Lock()   # one writer of use counts at a time
+        #: key changes made by other processes (set by bind; None: soft TTL only)
+        self.watch: ChangeWatch | None = None
+        self._flusher: Flusher | None = None
+        self._at_exit: Callable[[], None] | None = None
         # ids of keys whose use count could not be written at the last try (warned once)
         self._unrecorded: set[int] = set()
         self._on_event = on_event or (lambda *a, **k: None)
@@ -105,8 +116,56 @@ class KeyManager:
         self.store.engine = engine
 
     def bind(self, engine: Engine) -> None:
-        """Use ``engine``'s database for the key table, creating the table if missing."""
+        """Use ``engine``'s database for the key table, creating the table if missing;
+        start hearing key changes (:mod:`piiguard.keys.notify`) and recording use
+        counts on a timer and at normal exit."""
         self.store.bind(engine)
+        self.stop_background()
+        self.watch = ChangeWatch(engine, self.store.generation, self.cache.recheck_all,
+                                 clock=self.clock, bound=self.limits.change_bound,
+                                 enabled=self.limits.watch_changes)
+        if self.limits.flush_interval > 0:
+            self._flusher = Flusher(self.flush_pending, self.limits.flush_interval)
+        self._at_exit = exit_flush(self.flush)
+
+    def stop_background(self) -> None:
+        """Stop the change listener and the use-count timer (``Guard.close()``)."""
+        if self.watch is not None:
+            self.watch.stop()
+        if self._flusher is not None:
+            self._flusher.stop()
+            self._flusher = None
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
+            self._at_exit = None
+
+    def _generation(self) -> int:
+        """The key table generation last heard (0 without a watch)."""
+        return 0 if self.watch is None else self.watch.generation
+
+    def _until(self) -> float:
+        """Until when the cached key states are known current (inf without a watch)."""
+        return float("inf") if self.watch is None else self.watch.deadline
+
+    def _confirm(self, now: float) -> None:
+        if self.watch is not None:
+            self.watch.check(now)
+
+    def _flight(self, *key: object) -> threading.Lock:
+        """The single-flight lock of one key (or one kind/scope's active key)."""
+        lock = self._flights.get(key)
+        if lock is None:
+            lock = self._flights.setdefault(key, threading.Lock())
+        return lock
+
+    def _stamp(self, entry: Entry, now: float, gen: int) -> Entry:
+        """``entry``'s state was read at ``now`` and generation ``gen``; if a change was
+        heard meanwhile it is checked again at its next use."""
+        entry.touch(now, self._until(), gen)
+        if gen != self._generation():
+            entry.gen = -1
+            entry.invalidate()
+        return entry
 
     # -- hot paths -------------------------------------------------------------------------
     # An entry is fresh while clock() < entry.expires; entry.wexpires is the same for
@@ -150,7 +209,8 @@ class KeyManager:
         active = self.write_entry(scope, "index")
         cached = self.cache.index_sets.get(scope)
         now = self.clock()
-        if cached is not None and cached.serves(active, now):
+        gen = self._generation()
+        if cached is not None and cached.serves(active, now, gen):
             return cached.keys
         try:
             # With a set to fall back on, never wait for another connection's lock
@@ -163,7 +223,8 @@ class KeyManager:
                         "keys of scope %s until the next refresh", scope)
             ids = [k.id for k in cached.keys if k.id != active.key.id]
         keys = [active.key, *(self.index_key(i) for i in ids)]
-        self.cache.index_sets[scope] = IndexKeySet(active, now + self.limits.soft_ttl, keys)
+        self.cache.index_sets[scope] = IndexKeySet(active, now + self.limits.soft_ttl, keys,
+                                                   gen)
         return keys
 
     def cached_index_key_count(self, scope: str) -> int | None:
@@ -173,7 +234,7 @@ class KeyManager:
         cached = self.cache.index_sets.get(scope)
         now = self.clock()
         if active is None or cached is None or now >= active.wexpires \
-                or not cached.serves(active, now):
+                or not cached.serves(active, now, self._generation()):
             return None
         return len(cached.keys)
 
@@ -206,88 +267,132 @@ class KeyManager:
         return self.cache.put(entry)
 
     def _load(self, key_id: int, kind: str) -> Entry:
-        with self._lock:
-            cached = self.cache.by_id.get(key_id)
-            now = self.clock()
-            # Within the hard TTL the cached key may serve if the key table is busy.
-            can_wait_less = cached is not None and cached.within_hard_ttl(now)
-            try:
-                row = self.store.row(key_id, brief=can_wait_less)
-            except SQLAlchemyError:
-                if cached is not None and can_wait_less and cached.kind == kind:
-                    log.warning("key table busy or unreachable; using cached key id=%s "
-                                "until the next refresh", key_id)
-                    cached.touch(now)  # retry after the soft TTL, not on every read
-                    return cached
-                raise
-            if row is None or row.kind != kind:
-                self.cache.forget(key_id)
-                raise UnknownKeyError(f"no {kind} key with this id", key_id=key_id,
-                                      operation="decrypt")
-            if row.state == DESTROYED:
-                self.cache.forget(key_id)
-                raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=key_id,
-                                        operation="decrypt")
-            if cached is not None and cached.within_hard_ttl(now):
-                cached.set_state(row.state)
-                cached.touch(now)
+        now = self.clock()
+        self._confirm(now)
+        cached = self.cache.by_id.get(key_id)
+        if cached is not None and cached.kind == kind and cached.gen == self._generation() \
+                and cached.state != DESTROYED and cached.within_hard_ttl(now):
+            if cached.recently_checked(now):
+                cached.extend(self._until())  # no key changed: fresh again
                 return cached
+            # The routine re-check: one thread reads the key table, the others serve
+            # the cached key meanwhile (no change was heard: it may still serve).
+            flight = self._flight("id", key_id)
+            if not flight.acquire(blocking=False):
+                return cached
+            try:
+                return self._load_now(key_id, kind)
+            finally:
+                flight.release()
+        # A change was heard, the key is not cached or its hard TTL passed: nothing
+        # may serve until the key table (and maybe the KMS) answered; one thread asks.
+        with self._flight("id", key_id):
+            return self._load_now(key_id, kind)
+
+    def _load_now(self, key_id: int, kind: str) -> Entry:
+        cached = self.cache.by_id.get(key_id)
+        now = self.clock()
+        gen = self._generation()
+        if cached is not None and cached.kind == kind and cached.gen == gen \
+                and now < cached.expires:
+            return cached  # another thread loaded it while we waited
+        # Within the hard TTL the cached key may serve if the key table is busy.
+        can_wait_less = cached is not None and cached.within_hard_ttl(now)
+        try:
+            row = self.store.row(key_id, brief=can_wait_less)
+        except SQLAlchemyError:
+            if cached is not None and can_wait_less and cached.kind == kind:
+                log.warning("key table busy or unreachable; using cached key id=%s "
+                            "until the next refresh", key_id)
+                cached.touch(now, self._until())  # retry after the soft TTL
+                return cached
+            raise
+        if row is None or row.kind != kind:
             self.cache.forget(key_id)
-            return self._unwrap(row, cached)
+            raise UnknownKeyError(f"no {kind} key with this id", key_id=key_id,
+                                  operation="decrypt")
+        if row.state == DESTROYED:
+            self.cache.forget(key_id)
+            raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=key_id,
+                                    operation="decrypt")
+        if cached is not None and cached.within_hard_ttl(now):
+            cached.set_state(row.state)
+            return self._stamp(cached, now, gen)
+        self.cache.forget(key_id)
+        return self._stamp(self._unwrap(row, cached), now, gen)
 
     def _refresh_active(self, kind: str, scope: str) -> Entry:
-        with self._lock:
-            old = self.cache.active.get((kind, scope))
-            now = self.clock()
-            if old is not None and old.recently_checked(now) and old.may_encrypt(now):
-                return old  # another thread refreshed it while we waited
-            # While the cached key may still encrypt, a busy key table is no reason to
-            # wait: read it briefly, or keep the cached key until the next refresh.
+        now = self.clock()
+        self._confirm(now)
+        old = self.cache.active.get((kind, scope))
+        if old is not None and old.gen == self._generation() and old.may_encrypt(now):
+            if old.recently_checked(now):
+                old.extend(self._until())  # no key changed: fresh again
+                return old
+            flight = self._flight("active", kind, scope)
+            if not flight.acquire(blocking=False):
+                return old  # another thread re-checks it; it still is the active key
             try:
-                row = self.store.active_row(kind, scope,
-                                            brief=old is not None and old.may_encrypt(now))
-                if row is not None and kind == "dek":
-                    used = row.encryption_count
-                    if old is not None and row.id == old.id:
-                        if used > old.flushed_uses:  # other Guards/processes count too
-                            old.uses += used - old.flushed_uses
-                            old.flushed_uses = used
-                        used = old.uses
-                    self._flush_uses(old, brief=True)  # before a rotation: its final count
-                    if used >= self.limits.max_uses:
-                        row = self._rotate(kind, scope, expect_id=row.id, reason="max_uses")
-                elif row is None:
-                    self._flush_uses(old, brief=True)
-                    row = self._create_active(kind, scope)
-            except SQLAlchemyError:
+                return self._refresh_now(kind, scope)
+            finally:
+                flight.release()
+        with self._flight("active", kind, scope):
+            return self._refresh_now(kind, scope)
+
+    def _refresh_now(self, kind: str, scope: str) -> Entry:
+        old = self.cache.active.get((kind, scope))
+        now = self.clock()
+        gen = self._generation()
+        if old is not None and old.gen == gen and old.recently_checked(now) \
+                and old.may_encrypt(now) and now < old.wexpires:
+            return old  # another thread refreshed it while we waited
+        # While the cached key may still encrypt, a busy key table is no reason to
+        # wait: read it briefly, or keep the cached key until the next refresh.
+        try:
+            row = self.store.active_row(kind, scope,
+                                        brief=old is not None and old.may_encrypt(now))
+            if row is not None and kind == "dek":
+                used = row.encryption_count
+                if old is not None and row.id == old.id:
+                    if used > old.flushed_uses:  # other Guards/processes count too
+                        old.uses += used - old.flushed_uses
+                        old.flushed_uses = used
+                    used = old.uses
+                self._flush_uses(old, brief=True)  # before a rotation: its final count
+                if used >= self.limits.max_uses:
+                    row = self._rotate(kind, scope, expect_id=row.id, reason="max_uses")
+            elif row is None:
+                self._flush_uses(old, brief=True)
+                row = self._create_active(kind, scope)
+        except SQLAlchemyError:
+            if old is not None and old.may_encrypt(now):
+                log.warning("key table busy or unreachable; keeping cached %s key id=%s "
+                            "until the next refresh", kind, old.id)
+                old.touch(now, self._until())
+                return old
+            raise
+        if old is not None and row.id == old.id and old.within_hard_ttl(now):
+            old.set_state(ACTIVE)
+            return self._stamp(old, now, gen)
+        entry = self.cache.by_id.get(row.id)
+        if entry is None or not entry.within_hard_ttl(now):
+            try:
+                entry = self._unwrap(row, entry)
+            except KMSUnavailableError:
+                # A new active key we cannot unwrap yet: keep writing under the
+                # previous key (still decryptable) until the hard TTL.
                 if old is not None and old.may_encrypt(now):
-                    log.warning("key table busy or unreachable; keeping cached %s key id=%s "
-                                "until the next refresh", kind, old.id)
-                    old.touch(now)
+                    log.warning("KMS unavailable; still encrypting under key id=%s",
+                                old.id)
+                    old.touch(now, self._until())  # retry after the soft TTL
                     return old
                 raise
-            if old is not None and row.id == old.id and old.within_hard_ttl(now):
-                old.touch(now)
-                return old
-            entry = self.cache.by_id.get(row.id)
-            if entry is None or not entry.within_hard_ttl(now):
-                try:
-                    entry = self._unwrap(row, entry)
-                except KMSUnavailableError:
-                    # A new active key we cannot unwrap yet: keep writing under the
-                    # previous key (still decryptable) until the hard TTL.
-                    if old is not None and old.may_encrypt(now):
-                        log.warning("KMS unavailable; still encrypting under key id=%s",
-                                    old.id)
-                        old.touch(now)  # retry after the soft TTL, not on every write
-                        return old
-                    raise
-            if old is not None and old is not entry:
-                old.set_state(DECRYPT_ONLY)
-            entry.set_state(ACTIVE)
-            entry.touch(now)
-            self.cache.activate(entry)
-            return entry
+        if old is not None and old is not entry:
+            old.set_state(DECRYPT_ONLY)
+        entry.set_state(ACTIVE)
+        self._stamp(entry, now, gen)
+        self.cache.activate(entry)
+        return entry
 
     def _create_active(self, kind: str, scope: str) -> KeyRow:
         """Make a new active key for ``kind``/``scope``; on a race, use the winner's."""
@@ -329,8 +434,17 @@ class KeyManager:
         With ``brief`` (a refresh on the hot path) the write gives up after a short wait
         for a lock held elsewhere and returns False: the count stays pending in memory
         (``entry.pending_uses``) for the next refresh. Otherwise errors propagate."""
-        if entry is None or entry.kind != "dek":
+        if entry is None or entry.kind != "dek" or entry.pending_uses <= 0:
             return True
+        # One writer at a time, or two would both add the same pending uses.
+        if not self._counting.acquire(blocking=not brief):
+            return False  # another thread is writing counts right now
+        try:
+            return self._flush_counted(entry, brief)
+        finally:
+            self._counting.release()
+
+    def _flush_counted(self, entry: Entry, brief: bool) -> bool:
         delta = entry.pending_uses
         if delta <= 0:
             return True
@@ -359,6 +473,12 @@ class KeyManager:
                     self._flush_uses(entry)
                 except SQLAlchemyError:
                     log.warning("could not record the use count of key id=%s", entry.id)
+
+    def flush_pending(self) -> None:
+        """Record pending use counts without waiting for locks (the timer's flush: what
+        cannot be written now is written at the next tick)."""
+        for entry in list(self.cache.by_id.values()):
+            self._flush_uses(entry, brief=True)
 
     def clear_cache(self) -> None:
         """Drop every plaintext key from memory (next use unwraps through the KMS)."""

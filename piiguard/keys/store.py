@@ -35,6 +35,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from piiguard.errors import ConfigurationError, KeyInUseError, UnknownKeyError
 from piiguard.keys.locks import brief_lock_waits
+from piiguard.keys.notify import create_generation, generation_table, key_table_changed
 from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, key_table
 from piiguard.kms.base import DataKeyPair
 
@@ -111,6 +112,8 @@ class KeyStore:
 
     def __init__(self, table: Table | None = None) -> None:
         self.table = table if table is not None else key_table()
+        #: the one-row generation counter of key changes (:mod:`piiguard.keys.notify`)
+        self.generation = generation_table(self.table)
         self.engine: Engine | None = None
 
     # -- connections ---------------------------------------------------------------------
@@ -123,7 +126,14 @@ class KeyStore:
             with engine.connect() as conn:
                 if not engine.dialect.has_table(conn, self.table.name):
                     raise
+        create_generation(engine, self.generation)
         self.engine = engine
+
+    def changed(self, conn: Connection) -> None:
+        """Every process sharing the key table hears of a key change made in ``conn``'s
+        transaction (call it in every transaction that changes a key's state or wrapped
+        key: :func:`~piiguard.keys.notify.key_table_changed`)."""
+        key_table_changed(conn, self.generation)
 
     def _engine(self) -> Engine:
         if self.engine is None:
@@ -230,6 +240,7 @@ class KeyStore:
             if expect_id is not None and demoted == 0:
                 return None
             new_id = _inserted_id(conn.execute(t.insert().values(**values)))
+            self.changed(conn)
         return self._row_of(new_id, values)
 
     def set_state(self, key_id: int, state: str, now: datetime, *,
@@ -251,6 +262,7 @@ class KeyStore:
                                           operation=f"set state {state}")
                 raise KeyInUseError(f"key is {row.state}; cannot become {state}",
                                     key_id=key_id, operation=f"set state {state}")
+            self.changed(conn)
 
     def add_uses(self, key_id: int, n: int, *, brief: bool = False) -> None:
         """Add ``n`` encryptions to the recorded ``encryption_count`` of key ``key_id``."""
@@ -272,3 +284,4 @@ class KeyStore:
         with self._engine().begin() as conn:
             conn.execute(update(t).where(t.c.id == key_id, t.c.master_key_id == source_key_id)
                          .values(wrapped_key=wrapped, master_key_id=dest_key_id))
+            self.changed(conn)
