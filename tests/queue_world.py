@@ -92,6 +92,14 @@ class Workers:
             kids += [int(x) for x in out.split()]
         return kids
 
+    def ready(self, processes: int, timeout: float = 60) -> None:
+        """Wait until the workers' pool processes are up."""
+        deadline = time.monotonic() + timeout
+        while len(self.pool_children()) < processes:
+            if time.monotonic() > deadline:
+                raise TimeoutError("celery workers did not start:\n" + self.logs())
+            time.sleep(0.2)
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
