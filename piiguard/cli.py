@@ -424,11 +424,36 @@ def shred(ctx: typer.Context,
 BatchSize = Annotated[int | None, typer.Option(
     "--batch-size", min=1, help="Rows per batch, one transaction each (default 5000 on "
                                 "SQLite, 1000 elsewhere).")]
-Workers = Annotated[int, typer.Option("--workers", min=1,
-                                      help="Worker threads, each on a primary key range.")]
+Workers = Annotated[int, typer.Option(
+    "--workers", min=1, help="Worker processes, each with its own connections and key "
+                             "cache, on primary key ranges (needs --app).")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Count, write nothing.")]
 MaxRate = Annotated[float | None, typer.Option(
     "--max-rate", min=1, help="At most this many rows a second.")]
+
+
+def _job_args(kind: str, **options: Any) -> dict[str, Any]:
+    """A job's options as the CLI collected them (the app and database are added by
+    :func:`_spec`)."""
+    return {"kind": kind, **options}
+
+
+def _spec(st: State, args: dict[str, Any]) -> Any:
+    """The job as plain data for workers: ``--app`` and ``--database-url`` (workers load
+    the Guard themselves)."""
+    from piiguard.rotation.jobs import JobSpec
+
+    if not st.app_spec:
+        raise usage_error("worker processes and queued jobs load the Guard themselves: "
+                          "pass --app (or PIIGUARD_APP)", "--app")
+    return JobSpec(app=st.app_spec, database_url=st.database_url, **args)
+
+
+def _in_processes(st: State, guard: Any, workers: int, bar: Any,
+                  args: dict[str, Any]) -> Any:
+    from piiguard.rotation.workers import run_job
+
+    return run_job(_spec(st, args), workers=workers, progress=bar, guard=guard)
 
 
 @app.command()
@@ -447,9 +472,13 @@ def reencrypt(ctx: typer.Context,
     guard = st.guard()
     _need_columns(guard, "reencrypt")
     with st.progress() as bar:
-        report = run(guard, table=table, batch_size=batch_size, dry_run=dry_run,
-                     workers=workers, progress=bar, max_passes=max_passes,
-                     max_rate=max_rate)
+        if workers > 1:
+            report = _in_processes(st, guard, workers, bar, _job_args(
+                "reencrypt", table=table, batch_size=batch_size, dry_run=dry_run,
+                max_passes=max_passes, max_rate=max_rate))
+        else:
+            report = run(guard, table=table, batch_size=batch_size, dry_run=dry_run,
+                         progress=bar, max_passes=max_passes, max_rate=max_rate)
     if st.json:
         st.emit(report.to_dict())
     else:
@@ -473,8 +502,13 @@ def encrypt_existing(ctx: typer.Context,
     guard = st.guard()
     _need_columns(guard, "encrypt-existing")
     with st.progress() as bar:
-        report = run(guard, table, column, batch_size=batch_size, dry_run=dry_run,
-                     workers=workers, progress=bar, max_rate=max_rate)
+        if workers > 1:
+            report = _in_processes(st, guard, workers, bar, _job_args(
+                "encrypt-existing", table=table, column=column, batch_size=batch_size,
+                dry_run=dry_run, max_rate=max_rate))
+        else:
+            report = run(guard, table, column, batch_size=batch_size, dry_run=dry_run,
+                         progress=bar, max_rate=max_rate)
     if st.json:
         st.emit(report.to_dict())
     else:
@@ -488,7 +522,7 @@ def encrypt_existing(ctx: typer.Context,
 def verify(ctx: typer.Context,
            table: Annotated[str | None, typer.Option("--table",
                                                         help="Only this table.")] = None,
-           batch_size: BatchSize = None) -> None:
+           batch_size: BatchSize = None, workers: Workers = 1) -> None:
     """Decrypt every encrypted value (streaming) and check every blind index; report
     failures by table.column and row key; exit 1 on any failure."""
     from piiguard.rotation.verify import verify as run
@@ -497,7 +531,11 @@ def verify(ctx: typer.Context,
     guard = st.guard()
     _need_columns(guard, "verify")
     with st.progress() as bar:
-        report = run(guard, table=table, batch_size=batch_size or 1000, progress=bar)
+        if workers > 1:
+            report = _in_processes(st, guard, workers, bar, _job_args(
+                "verify", table=table, batch_size=batch_size))
+        else:
+            report = run(guard, table=table, batch_size=batch_size or 1000, progress=bar)
     if st.json:
         st.emit(report.to_dict())
     else:
