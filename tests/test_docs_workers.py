@@ -113,3 +113,11 @@ def test_workers_are_spawned():
 
     assert 'get_context("spawn")' in inspect.getsource(workers.WorkerPool)
     assert "(`spawn`: nothing of the parent process, no key," in DOC
+
+
+def test_alembic_autogenerate_keeps_the_job_tables():
+    pytest.importorskip("alembic")
+    from piiguard.rotation.jobstore import JOB_TABLES, JOBS
+    from piiguard.sqlalchemy.alembic import JOB_TABLE_NAMES
+
+    assert set(JOB_TABLE_NAMES) == {JOBS.name, JOB_TABLES.name}
