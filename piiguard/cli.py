@@ -43,6 +43,7 @@ from piiguard._console import (
     print_verify,
     usage_error,
 )
+from piiguard.cli_jobs import jobs_app, run_queued
 from piiguard.errors import ConfigurationError, PIIGuardError
 
 __all__ = ["ProgressBar", "app", "load_app", "main", "print_status"]
@@ -56,6 +57,7 @@ app = typer.Typer(
 keys_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                        help="Inspect, rotate, retire and destroy keys.")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 
 
 # ---------------------------------------------------------------------------------------
@@ -430,6 +432,12 @@ Workers = Annotated[int, typer.Option(
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Count, write nothing.")]
 MaxRate = Annotated[float | None, typer.Option(
     "--max-rate", min=1, help="At most this many rows a second.")]
+Queue = Annotated[bool, typer.Option(
+    "--queue", help="Run on Celery workers (piiguard[celery], docs/workers.md).")]
+Ranges = Annotated[int | None, typer.Option(
+    "--ranges", min=1, help="With --queue: ranges a table (default: one per 50,000 rows).")]
+Wait = Annotated[bool, typer.Option(
+    "--wait/--no-wait", help="With --queue: follow the job to its end, or print its id.")]
 
 
 def _job_args(kind: str, **options: Any) -> dict[str, Any]:
@@ -463,7 +471,8 @@ def reencrypt(ctx: typer.Context,
                                                            help="Only this table.")] = None,
               batch_size: BatchSize = None, dry_run: DryRun = False, workers: Workers = 1,
               max_passes: Annotated[int, typer.Option("--max-passes", min=1)] = 5,
-              max_rate: MaxRate = None) -> None:
+              max_rate: MaxRate = None, queue: Queue = False, ranges: Ranges = None,
+              wait: Wait = True) -> None:
     """Move rows from decrypt-only keys to the active ones (compare-and-swap, resumable)
     and recompute blind indexes made with an old index key."""
     from piiguard.rotation.reencrypt import reencrypt as run
@@ -471,6 +480,10 @@ def reencrypt(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     _need_columns(guard, "reencrypt")
+    if queue:
+        return run_queued(st, guard, _spec(st, _job_args(
+            "reencrypt", table=table, batch_size=batch_size, dry_run=dry_run,
+            max_passes=max_passes, max_rate=max_rate)), ranges=ranges, wait=wait)
     with st.progress() as bar:
         if workers > 1:
             report = _in_processes(st, guard, workers, bar, _job_args(
@@ -493,7 +506,8 @@ def encrypt_existing(ctx: typer.Context,
                      table: Annotated[str, typer.Option("--table", help="Table name.")],
                      column: Annotated[str, typer.Option("--column", help="Column name.")],
                      batch_size: BatchSize = None, dry_run: DryRun = False,
-                     workers: Workers = 1, max_rate: MaxRate = None) -> None:
+                     workers: Workers = 1, max_rate: MaxRate = None, queue: Queue = False,
+                     ranges: Ranges = None, wait: Wait = True) -> None:
     """Encrypt the plaintext values of a column declared with allow_plaintext=True
     (compare-and-swap, resumable); then run verify."""
     from piiguard.rotation.migrate import encrypt_existing as run
@@ -501,6 +515,10 @@ def encrypt_existing(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     _need_columns(guard, "encrypt-existing")
+    if queue:
+        return run_queued(st, guard, _spec(st, _job_args(
+            "encrypt-existing", table=table, column=column, batch_size=batch_size,
+            dry_run=dry_run, max_rate=max_rate)), ranges=ranges, wait=wait)
     with st.progress() as bar:
         if workers > 1:
             report = _in_processes(st, guard, workers, bar, _job_args(
@@ -522,7 +540,8 @@ def encrypt_existing(ctx: typer.Context,
 def verify(ctx: typer.Context,
            table: Annotated[str | None, typer.Option("--table",
                                                         help="Only this table.")] = None,
-           batch_size: BatchSize = None, workers: Workers = 1) -> None:
+           batch_size: BatchSize = None, workers: Workers = 1, queue: Queue = False,
+           ranges: Ranges = None, wait: Wait = True) -> None:
     """Decrypt every encrypted value (streaming) and check every blind index; report
     failures by table.column and row key; exit 1 on any failure."""
     from piiguard.rotation.verify import verify as run
@@ -530,6 +549,9 @@ def verify(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     _need_columns(guard, "verify")
+    if queue:
+        return run_queued(st, guard, _spec(st, _job_args(
+            "verify", table=table, batch_size=batch_size)), ranges=ranges, wait=wait)
     with st.progress() as bar:
         if workers > 1:
             report = _in_processes(st, guard, workers, bar, _job_args(

@@ -155,3 +155,38 @@ def test_sigkill_of_workers_mid_job_loses_nothing(tmp_path, pg_engine):
     assert got == expected
     assert ids == {i: tc(i) for i in range(1, rows + 1)}
     world.engine.dispose()
+
+
+def test_cli_queue_and_jobs(world, workers, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from piiguard.cli import app as cli_app
+
+    world.guard.keys.rotate("dek", "customers")
+    workers.start(concurrency=2)
+    for k, v in workers.env.items():
+        if k.startswith("PIIGUARD_CELERY"):
+            monkeypatch.setenv(k, v)
+    runner = CliRunner()
+    res = runner.invoke(cli_app, ["--json", "--app", world.spec, "reencrypt", "--queue",
+                                  "--ranges", "4", "--batch-size", "500"],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output + workers.logs()
+    doc = json.loads(res.stdout)
+    assert doc["state"] == "done" and doc["report"]["updated"] == N and doc["ok"]
+    job = doc["id"]
+    res = runner.invoke(cli_app, ["--json", "--app", world.spec, "jobs", "list"])
+    assert job in [j["id"] for j in json.loads(res.stdout)["jobs"]]
+    res = runner.invoke(cli_app, ["--app", world.spec, "jobs", "status", job])
+    assert res.exit_code == 0 and "done" in res.stdout
+    res = runner.invoke(cli_app, ["--json", "--app", world.spec, "verify", "--queue",
+                                  "--no-wait"])
+    vjob = json.loads(res.stdout)["id"]
+    res = runner.invoke(cli_app, ["--json", "--app", world.spec, "jobs", "wait", vjob,
+                                  "--timeout", "120"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["report"]["checked"] == 2 * N
+    res = runner.invoke(cli_app, ["--json", "--app", world.spec, "jobs", "status", "nope"])
+    assert res.exit_code == 1 and "no job" in res.stdout

@@ -157,8 +157,9 @@ def _launch(capp: Celery, spec: dict[str, Any], job_id: str, pass_no: int,
 def submit(spec: JobSpec, guard: Any, *, capp: Celery | None = None,
            ranges: int | None = None) -> str:
     """Plan ``spec`` on ``guard``'s database, record the job and send its first pass;
-    returns the job id (``ranges``: ranges a table, default one per 50,000 rows)."""
-    capp = capp or app
+    returns the job id (``ranges``: ranges a table, default one per 50,000 rows; ``capp``:
+    default, an app configured from the environment now)."""
+    capp = capp or make_app()
     public = spec.public()
     todo, tasks = plan(guard, public, ranges=ranges)
     job_id = JobStore(guard.engine).create(spec.kind, public.to_dict(), todo)
