@@ -40,7 +40,8 @@ from piiguard.crypto.blind_index import BlindIndexKey
 from piiguard.errors import (ConfigurationError, KeyDestroyedError, KMSUnavailableError,
                              UnknownKeyError)
 from piiguard.keys.cache import CacheLimits, Entry, IndexKeySet, KeyCache
-from piiguard.keys.notify import ChangeWatch, Flusher, exit_flush
+from piiguard.keys.notify import (POLL_BOUND, ChangeWatch, Flusher, default_bound,
+                                  exit_flush)
 from piiguard.keys.store import KeyInfo, KeyRow, KeyStore
 from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTROYED,
                                  KEY_KINDS, RETIRED, key_table)
@@ -138,6 +139,20 @@ class KeyManager:
         if self._at_exit is not None:
             atexit.unregister(self._at_exit)
             self._at_exit = None
+
+    def wall_now(self) -> datetime:
+        """The wall clock the key table's timestamps are written with, now."""
+        return self._wall()
+
+    @property
+    def change_bound(self) -> float:
+        """Seconds within which a key change reaches every process sharing the key table
+        (``CacheLimits.change_bound``, else the database's default)."""
+        if self.watch is not None:
+            return self.watch.bound
+        if self.limits.change_bound is not None:
+            return self.limits.change_bound
+        return default_bound(self.engine) if self.engine is not None else POLL_BOUND
 
     def _generation(self) -> int:
         """The key table generation last heard (0 without a watch)."""

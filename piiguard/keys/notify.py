@@ -40,6 +40,7 @@ PostgreSQL and :data:`POLL_BOUND` (2 s) elsewhere; checks run every
 from __future__ import annotations
 
 import atexit
+from datetime import datetime, timezone
 import logging
 import select
 import threading
@@ -58,7 +59,7 @@ from piiguard.keys.locks import brief_lock_waits
 
 __all__ = ["CHANNEL", "CHECK_SHARE", "POLL_BOUND", "PUSH_BOUND", "ChangeWatch", "Flusher",
            "create_generation", "default_bound", "exit_flush", "generation_table",
-           "key_table_changed", "read_generation"]
+           "key_table_changed", "read_generation", "settle_wait"]
 
 log = logging.getLogger("piiguard.keys")
 
@@ -132,6 +133,25 @@ def read_generation(conn: Connection, gen: Table) -> int:
     """The key table's current generation (0 if the row is missing)."""
     value = conn.execute(sql_select(gen.c.generation).where(gen.c.id == 1)).scalar()
     return int(value or 0)
+
+
+def settle_wait(bound: float, changed_at: datetime | None, now: datetime) -> float:
+    """Seconds to wait, at ``now``, until a key change made at ``changed_at`` has reached
+    every process (``bound`` after it); 0 if it has already.
+
+        >>> from datetime import datetime, timedelta, timezone
+        >>> t = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        >>> settle_wait(2.0, t, t + timedelta(seconds=0.5)), settle_wait(2.0, t, t + timedelta(3))
+        (1.5, 0.0)
+        >>> settle_wait(2.0, None, t)
+        0.0
+    """
+    if changed_at is None:
+        return 0.0
+    if changed_at.tzinfo is None:  # SQLite returns naive datetimes (stored in UTC)
+        changed_at = changed_at.replace(tzinfo=timezone.utc)
+    # A change stamped in the future (clock skew between hosts): wait the whole bound.
+    return min(bound, max(0.0, bound - (now - changed_at).total_seconds()))
 
 
 def default_bound(engine: Engine) -> float:

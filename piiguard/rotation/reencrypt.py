@@ -54,6 +54,7 @@ from piiguard.errors import (
     UnknownKeyError,
 )
 from piiguard.keys.cache import Entry
+from piiguard.keys.notify import settle_wait
 from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED
 from piiguard.rotation.batches import (
     BatchJob,
@@ -141,6 +142,9 @@ class KeyPlan:
                                    and k.state != ACTIVE)
         self.destroyed_deks = frozenset(k.id for k in infos if k.kind == "dek"
                                         and k.state == DESTROYED)
+        #: when the newest of the old keys stopped being active (None: none did)
+        self.last_change = max((k.state_changed_at for k in infos
+                                if k.state == DECRYPT_ONLY and k.state_changed_at), default=None)
         # The same, keyed by the 4 id bytes as they appear in stored values (hot path).
         self.old_deks_b = key_id_bytes(self.old_deks)
         self.old_index_b = key_id_bytes(self.old_index)
@@ -412,6 +416,13 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
     progress = progress or NullProgress()
     targets = discover(guard, table=table)
     plan = KeyPlan(guard)
+    if not dry_run:
+        # Right after `keys rotate`, a process that has not heard of it yet may still
+        # write (or search) with the old key: wait until every process heard (the
+        # change bound), so that the passes below leave nothing behind and no lookup
+        # misses a row already moved to the new index key.
+        time.sleep(settle_wait(guard.keys.change_bound, plan.last_change,
+                               guard.keys.wall_now()))
     stop = threading.Event()
     reports: list[TableReport] = []
     started = time.perf_counter()
