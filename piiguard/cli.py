@@ -30,8 +30,10 @@ from typing import Annotated, Any
 import typer
 
 from piiguard._console import (
+    JsonGroup,
     Output,
     ProgressBar,
+    db_error_text,
     failed,
     print_migrate,
     print_reencrypt,
@@ -48,7 +50,7 @@ __all__ = ["ProgressBar", "app", "load_app", "main", "print_status"]
 DEFAULT_KEY_FILE = ".piiguard/master.key"
 
 app = typer.Typer(
-    name="piiguard", no_args_is_help=True, add_completion=False,
+    name="piiguard", cls=JsonGroup, no_args_is_help=True, add_completion=False,
     pretty_exceptions_enable=False,
     help="Operate piiguard: keys, rotation, re-encryption, erasure, verification.")
 keys_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -82,6 +84,13 @@ def load_app(spec: str) -> Any:
     except ImportError as exc:
         raise usage_error(f"cannot import {module_name!r} ({type(exc).__name__}: {exc})",
                           "--app") from None
+    except PIIGuardError as exc:
+        raise usage_error(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}",
+                          "--app") from None
+    except Exception as exc:  # noqa: BLE001 - named by class: its message may hold values
+        what = "the database is unreachable or refused: " if _is_db_error(exc) else ""
+        raise usage_error(f"cannot import {module_name!r}: {what}{db_error_text(exc)}",
+                          "--app") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -93,6 +102,12 @@ def load_app(spec: str) -> Any:
         raise usage_error(f"{spec!r} is not a piiguard Guard (got {type(obj).__name__})",
                           "--app")
     return obj
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
 
 
 class State(Output):
@@ -123,11 +138,20 @@ class State(Output):
                 raise usage_error(f"no --app and no key file at {path!r}: pass --app "
                                   "module:guard, or --key-file (run `piiguard init`)", "--app")
             guard = Guard(kms=LocalKMS.from_file(path))
-        if self.database_url:
-            guard.bind(create_engine(self.database_url))
-        elif guard.engine is None:
-            raise usage_error("no database: pass --database-url (or PIIGUARD_DATABASE_URL), "
-                              "or bind the Guard in the --app module", "--database-url")
+        try:
+            if self.database_url:
+                guard.bind(create_engine(self.database_url))
+            elif guard.engine is None:
+                raise usage_error("no database: pass --database-url (or "
+                                  "PIIGUARD_DATABASE_URL), or bind the Guard in the --app "
+                                  "module", "--database-url")
+            with guard.engine.connect():
+                pass
+        except Exception as exc:
+            if not _is_db_error(exc):
+                raise
+            raise usage_error(f"the database is unreachable or refused: "
+                              f"{db_error_text(exc)}", "--database-url") from None
         self._guard = guard
         return guard
 
@@ -148,6 +172,13 @@ def command(fn: Callable[..., None]) -> Callable[..., None]:
             fn(*args, **kwargs)
         except PIIGuardError as exc:
             st.error(exc)
+            raise failed() from None
+        except Exception as exc:
+            if not _is_db_error(exc):
+                raise
+            # SQLAlchemy's message lists statement parameters: class and code only.
+            st.error(PIIGuardError(f"database error: {db_error_text(exc)}",
+                                   operation=ctx.command.name))
             raise failed() from None
 
     return wrapper

@@ -56,6 +56,11 @@ _SYNC_DRIVERS = {
 }
 
 
+#: The package (and piiguard extra) that brings each sync driver.
+_SYNC_PACKAGES = {"psycopg": ("'psycopg[binary]'", "postgresql"),
+                  "pymysql": ("pymysql", "mysql")}
+
+
 def _sync_engine_for(async_engine: Any) -> Engine:
     from sqlalchemy import create_engine
 
@@ -66,7 +71,17 @@ def _sync_engine_for(async_engine: Any) -> Engine:
             f"cannot derive a sync engine for the key table from the async driver "
             f"{url.get_backend_name()}+{url.get_driver_name()}: pass "
             "guard.bind(async_engine, key_engine=create_engine(...))")
-    return create_engine(url.set(drivername=f"{url.get_backend_name()}+{driver}"))
+    try:
+        return create_engine(url.set(drivername=f"{url.get_backend_name()}+{driver}"))
+    except ModuleNotFoundError as exc:
+        package, extra = _SYNC_PACKAGES.get(driver, (driver, None))
+        install = f"pip install 'piiguard[{extra}]' (or {package})" if extra \
+            else f"pip install {package}"
+        raise ConfigurationError(
+            f"the key table is reached through a sync engine, and its driver "
+            f"{url.get_backend_name()}+{driver} is not installed ({exc.name}): "
+            f"{install}, or pass guard.bind(async_engine, key_engine=create_engine(...)) "
+            "with a sync driver you have") from None
 
 
 class Guard:

@@ -8,7 +8,7 @@ a new kind is one entry in :data:`KINDS` (plus its validator module).
 
 >>> kind("national_id").validate("100 000 001 46")
 '10000000146'
->>> kind("phone").max_bytes, kind("address").padded, kind("name").validator
+>>> kind("phone").max_bytes, kind("address").padded, kind("text").validator
 (16, True, None)
 >>> kind("passport")
 Traceback (most recent call last):
@@ -103,7 +103,8 @@ KINDS: Mapping[str, Kind] = {k.name: k for k in (
     Kind("email", "email", max_bytes=254 * 4, padded=True, error_prefix="email",
          json_format="email", json_example="ali.veli@example.com",
          description="E-mail address"),
-    Kind("name", padded=True, description="A person's name"),
+    Kind("name", "name", padded=True, error_prefix="name",
+         description="A person's name"),
     Kind("text", padded=True, description="Free text"),
 )}
 

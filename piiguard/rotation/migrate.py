@@ -61,6 +61,17 @@ class MigrateReport(TableReport):
 class _MigrateJob(BatchJob):
     verb = "encrypt"
 
+    def _too_wide(self, new: Any, idx: Any) -> str | None:
+        """Why a new value would not fit its column (checked in ``--dry-run`` too)."""
+        for name, value in ((self.ec.name, new), (self.ec.index_name, idx)):
+            width = self.widths.get(name) if name else None
+            if width is not None and value is not None and len(value) > width:
+                return (f"the envelope needs {len(value)} "
+                        f"{'characters' if isinstance(value, str) else 'bytes'} but "
+                        f"{self.target.table.name}.{name} holds {width}: widen the "
+                        "column first")
+        return None
+
     def __init__(self, guard: Any, target: TableTarget, ec: EncryptedColumn,
                  **kw: Any) -> None:
         super().__init__(guard, target, **kw)
@@ -71,6 +82,7 @@ class _MigrateJob(BatchJob):
         # a row-bound column's new envelopes are bound to their row's values
         self.bat = tuple(self.select(n) for n in ec.binding_names)
         self.where = self.lite.is_plaintext(ec)
+        self.widths = _declared_widths(guard.engine, target, ec)
 
     def work(self, row: Any, counts: Counts) -> RowUpdate | None:
         ec = self.ec
@@ -101,11 +113,52 @@ class _MigrateJob(BatchJob):
         except (PIIGuardError, ValueError) as exc:
             self.fail(counts, ec, row, describe(exc))
             return None
+        too_wide = self._too_wide(new, idx)
+        if too_wide:
+            self.fail(counts, ec, row, too_wide)
+            return None
         counts.values += 1
         if idx is None or ec.index_name is None:
             return RowUpdate([ec.name], [new], [ec.name], [stored])
         counts.indexes += 1
         return RowUpdate([ec.name, ec.index_name], [new, idx], [ec.name], [stored])
+
+
+def _declared_widths(engine: Any, target: TableTarget,
+                     ec: EncryptedColumn) -> dict[str, int]:
+    """The database's declared width of the ciphertext and index columns, where the
+    database enforces one (not SQLite, which stores any length); refuses a missing
+    column with the advice to add it (the SELECT would fail with a database error)."""
+    from sqlalchemy import inspect
+
+    table = target.table
+    with engine.connect() as conn:
+        cols = {c["name"]: c for c in inspect(conn).get_columns(table.name,
+                                                                schema=table.schema)}
+    for name in (ec.name, ec.index_name):
+        if name is not None and name not in cols:
+            raise ConfigurationError(_missing_advice(target, ec, name), column=ec.label,
+                                     operation="encrypt-existing")
+    if engine.dialect.name == "sqlite":
+        return {}
+    widths = {}
+    for name in (ec.name, ec.index_name):
+        length = getattr(cols[name]["type"], "length", None) if name else None
+        if name and isinstance(length, int) and length > 0:
+            widths[name] = length
+    return widths
+
+
+def _missing_advice(target: TableTarget, ec: EncryptedColumn, name: str) -> str:
+    t = target.table.name
+    if name == ec.index_name:
+        bits = getattr(target.table.c[name].type, "bits", 256) \
+            if name in target.table.c else 256
+        return (f"the blind index column {t}.{name} of the searchable column is missing: "
+                f"add it first, e.g. in an Alembic migration op.add_column({t!r}, "
+                f"sa.Column({name!r}, piiguard.sqlalchemy.BlindIndex({bits}), "
+                "nullable=True)) and op.create_index(...) on it; encrypt-existing fills it")
+    return f"the column {t}.{name} is missing from the database"
 
 
 def encrypt_existing(guard: Any, table: str, column: str, *, batch_size: int | None = None,

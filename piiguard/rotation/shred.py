@@ -56,11 +56,11 @@ class ShredReport:
                 "total_values": self.total_values, "indexes_cleared": self.indexes_cleared}
 
 
-def _info(guard: Any, key_id: int):
+def _info(guard: Any, key_id: int, operation: str):
     for info in guard.keys.keys():
         if info.id == key_id:
             return info
-    raise UnknownKeyError("no key with this id", key_id=key_id, operation="retire")
+    raise UnknownKeyError("no key with this id", key_id=key_id, operation=operation)
 
 
 def rows_using(guard: Any, key_ids: set[int], kind: str = "dek") -> dict[str, int]:
@@ -107,7 +107,7 @@ def retire_key(guard: Any, key_id: int) -> None:
     Raises :class:`~piiguard.errors.KeyInUseError` (naming the first column that still
     uses it) and :class:`~piiguard.errors.ConfigurationError` when the guard knows no
     encrypted column (usage cannot be counted: fail closed)."""
-    info = _info(guard, key_id)
+    info = _info(guard, key_id, "retire")
     if info.kind in ("dek", "index"):
         if not discover(guard):
             raise ConfigurationError("no encrypted column is registered, so usage cannot "
@@ -124,7 +124,7 @@ def retire_key(guard: Any, key_id: int) -> None:
 
 def destroy_key(guard: Any, key_id: int) -> ShredReport:
     """Crypto-shred one key; returns how many stored values became unreadable."""
-    info = _info(guard, key_id)
+    info = _info(guard, key_id, "destroy")
     report = ShredReport(None, [key_id])
     if info.state != DESTROYED:
         report.values = rows_using(guard, {key_id}, info.kind)

@@ -77,7 +77,7 @@ from piiguard.validators._turkish import (  # the provinces and Turkish case, re
     tr_lower,
     tr_upper,
 )
-from piiguard.validators._util import require_str
+from piiguard.validators._util import empty, require_str
 
 __all__ = [
     "MAX_LENGTH",
@@ -298,6 +298,8 @@ class TurkishAddress:
 
     @classmethod
     def _from_text(cls, t: str) -> TurkishAddress:
+        if not t:
+            raise empty(_NAME)
         postal: str | None = None
         head, tok = _split_last(t)
         # Trailing country name and postal code after the province.

@@ -7,9 +7,13 @@ the same number. A number must be *valid* (an assigned range of its country, rig
 length), not merely possible: ``+90 599 …`` is refused. Options restrict the accepted
 numbers to one region (``only_region='TR'``) or to mobiles (``mobile_only=True``).
 
-Only ASCII digits, one leading ``+`` and the separators space, ``-``, ``.``, ``(``,
-``)``, ``/`` are accepted: digits from other scripts, letters (vanity numbers) and
-extensions are refused, because E.164 could not keep them.
+Only ASCII digits, one leading ``+`` and the separators space, tab, no-break space
+(U+00A0, U+202F, U+2007: what text pasted from a web page or a word processor holds),
+``-``, ``.``, ``(``, ``)``, ``/`` are accepted; every separator means the same on the
+fast path and in the full parse (tabs and no-break spaces are read as spaces before
+``phonenumbers`` sees the text, which would otherwise refuse a tab). Empty input (or
+whitespace only) fails the rule ``empty``. Refused: digits from other scripts,
+letters (vanity numbers) and extensions, because E.164 could not keep them.
 
 Speed: ``phonenumbers.parse`` plus ``is_valid_number`` costs about 19 µs. Input that is
 already canonical for Türkiye (``+90`` and ten digits, and the common national
@@ -75,7 +79,7 @@ from piiguard.errors import (
     InvalidLengthError,
     MaskedValueError,
 )
-from piiguard.validators._util import require_str
+from piiguard.validators._util import empty, is_blank, require_str
 
 __all__ = [
     "TYPE_NAMES",
@@ -111,6 +115,8 @@ _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR
 # ASCII only: [0-9] is a literal range here, unlike \d.
 _ALLOWED = re.compile(r"[ \t]*\+?[0-9 \t\-./()]*\Z")
 _SEPARATORS = str.maketrans("", "", " \t-./()")
+# Separators read as a space before anything else looks at the text (both paths).
+_AS_SPACE = str.maketrans({"\t": " ", "\u00a0": " ", "\u202f": " ", "\u2007": " "})
 
 
 class _Checked(NamedTuple):
@@ -230,8 +236,12 @@ _NSN_FIRST = frozenset("123456789")
 
 def _fast(number: str, region: str | None) -> _Checked | None:
     """Accept canonical TR input quickly; None means "ask phonenumbers"."""
-    if _FAST is None or len(number) > 24 or not number.isascii():
+    if _FAST is None or len(number) > 24:
         return None
+    if not number.isascii():
+        number = number.translate(_AS_SPACE)     # no-break spaces are separators too
+        if not number.isascii():
+            return None
     if len(number) == 13 and number.startswith("+90") and number[1:].isdigit():
         nsn = number[3:]
     else:
@@ -263,10 +273,12 @@ def _fast(number: str, region: str | None) -> _Checked | None:
 # --------------------------------------------------------------------------- full path
 
 def _slow(number: object, region: str | None) -> _Checked:
-    number = require_str(number, _NAME, _MAX_LEN)
+    number = require_str(number, _NAME, _MAX_LEN).translate(_AS_SPACE)
     if "*" in number:
         raise MaskedValueError("masked", detail=f"{_NAME} looks like a masked value")
-    if not number.strip() or _ALLOWED.match(number) is None:
+    if is_blank(number):
+        raise empty(_NAME)
+    if _ALLOWED.match(number) is None:
         raise InvalidFormatError(
             "format", detail=f"{_NAME} has ASCII digits, a leading + and separators only")
     try:
