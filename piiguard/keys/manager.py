@@ -127,7 +127,7 @@ class KeyManager:
                                  enabled=self.limits.watch_changes)
         if self.limits.flush_interval > 0:
             self._flusher = Flusher(self.flush_pending, self.limits.flush_interval)
-        self._at_exit = exit_flush(self.flush)
+        self._at_exit = exit_flush(self.flush_pending)
 
     def stop_background(self) -> None:
         """Stop the change listener and the use-count timer (``Guard.close()``)."""

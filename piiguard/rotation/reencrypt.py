@@ -194,7 +194,7 @@ class _Resealer:
 
     def begin_batch(self) -> None:
         """Drop cached keys whose cache entry expired: expiry is checked once a batch
-        (a batch takes well under a second; the soft TTL is minutes), and a key the
+        (a batch takes well under a second; the change bound is 1-2 s), and a key the
         key manager reloads or rotates is picked up at the next batch."""
         now = self.clock()
         for hdr, r in list(self.reads.items()):

@@ -67,6 +67,7 @@ def _guard_tables_of(metadatas: Iterable[MetaData]) -> tuple[bool, set[str]]:
                     found = True
                     guard = st.guard
                     names.add(guard.keys.table.name)
+                    names.add(guard.keys.store.generation.name)  # key-change counter
                     audit_table = getattr(getattr(guard, "audit", None), "table", None)
                     if audit_table is not None:
                         names.add(audit_table.name)
