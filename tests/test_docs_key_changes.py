@@ -37,7 +37,7 @@ def test_the_runbook_states_the_bounds_the_code_has():
 
 def test_the_log_lines_the_runbook_quotes_exist():
     for quoted in ("key-change listener lost its PostgreSQL connection",
-                   "cannot read the\nkey table's generation"):
+                   "cannot\nread the key table's generation"):
         assert quoted in OPS
         assert quoted.replace("\n", " ") in SOURCE
 

@@ -442,7 +442,8 @@ class KeyManager:
         return row
 
     # -- use counts ------------------------------------------------------------------------
-    def _flush_uses(self, entry: Entry | None, *, brief: bool = False) -> bool:
+    def _flush_uses(self, entry: Entry | None, *, brief: bool = False,
+                    quiet: bool = False) -> bool:
         """Add the encryptions counted in ``entry`` but not yet in the key table to its
         row's ``encryption_count``. True once they are there.
 
@@ -455,11 +456,11 @@ class KeyManager:
         if not self._counting.acquire(blocking=not brief):
             return False  # another thread is writing counts right now
         try:
-            return self._flush_counted(entry, brief)
+            return self._flush_counted(entry, brief, quiet)
         finally:
             self._counting.release()
 
-    def _flush_counted(self, entry: Entry, brief: bool) -> bool:
+    def _flush_counted(self, entry: Entry, brief: bool, quiet: bool) -> bool:
         delta = entry.pending_uses
         if delta <= 0:
             return True
@@ -469,7 +470,8 @@ class KeyManager:
             if not brief:
                 raise
             # Once per streak: a long transaction would repeat it every soft TTL.
-            level = logging.DEBUG if entry.id in self._unrecorded else logging.WARNING
+            level = logging.DEBUG if quiet or entry.id in self._unrecorded \
+                else logging.WARNING
             self._unrecorded.add(entry.id)
             log.log(level, "could not write the use count of key id=%s without waiting "
                     "(key table busy?); %d uses stay counted in memory and are written "
@@ -491,9 +493,9 @@ class KeyManager:
 
     def flush_pending(self) -> None:
         """Record pending use counts without waiting for locks (the timer's flush: what
-        cannot be written now is written at the next tick)."""
+        cannot be written now is written at the next tick, without a warning)."""
         for entry in list(self.cache.by_id.values()):
-            self._flush_uses(entry, brief=True)
+            self._flush_uses(entry, brief=True, quiet=True)
 
     def clear_cache(self) -> None:
         """Drop every plaintext key from memory (next use unwraps through the KMS)."""

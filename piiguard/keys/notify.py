@@ -183,7 +183,8 @@ class ChangeWatch:
         self.generation = 0
         self.deadline = float("inf") if not enabled else float("-inf")
         self._checking = threading.Lock()
-        self._failing = False
+        self._failing_since: float | None = None
+        self._warned = False
         self._listener: _Listener | None = None
         self.used = time.monotonic()  # last key use that reached check()
         if enabled:
@@ -208,22 +209,27 @@ class ChangeWatch:
             try:
                 with self.engine.connect() as conn:
                     if conn.dialect.name == "sqlite":
-                        # readers wait for an EXCLUSIVE lock: briefly, then serve on
-                        with brief_lock_waits(conn):
+                        # Readers wait for a writer's EXCLUSIVE lock (often the
+                        # application's own bulk insert): do not wait, retry later.
+                        with brief_lock_waits(conn, 0):
                             value = read_generation(conn, self.gen)
                     else:  # MVCC: a plain read waits for no lock
                         value = read_generation(conn, self.gen)
             except SQLAlchemyError:
-                if not self._failing:
+                # A busy moment is normal (SQLite during a bulk write); say so once the
+                # changes have gone unheard for longer than the bound.
+                if self._failing_since is None:
+                    self._failing_since = now
+                elif now - self._failing_since >= self.bound and not self._warned:
                     log.warning("cannot read the key table's generation; cached keys "
                                 "serve on and the check is retried (key changes made "
                                 "elsewhere are not heard meanwhile)")
-                self._failing = True
-                self.deadline = now + self.period
+                    self._warned = True
+                self.deadline = now + self.period / 3
                 return
-            if self._failing:
+            if self._warned:
                 log.warning("key table's generation readable again")
-                self._failing = False
+            self._failing_since, self._warned = None, False
             self.heard(value, now)
         finally:
             self._checking.release()
