@@ -1,5 +1,5 @@
 """Key changes with separate OS processes: the runbook's steps under live application
-processes (tests/notify_app.py), on PostgreSQL, MariaDB and SQLite.
+processes (tests/notify_app.py.txt), on PostgreSQL, MariaDB and SQLite.
 
 - index rotation exactly as docs/operations.md says (``keys rotate --kind index``,
   ``reencrypt``, ``keys retire``), two processes searching all along: no search misses;
@@ -33,7 +33,9 @@ from piiguard import LocalKMS
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).parent
+#: The application (tests/notify_app.py would be imported by --doctest-modules): written
+#: to tmp_path, importable there as the CLI's app.
+APP = Path(__file__).with_name("notify_app.py.txt").read_text()
 SEARCHES = int(os.environ.get("PIIGUARD_NOTIFY_SEARCHES", "1500"))
 TRIALS = int(os.environ.get("PIIGUARD_NOTIFY_TRIALS", "4"))
 ROWS = 300
@@ -45,7 +47,8 @@ def env(request, tmp_path):
     """The environment of an application process on a fresh database."""
     key = tmp_path / "master.key"
     LocalKMS.from_file(key, create=True)
-    out = {"NOTIFY_KEY": str(key), "PYTHONPATH": str(HERE)}
+    (tmp_path / "notify_app.py").write_text(APP)
+    out = {"NOTIFY_KEY": str(key), "PYTHONPATH": str(tmp_path), "NOTIFY_DIR": str(tmp_path)}
     if request.param == "sqlite":
         out["NOTIFY_URL"] = f"sqlite:///{tmp_path / 'app.db'}"
     else:
@@ -62,26 +65,27 @@ def app(env):
     """notify_app imported in this process too (the main process: the operator)."""
     saved = dict(os.environ)
     os.environ.update(env)
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, env["NOTIFY_DIR"])
     try:
         sys.modules.pop("notify_app", None)
         import notify_app
     finally:
-        sys.path.remove(str(HERE))
+        sys.path.remove(env["NOTIFY_DIR"])
         os.environ.clear()
         os.environ.update(saved)
     return notify_app
 
 
 def worker(env, *args):
-    return subprocess.Popen([sys.executable, str(HERE / "notify_app.py"), *args], env=env,
+    return subprocess.Popen([sys.executable, str(Path(env["NOTIFY_DIR"]) / "notify_app.py"),
+                             *args], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def cli(env, *args):
     exe = Path(sys.executable).parent / "piiguard"
     return subprocess.run([str(exe), "--json", *args], env={**env,
-                          "PIIGUARD_APP": "notify_app:guard"}, cwd=HERE,
+                          "PIIGUARD_APP": "notify_app:guard"}, cwd=env["NOTIFY_DIR"],
                           capture_output=True, text=True, timeout=300)
 
 

@@ -337,9 +337,12 @@ class _Listener:
             return False
         if time.monotonic() - watch.used > IDLE_CLOSE:
             return False  # idle: close; the next use polls and starts a listener again
-        if since is None:
-            since = self._clock()
-        watch.heard(watch.generation if value is None else value, since)
+        if since is None:  # the generation read at connect: as it is
+            watch.heard(watch.generation if value is None else value, self._clock())
+            return True
+        # A notification that arrives after a poll saw a newer generation is old news.
+        news = value if value is not None and value > watch.generation else None
+        watch.heard(watch.generation if news is None else news, since)
         return True
 
 
