@@ -134,6 +134,9 @@ def test_reencrypt_survives_sigkill_at_20_random_points(tmp_path, monkeypatch):
             for i in range(1, N + 1)])
     new_dek = app.guard.keys.rotate("dek", "customers")
     new_idx = app.guard.keys.rotate("index", "customers")
+    # reencrypt first waits until every process heard of the rotation (the change
+    # bound); the kills below are timed against its work, so let that wait pass here.
+    time.sleep(app.guard.keys.change_bound)
     total = 4 * N                                     # 3 ciphertexts + 1 index a row
 
     exe = os.path.join(os.path.dirname(sys.executable), "piiguard")
