@@ -51,6 +51,7 @@ TITLE = "Core and ORM insert / select: plaintext vs piiguard vs sqlalchemy-utils
 BASELINES = ("plaintext",)
 CHUNK = 10_000
 OPS = ("core_insert", "core_select", "orm_add_all", "orm_bulk_insert", "orm_select")
+NO_NOTIFY = "piiguard-no-notify"
 
 
 def available() -> str | None:
@@ -89,7 +90,7 @@ class RowSource:
 def read_back(system: str, row: dict) -> dict:
     """What ``system`` returns for a row written as ``row``: piiguard canonicalises the
     T.C. number and the phone and keeps the address as written (whitespace aside)."""
-    if system != "piiguard":
+    if system not in ("piiguard", NO_NOTIFY):
         return row
     from piiguard.validators import address, phone, tckn
     return {**row, "national_id": tckn.validate(row["national_id"]),
@@ -190,7 +191,7 @@ def _columns(result):
 
 def build_systems(ctx: Context, *, label: str = "ops", db: str | None = None,
                   diagnostics: bool = True, peers_too: bool = True) -> dict[str, System]:
-    from piiguard import Guard, LocalKMS
+    from piiguard import CacheLimits, Guard, LocalKMS
 
     engine = ctx.engine(label, db)
     guard = Guard(kms=LocalKMS.generate())
@@ -203,6 +204,13 @@ def build_systems(ctx: Context, *, label: str = "ops", db: str | None = None,
         systems["piiguard-unvalidated"] = System(
             "piiguard-unvalidated", schema.piiguard_unvalidated_model(guard, "customers_pgu"),
             engine)
+        # The same as "piiguard" without key-change notifications and the use-count
+        # timer (CacheLimits(watch_changes=False, flush_interval=0)): what they cost.
+        quiet = Guard(kms=LocalKMS.generate(),
+                      cache=CacheLimits(watch_changes=False, flush_interval=0))
+        systems[NO_NOTIFY] = System(NO_NOTIFY, schema.piiguard_model(quiet, "customers_pgq"),
+                                    engine)
+        quiet.bind(engine)
     if peers_too and peers.sqlalchemy_utils_available() is None:
         systems["sqlalchemy-utils"] = System(
             "sqlalchemy-utils", schema.sqlalchemy_utils_model("customers_sau"), engine)
@@ -292,6 +300,15 @@ def targets(records: list[dict], ctx: Context) -> list[dict]:
                                 f"input ({where})", expected="<= 2.0×", measured=r,
                           unit="x", met=r <= 2.0,
                           detail=f"{pg['per_row_us']:.2f} vs {floor['per_row_us']:.2f} µs/row"))
+    for op in OPS:
+        pg = find(records, case=op, system="piiguard")
+        quiet = find(records, case=op, system=NO_NOTIFY)
+        if pg and quiet:
+            r = pg["per_row_us"] / quiet["per_row_us"]
+            out.append(target(NAME, f"{op}: key-change notifications cost ({where})",
+                              expected="<= 1.02×", measured=r, unit="x", met=r <= 1.02,
+                              detail=f"{pg['per_row_us']:.2f} vs {quiet['per_row_us']:.2f} "
+                                     "µs/row (notifications off)"))
     for op in ("core_insert", "core_select"):
         pg = find(records, case=op, system="piiguard")
         sau = find(records, case=op, system="sqlalchemy-utils")
