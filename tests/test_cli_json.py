@@ -193,6 +193,7 @@ def test_one_json_document_and_the_exit_code(name, where, tmp_path, monkeypatch)
         assert doc.get("ok", code == 0) is (code == 0), (argv, doc)
         if code:
             assert doc["error"]["type"] and doc["error"]["message"], doc
+            assert "unexpected error" not in doc["error"]["message"], (argv, doc)
 
 
 def test_usage_errors_anywhere_are_json():
