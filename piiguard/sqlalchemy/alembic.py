@@ -102,11 +102,17 @@ def drop_piiguard_tables(op: Any, *, key_table_name: str = DEFAULT_TABLE_NAME,
         op.drop_table(t.name, schema=schema)
 
 
+#: The tables of queued jobs (:mod:`piiguard.rotation.jobstore`), created on the first
+#: ``--queue`` job: autogenerate never proposes dropping them either.
+JOB_TABLE_NAMES = ("piiguard_jobs", "piiguard_job_tables")
+
+
 class _QuietRemovedTables(logging.Filter):
     """Drops Alembic's "Detected removed table" INFO line for piiguard's tables (our
     comparator below removes the drop itself, but Alembic logs before it runs)."""
 
-    names: set[str] = {t.name for t in piiguard_tables(audit_table=True)}
+    names: set[str] = {t.name for t in piiguard_tables(audit_table=True)} | \
+        set(JOB_TABLE_NAMES)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not str(record.msg).startswith("Detected removed table"):
@@ -166,6 +172,8 @@ def _guard_tables_of(metadatas: Iterable[MetaData]) -> tuple[bool, set[str]]:
                     audit_table = getattr(getattr(guard, "audit", None), "table", None)
                     if audit_table is not None:
                         names.add(audit_table.name)
+    if found:
+        names.update(JOB_TABLE_NAMES)
     return found, names
 
 
