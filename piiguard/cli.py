@@ -271,8 +271,13 @@ def demo(ctx: typer.Context,
     from piiguard.demo import run
 
     st = _state(ctx)
-    run(directory, console=st.out, progress_console=st.err, json_out=st.json,
-        extra_rows=rows)
+    try:
+        run(directory, console=st.out, progress_console=st.err, json_out=st.json,
+            extra_rows=rows)
+    except OSError as exc:
+        # e.g. --dir under a regular file: a message, not a traceback
+        raise ConfigurationError(f"cannot use --dir {str(directory)!r} "
+                                 f"({type(exc).__name__})", operation="demo") from None
 
 
 # ---------------------------------------------------------------------------------------
