@@ -121,3 +121,24 @@ def test_alembic_autogenerate_keeps_the_job_tables():
     from piiguard.sqlalchemy.alembic import JOB_TABLE_NAMES
 
     assert set(JOB_TABLE_NAMES) == {JOBS.name, JOB_TABLES.name}
+
+
+def test_ci_starts_the_broker_and_the_backend():
+    run = (ROOT / ".ci" / "run").read_text()
+    services = (ROOT / ".ci" / "services").read_text()
+    assert run.index("bash .ci/services") < run.index("make test")
+    assert "redis-server --daemonize yes" in services and "6379" in services
+    assert "rabbitmq-server -detached" in services and "5672" in services
+    assert "(`.ci/services`)" in DOC
+
+
+def test_queue_tests_fail_under_ci_without_a_broker(monkeypatch):
+    import queue_world
+
+    monkeypatch.setattr(queue_world, "BROKER", "amqp://guest:guest@127.0.0.1:1//")
+    monkeypatch.setattr(queue_world, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        queue_world.need_queue_servers()
+    monkeypatch.setattr(queue_world, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="RabbitMQ broker not reachable"):
+        queue_world.need_queue_servers()
