@@ -197,6 +197,7 @@ class Bench:
         if name.startswith("verify"):
             rows = self.rows
         out = {"case": name, "rows": rows, "wall_s": round(wall, 2),
+               "load_avg_1m_after": round(os.getloadavg()[0], 1),
                "rows_per_s": round(rows / wall), "kms_calls": sum(calls.values()),
                "kms_calls_by_process": sorted(calls.values()),
                "worker_memory_mib": memory, "ok": doc.get("ok"),
@@ -319,11 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Re-encryption by workers, PostgreSQL, {args.rows:,} rows", "",
              f"{doc['time']}, {os.cpu_count()} CPUs; table filled in {doc['fill_s']} s.", "",
              "| case | rows | wall s | rows/s | KMS calls (by process) | worker memory "
-             "MiB (VmHWM) |", "|---|---:|---:|---:|---|---|"]
+             "MiB (VmHWM) | load avg |", "|---|---:|---:|---:|---|---|---:|"]
     for r in results:
         lines.append(f"| {r['case']} | {r['rows']:,} | {r['wall_s']} | {r['rows_per_s']:,} "
                      f"| {r['kms_calls']} {r['kms_calls_by_process']} | "
-                     f"{r['worker_memory_mib']} |")
+                     f"{r['worker_memory_mib']} | {r.get('load_avg_1m_after', '')} |")
     lines.append("")
     for k in ("speedup_2_processes", "speedup_queue_2", "speedup_verify_2"):
         if k in doc:
