@@ -308,7 +308,8 @@ def keys_rotate(ctx: typer.Context,
                     "--kind", help="dek (data keys) or index (blind-index keys).")] = "dek",
                 ) -> None:
     """Create a new active key; the previous one becomes decrypt-only. New writes use
-    the new key at once (other processes within the key cache's soft TTL)."""
+    the new key at once (other processes within the change bound: 1 s on PostgreSQL,
+    2 s elsewhere). Run reencrypt right after: no need to wait."""
     if kind not in ("dek", "index"):
         raise usage_error("must be dek or index", "--kind")
     st = _state(ctx)
@@ -334,7 +335,8 @@ def keys_rotate(ctx: typer.Context,
         prev = d["previous_key_id"]
         st.out.print(f"{kind} key for scope {d['scope']!r}: new key {d['key_id']}"
                      + (f", key {prev} is now decrypt-only" if prev else ""))
-    st.out.print("next: `piiguard reencrypt` moves the rows, then `piiguard keys retire ID`")
+    st.out.print("next: `piiguard reencrypt` moves the rows (now: it waits itself until every "
+                 "process heard of the rotation), then `piiguard keys retire ID`")
 
 
 @keys_app.command("rotate-master")

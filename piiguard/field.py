@@ -142,6 +142,12 @@ class FieldCipher:
             return self._encrypt_in(scope, plaintext)
         return self._seal(plaintext)
 
+    def is_envelope(self, data: bytes) -> bool:
+        """True if ``data`` is a text envelope, or a binary envelope naming a data key
+        of this key table (the header shape alone matches 1 in 128 random byte strings:
+        too weak a test for arbitrary bytes)."""
+        return _is_envelope(data, self._keys)
+
     def encryptor(self, prepare: Callable[[Any], str] | None = None, *,
                   check_envelope: bool = True,
                   encoded: bool = False) -> Callable[[Any], bytes]:

@@ -143,6 +143,9 @@ KINDS: Mapping[str, Kind] = {k.name: k for k in (
     Kind("email", "email", max_bytes=254 * 4, padded=True, error_prefix="email",
          json_format="email", json_example="ali.veli@example.com",
          description="E-mail address"),
+    Kind("name", "name", padded=True, error_prefix="name",
+         description="A person's name"),
+    Kind("text", padded=True, description="Free text"),
     # Typed values (piiguard.validators.typed): written as one canonical text each.
     Kind("date", "typed", max_bytes=10, function="date_text", decoder="date_value",
          description="A calendar date"),
@@ -156,9 +159,6 @@ KINDS: Mapping[str, Kind] = {k.name: k for k in (
          searchable=False, description="A JSON document"),
     Kind("bytes", "typed", padded=True, function="bytes_text", decoder="bytes_value",
          description="Binary data"),
-    Kind("name", "name", padded=True, error_prefix="name",
-         description="A person's name"),
-    Kind("text", padded=True, description="Free text"),
 )}
 
 

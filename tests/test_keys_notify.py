@@ -282,3 +282,40 @@ def test_use_counts_are_exact_after_a_normal_exit_without_close(tmp_path, master
     engine = create_engine(f"sqlite:///{path}")
     assert list(counts(engine).values()) == [40_000]
     engine.dispose()
+
+
+def test_postgresql_notification_payload_is_what_format_md_says(pg_engine, master):
+    """docs/format.md section 4: NOTIFY piiguard_keys with the payload
+    ``schema.piiguard_data_keys_generation:<generation>``, in the change's transaction."""
+    g = guard_on(pg_engine, master)
+    g.field("customers", "phone").encrypt(b"+905321234567")
+    raw = pg_engine.raw_connection()
+    try:
+        dbapi = raw.dbapi_connection
+        dbapi.autocommit = True
+        with dbapi.cursor() as cur:
+            cur.execute("LISTEN piiguard_keys")
+            cur.execute("SELECT current_schema()")
+            schema = cur.fetchone()[0]
+        g.keys.rotate("dek", "customers")
+        with dbapi.cursor() as cur:
+            cur.execute("SELECT generation FROM piiguard_data_keys_generation")
+            gen = cur.fetchone()[0]
+        payloads = [n.payload for n in dbapi.notifies(timeout=1, stop_after=1)]
+        assert payloads == [f"{schema}.piiguard_data_keys_generation:{gen}"] and gen >= 1
+    finally:
+        raw.close()
+    g.close()
+
+
+def test_the_threads_stop_at_close(pg_engine, master):
+    g = guard_on(pg_engine, master)
+    g.field("customers", "phone").encrypt(b"+905321234567")
+    wait_listening(g)
+    mine = [g.keys._flusher.thread, g.keys.watch._listener.thread]
+    assert {t.name for t in mine} == {"piiguard-key-listener", "piiguard-use-counts"}
+    assert all(t.daemon and t.is_alive() for t in mine)
+    g.close()
+    for t in mine:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in mine)

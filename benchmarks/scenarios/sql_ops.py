@@ -45,6 +45,7 @@ TITLE = "Core and ORM insert / select: plaintext vs piiguard vs sqlalchemy-utils
 BASELINES = ("plaintext",)
 CHUNK = 10_000
 OPS = ("core_insert", "core_select", "orm_add_all", "orm_bulk_insert", "orm_select")
+NO_NOTIFY = "piiguard-no-notify"
 
 
 def available() -> str | None:
@@ -170,7 +171,7 @@ def _columns(result):
 
 def build_systems(ctx: Context, *, label: str = "ops", db: str | None = None,
                   diagnostics: bool = True, peers_too: bool = True) -> dict[str, System]:
-    from piiguard import Guard, LocalKMS
+    from piiguard import CacheLimits, Guard, LocalKMS
 
     engine = ctx.engine(label, db)
     guard = Guard(kms=LocalKMS.generate())
@@ -182,6 +183,13 @@ def build_systems(ctx: Context, *, label: str = "ops", db: str | None = None,
         systems["piiguard-unvalidated"] = System(
             "piiguard-unvalidated", schema.piiguard_unvalidated_model(guard, "customers_pgu"),
             engine)
+        # The same as "piiguard" without key-change notifications and the use-count
+        # timer (CacheLimits(watch_changes=False, flush_interval=0)): what they cost.
+        quiet = Guard(kms=LocalKMS.generate(),
+                      cache=CacheLimits(watch_changes=False, flush_interval=0))
+        systems[NO_NOTIFY] = System(NO_NOTIFY, schema.piiguard_model(quiet, "customers_pgq"),
+                                    engine)
+        quiet.bind(engine)
     if peers_too and peers.sqlalchemy_utils_available() is None:
         systems["sqlalchemy-utils"] = System(
             "sqlalchemy-utils", schema.sqlalchemy_utils_model("customers_sau"), engine)
@@ -246,6 +254,15 @@ def targets(records: list[dict], ctx: Context) -> list[dict]:
             out.append(target(NAME, f"{op}: piiguard vs plaintext ({where})",
                               expected=f"<= {limit}×", measured=r, unit="x", met=r <= limit,
                               detail=f"{pg['per_row_us']:.2f} vs {pl['per_row_us']:.2f} µs/row"))
+    for op in OPS:
+        pg = find(records, case=op, system="piiguard")
+        quiet = find(records, case=op, system=NO_NOTIFY)
+        if pg and quiet:
+            r = pg["per_row_us"] / quiet["per_row_us"]
+            out.append(target(NAME, f"{op}: key-change notifications cost ({where})",
+                              expected="<= 1.02×", measured=r, unit="x", met=r <= 1.02,
+                              detail=f"{pg['per_row_us']:.2f} vs {quiet['per_row_us']:.2f} "
+                                     "µs/row (notifications off)"))
     for op in ("core_insert", "core_select"):
         pg = find(records, case=op, system="piiguard")
         sau = find(records, case=op, system="sqlalchemy-utils")

@@ -40,7 +40,8 @@ from piiguard.crypto.blind_index import BlindIndexKey
 from piiguard.errors import (ConfigurationError, KeyDestroyedError, KMSUnavailableError,
                              UnknownKeyError)
 from piiguard.keys.cache import CacheLimits, Entry, IndexKeySet, KeyCache
-from piiguard.keys.notify import ChangeWatch, Flusher, exit_flush
+from piiguard.keys.notify import (POLL_BOUND, ChangeWatch, Flusher, default_bound,
+                                  exit_flush)
 from piiguard.keys.store import KeyInfo, KeyRow, KeyStore
 from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTROYED,
                                  KEY_KINDS, RETIRED, key_table)
@@ -127,7 +128,7 @@ class KeyManager:
                                  enabled=self.limits.watch_changes)
         if self.limits.flush_interval > 0:
             self._flusher = Flusher(self.flush_pending, self.limits.flush_interval)
-        self._at_exit = exit_flush(self.flush)
+        self._at_exit = exit_flush(self.flush_pending)
 
     def stop_background(self) -> None:
         """Stop the change listener and the use-count timer (``Guard.close()``)."""
@@ -139,6 +140,20 @@ class KeyManager:
         if self._at_exit is not None:
             atexit.unregister(self._at_exit)
             self._at_exit = None
+
+    def wall_now(self) -> datetime:
+        """The wall clock the key table's timestamps are written with, now."""
+        return self._wall()
+
+    @property
+    def change_bound(self) -> float:
+        """Seconds within which a key change reaches every process sharing the key table
+        (``CacheLimits.change_bound``, else the database's default)."""
+        if self.watch is not None:
+            return self.watch.bound
+        if self.limits.change_bound is not None:
+            return self.limits.change_bound
+        return default_bound(self.engine) if self.engine is not None else POLL_BOUND
 
     def _generation(self) -> int:
         """The key table generation last heard (0 without a watch)."""
@@ -428,7 +443,8 @@ class KeyManager:
         return row
 
     # -- use counts ------------------------------------------------------------------------
-    def _flush_uses(self, entry: Entry | None, *, brief: bool = False) -> bool:
+    def _flush_uses(self, entry: Entry | None, *, brief: bool = False,
+                    quiet: bool = False) -> bool:
         """Add the encryptions counted in ``entry`` but not yet in the key table to its
         row's ``encryption_count``. True once they are there.
 
@@ -441,11 +457,11 @@ class KeyManager:
         if not self._counting.acquire(blocking=not brief):
             return False  # another thread is writing counts right now
         try:
-            return self._flush_counted(entry, brief)
+            return self._flush_counted(entry, brief, quiet)
         finally:
             self._counting.release()
 
-    def _flush_counted(self, entry: Entry, brief: bool) -> bool:
+    def _flush_counted(self, entry: Entry, brief: bool, quiet: bool) -> bool:
         delta = entry.pending_uses
         if delta <= 0:
             return True
@@ -455,7 +471,8 @@ class KeyManager:
             if not brief:
                 raise
             # Once per streak: a long transaction would repeat it every soft TTL.
-            level = logging.DEBUG if entry.id in self._unrecorded else logging.WARNING
+            level = logging.DEBUG if quiet or entry.id in self._unrecorded \
+                else logging.WARNING
             self._unrecorded.add(entry.id)
             log.log(level, "could not write the use count of key id=%s without waiting "
                     "(key table busy?); %d uses stay counted in memory and are written "
@@ -477,9 +494,9 @@ class KeyManager:
 
     def flush_pending(self) -> None:
         """Record pending use counts without waiting for locks (the timer's flush: what
-        cannot be written now is written at the next tick)."""
+        cannot be written now is written at the next tick, without a warning)."""
         for entry in list(self.cache.by_id.values()):
-            self._flush_uses(entry, brief=True)
+            self._flush_uses(entry, brief=True, quiet=True)
 
     def clear_cache(self) -> None:
         """Drop every plaintext key from memory (next use unwraps through the KMS)."""

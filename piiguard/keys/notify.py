@@ -40,6 +40,7 @@ PostgreSQL and :data:`POLL_BOUND` (2 s) elsewhere; checks run every
 from __future__ import annotations
 
 import atexit
+from datetime import datetime, timezone
 import logging
 import select
 import threading
@@ -58,7 +59,7 @@ from piiguard.keys.locks import brief_lock_waits
 
 __all__ = ["CHANNEL", "CHECK_SHARE", "POLL_BOUND", "PUSH_BOUND", "ChangeWatch", "Flusher",
            "create_generation", "default_bound", "exit_flush", "generation_table",
-           "key_table_changed", "read_generation"]
+           "key_table_changed", "read_generation", "settle_wait"]
 
 log = logging.getLogger("piiguard.keys")
 
@@ -134,6 +135,25 @@ def read_generation(conn: Connection, gen: Table) -> int:
     return int(value or 0)
 
 
+def settle_wait(bound: float, changed_at: datetime | None, now: datetime) -> float:
+    """Seconds to wait, at ``now``, until a key change made at ``changed_at`` has reached
+    every process (``bound`` after it); 0 if it has already.
+
+        >>> from datetime import datetime, timedelta, timezone
+        >>> t = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        >>> settle_wait(2.0, t, t + timedelta(seconds=0.5)), settle_wait(2.0, t, t + timedelta(3))
+        (1.5, 0.0)
+        >>> settle_wait(2.0, None, t)
+        0.0
+    """
+    if changed_at is None:
+        return 0.0
+    if changed_at.tzinfo is None:  # SQLite returns naive datetimes (stored in UTC)
+        changed_at = changed_at.replace(tzinfo=timezone.utc)
+    # A change stamped in the future (clock skew between hosts): wait the whole bound.
+    return min(bound, max(0.0, bound - (now - changed_at).total_seconds()))
+
+
 def default_bound(engine: Engine) -> float:
     """The default change bound of ``engine``'s database: push or poll."""
     return PUSH_BOUND if engine.dialect.name == "postgresql" else POLL_BOUND
@@ -163,7 +183,8 @@ class ChangeWatch:
         self.generation = 0
         self.deadline = float("inf") if not enabled else float("-inf")
         self._checking = threading.Lock()
-        self._failing = False
+        self._failing_since: float | None = None
+        self._warned = False
         self._listener: _Listener | None = None
         self.used = time.monotonic()  # last key use that reached check()
         if enabled:
@@ -188,22 +209,27 @@ class ChangeWatch:
             try:
                 with self.engine.connect() as conn:
                     if conn.dialect.name == "sqlite":
-                        # readers wait for an EXCLUSIVE lock: briefly, then serve on
-                        with brief_lock_waits(conn):
+                        # Readers wait for a writer's EXCLUSIVE lock (often the
+                        # application's own bulk insert): do not wait, retry later.
+                        with brief_lock_waits(conn, 0):
                             value = read_generation(conn, self.gen)
                     else:  # MVCC: a plain read waits for no lock
                         value = read_generation(conn, self.gen)
             except SQLAlchemyError:
-                if not self._failing:
+                # A busy moment is normal (SQLite during a bulk write); say so once the
+                # changes have gone unheard for longer than the bound.
+                if self._failing_since is None:
+                    self._failing_since = now
+                elif now - self._failing_since >= self.bound and not self._warned:
                     log.warning("cannot read the key table's generation; cached keys "
                                 "serve on and the check is retried (key changes made "
                                 "elsewhere are not heard meanwhile)")
-                self._failing = True
-                self.deadline = now + self.period
+                    self._warned = True
+                self.deadline = now + self.period / 3
                 return
-            if self._failing:
+            if self._warned:
                 log.warning("key table's generation readable again")
-                self._failing = False
+            self._failing_since, self._warned = None, False
             self.heard(value, now)
         finally:
             self._checking.release()
@@ -311,9 +337,12 @@ class _Listener:
             return False
         if time.monotonic() - watch.used > IDLE_CLOSE:
             return False  # idle: close; the next use polls and starts a listener again
-        if since is None:
-            since = self._clock()
-        watch.heard(watch.generation if value is None else value, since)
+        if since is None:  # the generation read at connect: as it is
+            watch.heard(watch.generation if value is None else value, self._clock())
+            return True
+        # A notification that arrives after a poll saw a newer generation is old news.
+        news = value if value is not None and value > watch.generation else None
+        watch.heard(watch.generation if news is None else news, since)
         return True
 
 

@@ -54,6 +54,7 @@ from piiguard.errors import (
     UnknownKeyError,
 )
 from piiguard.keys.cache import Entry
+from piiguard.keys.notify import settle_wait
 from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED
 from piiguard.rotation.batches import (
     BatchJob,
@@ -142,6 +143,9 @@ class KeyPlan:
                                    and k.state != ACTIVE)
         self.destroyed_deks = frozenset(k.id for k in infos if k.kind == "dek"
                                         and k.state == DESTROYED)
+        #: when the newest of the old keys stopped being active (None: none did)
+        self.last_change = max((k.state_changed_at for k in infos
+                                if k.state == DECRYPT_ONLY and k.state_changed_at), default=None)
         # The same, keyed by the 4 id bytes as they appear in stored values (hot path).
         self.old_deks_b = key_id_bytes(self.old_deks)
         self.old_index_b = key_id_bytes(self.old_index)
@@ -191,7 +195,7 @@ class _Resealer:
 
     def begin_batch(self) -> None:
         """Drop cached keys whose cache entry expired: expiry is checked once a batch
-        (a batch takes well under a second; the soft TTL is minutes), and a key the
+        (a batch takes well under a second; the change bound is 1-2 s), and a key the
         key manager reloads or rotates is picked up at the next batch."""
         now = self.clock()
         for hdr, r in list(self.reads.items()):
@@ -416,6 +420,13 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
     progress = progress or NullProgress()
     targets = discover(guard, table=table)
     plan = KeyPlan(guard)
+    if not dry_run:
+        # Right after `keys rotate`, a process that has not heard of it yet may still
+        # write (or search) with the old key: wait until every process heard (the
+        # change bound), so that the passes below leave nothing behind and no lookup
+        # misses a row already moved to the new index key.
+        time.sleep(settle_wait(guard.keys.change_bound, plan.last_change,
+                               guard.keys.wall_now()))
     stop = threading.Event()
     reports: list[TableReport] = []
     started = time.perf_counter()

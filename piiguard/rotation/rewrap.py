@@ -151,7 +151,4 @@ def rotate_master(guard: Any, to: str, *, disable_old: bool = False,
             if not disabled:
                 notes.append("--disable-old: nothing to disable, the key file has no "
                              f"enabled master key other than {dest}")
-    if local and created:
-        notes.append("restart processes that loaded the key file before this rotation: "
-                     "they do not know the new master key yet")
     return RewrapReport(dest, created, done, remaining, previous, disabled, notes)

@@ -163,7 +163,7 @@ class EncryptedBytes(TypedEncrypted):
         def process(value: Any) -> Any:
             if isinstance(value, (bytes, bytearray, memoryview)):
                 data = bytes(value)
-                if st.is_envelope(data):
+                if st.cipher.is_envelope(data):
                     raise AlreadyEncryptedError("refusing to encrypt a value that is "
                                                 "already an envelope", column=st.label,
                                                 operation="encrypt")

@@ -85,7 +85,9 @@ _DT_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 
 
 def _wrong_type(what: str) -> InvalidFormatError:
-    return InvalidFormatError("type", detail=f"a {what} column takes a {what} value")
+    article = "an" if what[0] in "aeiou" else "a"
+    return InvalidFormatError("type", detail=f"{article} {what} column takes {article} "
+                                             f"{what} value")
 
 
 def _text_of(value: Any, what: str, limit: int = 64) -> str:
