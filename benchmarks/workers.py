@@ -127,6 +127,33 @@ def children_of(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+class _Reporter:
+    """Progress printed every 30 s (a long run shows its rate, KMS calls and memory
+    before it ends)."""
+
+    def __init__(self, bench: Any) -> None:
+        self.bench = bench
+        self.done = 0
+        self.started = time.perf_counter()
+        self.last = self.started
+
+    def start(self, description: str, total: int | None) -> None:
+        print(f"    {description}: {total:,} rows", flush=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last >= 30:
+            self.last = now
+            memory = [vm_hwm_mib(p.pid) for p in multiprocessing.active_children()
+                      if p.pid is not None]
+            calls = self.bench.kms_calls()
+            print(f"    {self.done:,} rows in {now - self.started:.0f} s "
+                  f"({self.done / (now - self.started):,.0f} rows/s), KMS calls "
+                  f"{sorted(calls.values())}, memory {memory}, load "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
+
+
 class Bench:
     def __init__(self, rows: int, workdir: Path) -> None:
         self.rows = rows
@@ -218,9 +245,7 @@ class Bench:
         from piiguard.rotation.workers import WorkerPool
 
         spec = JobSpec(kind, app=self.spec, batch_size=1000)
-        from piiguard.rotation.progress import NullProgress
-
-        with WorkerPool(spec, workers, NullProgress()) as pool:
+        with WorkerPool(spec, workers, _Reporter(self)) as pool:
             if kind == "verify":
                 rep = verify(self.guard, workers=workers, runner=pool.verify_runner)
             else:
