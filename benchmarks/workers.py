@@ -127,6 +127,33 @@ def children_of(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+class _Reporter:
+    """Progress printed every 30 s (a long run shows its rate, KMS calls and memory
+    before it ends)."""
+
+    def __init__(self, bench: Any) -> None:
+        self.bench = bench
+        self.done = 0
+        self.started = time.perf_counter()
+        self.last = self.started
+
+    def start(self, description: str, total: int | None) -> None:
+        print(f"    {description}: {total:,} rows", flush=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last >= 30:
+            self.last = now
+            memory = [vm_hwm_mib(p.pid) for p in multiprocessing.active_children()
+                      if p.pid is not None]
+            calls = self.bench.kms_calls()
+            print(f"    {self.done:,} rows in {now - self.started:.0f} s "
+                  f"({self.done / (now - self.started):,.0f} rows/s), KMS calls "
+                  f"{sorted(calls.values())}, memory {memory}, load "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
+
+
 class Bench:
     def __init__(self, rows: int, workdir: Path) -> None:
         self.rows = rows
@@ -197,6 +224,7 @@ class Bench:
         if name.startswith("verify"):
             rows = self.rows
         out = {"case": name, "rows": rows, "wall_s": round(wall, 2),
+               "load_avg_1m_after": round(os.getloadavg()[0], 1),
                "rows_per_s": round(rows / wall), "kms_calls": sum(calls.values()),
                "kms_calls_by_process": sorted(calls.values()),
                "worker_memory_mib": memory, "ok": doc.get("ok"),
@@ -217,9 +245,7 @@ class Bench:
         from piiguard.rotation.workers import WorkerPool
 
         spec = JobSpec(kind, app=self.spec, batch_size=1000)
-        from piiguard.rotation.progress import NullProgress
-
-        with WorkerPool(spec, workers, NullProgress()) as pool:
+        with WorkerPool(spec, workers, _Reporter(self)) as pool:
             if kind == "verify":
                 rep = verify(self.guard, workers=workers, runner=pool.verify_runner)
             else:
@@ -319,11 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Re-encryption by workers, PostgreSQL, {args.rows:,} rows", "",
              f"{doc['time']}, {os.cpu_count()} CPUs; table filled in {doc['fill_s']} s.", "",
              "| case | rows | wall s | rows/s | KMS calls (by process) | worker memory "
-             "MiB (VmHWM) |", "|---|---:|---:|---:|---|---|"]
+             "MiB (VmHWM) | load avg |", "|---|---:|---:|---:|---|---|---:|"]
     for r in results:
         lines.append(f"| {r['case']} | {r['rows']:,} | {r['wall_s']} | {r['rows_per_s']:,} "
                      f"| {r['kms_calls']} {r['kms_calls_by_process']} | "
-                     f"{r['worker_memory_mib']} |")
+                     f"{r['worker_memory_mib']} | {r.get('load_avg_1m_after', '')} |")
     lines.append("")
     for k in ("speedup_2_processes", "speedup_queue_2", "speedup_verify_2"):
         if k in doc:

@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from jobs_world import JobsApp
@@ -121,3 +123,55 @@ def test_alembic_autogenerate_keeps_the_job_tables():
     from piiguard.sqlalchemy.alembic import JOB_TABLE_NAMES
 
     assert set(JOB_TABLE_NAMES) == {JOBS.name, JOB_TABLES.name}
+
+
+def test_ci_starts_the_broker_and_the_backend():
+    run = (ROOT / ".ci" / "run").read_text()
+    services = (ROOT / ".ci" / "services").read_text()
+    assert run.index("bash .ci/services") < run.index("make test")
+    assert "redis-server --daemonize yes" in services and "6379" in services
+    assert "rabbitmq-server -detached" in services and "5672" in services
+    assert "(`.ci/services`)" in DOC
+
+
+def test_queue_tests_fail_under_ci_without_a_broker(monkeypatch):
+    import queue_world
+
+    monkeypatch.setattr(queue_world, "BROKER", "amqp://guest:guest@127.0.0.1:1//")
+    monkeypatch.setattr(queue_world, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        queue_world.need_queue_servers()
+    monkeypatch.setattr(queue_world, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="RabbitMQ broker not reachable"):
+        queue_world.need_queue_servers()
+
+
+@given(lo=st.integers(-10**12, 10**12), span=st.integers(0, 10**6),
+       workers=st.integers(2, 64))
+def test_ranges_cover_every_key_once(lo, span, workers):
+    from piiguard.rotation.batches import KeyRange, split
+
+    hi = lo + span
+    assert split((lo, hi), 1) == [KeyRange(None, None)]      # one worker: unbounded
+    parts = split((lo, hi), workers)
+    assert 1 <= len(parts) <= workers
+    assert parts[0].lo == lo and parts[-1].hi == hi
+    for a, b in zip(parts, parts[1:], strict=False):
+        assert b.lo == a.hi + 1 and a.lo <= a.hi
+
+
+@given(st.builds(dict, updated=st.integers(0, 10**9), conflicts=st.integers(0, 10**6),
+                 values=st.integers(0, 10**9)),
+       st.lists(st.text(min_size=1, max_size=20), max_size=5))
+def test_counts_round_trip_as_plain_data(numbers, stuck):
+    import json
+
+    from piiguard.rotation.batches import Counts, Failure
+
+    c = Counts()
+    for k, v in numbers.items():
+        setattr(c, k, v)
+    c.stuck = set(stuck)
+    c.failures = [Failure("t.c", s, "DecryptionError") for s in stuck]
+    back = Counts.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back.to_dict() == c.to_dict()

@@ -39,6 +39,7 @@ def test_queued_reencrypt_verify_and_report(world, workers):
     world.guard.keys.rotate("dek", "customers")
     workers.start(concurrency=2)
     capp = workers.capp()
+    world.clear_kms_log()
     job = submit(JobSpec("reencrypt", app=world.spec, batch_size=250), world.guard,
                  capp=capp, ranges=6)
     st = wait(world.guard, job, timeout=120)
@@ -46,6 +47,10 @@ def test_queued_reencrypt_verify_and_report(world, workers):
     rep = st["report"]
     assert rep["ok"] and rep["updated"] == N and rep["remaining"] == 0
     assert rep["values"] == 2 * N and st["done"] == N
+    # KMS: at most one unwrap per worker process and key (old DEK, new DEK), whatever
+    # the rows and ranges
+    calls = world.kms_calls()
+    assert calls and all(n <= 2 for n in calls.values()), calls
     assert verify(world.guard).ok
     vjob = submit(JobSpec("verify", app=world.spec), world.guard, capp=capp, ranges=4)
     vst = wait(world.guard, vjob, timeout=120)
