@@ -182,10 +182,14 @@ def test_a_hanging_kms_call_does_not_delay_reads_of_cached_keys(sqlite_engine, m
 
 
 # -- PostgreSQL: LISTEN/NOTIFY -----------------------------------------------------------------
-def wait_listening(guard, timeout=5.0):
+def wait_listening(guard, timeout=8.0):
+    """Use a key until the listener runs (it starts after a few check periods of use)."""
+    cipher = guard.field("customers", "phone")
+    blob = cipher.encrypt(b"+905321234567")
     deadline = time.monotonic() + timeout
     while not guard.keys.watch.listening:
         assert time.monotonic() < deadline, "listener did not connect"
+        cipher.decrypt(blob)
         time.sleep(0.02)
 
 
@@ -197,6 +201,15 @@ def refused_after(cipher, blob, started, limit=5.0):
             return time.monotonic() - started
         assert time.monotonic() - started < limit
         time.sleep(0.005)
+
+
+def test_postgresql_short_lived_guards_poll_and_hold_no_connection(pg_engine, master):
+    g = guard_on(pg_engine, master)
+    cipher = g.field("customers", "phone")
+    blob = cipher.encrypt(b"+905321234567")
+    assert cipher.decrypt(blob) == b"+905321234567"
+    assert not g.keys.watch.listening and g.keys.watch.listener_pid is None
+    g.close()
 
 
 def test_postgresql_push_is_heard_within_a_second(pg_engine, master):
