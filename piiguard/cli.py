@@ -43,6 +43,7 @@ from piiguard._console import (
     print_verify,
     usage_error,
 )
+from piiguard.cli_jobs import jobs_app, run_queued
 from piiguard.errors import ConfigurationError, PIIGuardError
 
 __all__ = ["ProgressBar", "app", "load_app", "main", "print_status"]
@@ -56,6 +57,7 @@ app = typer.Typer(
 keys_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                        help="Inspect, rotate, retire and destroy keys.")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 
 
 # ---------------------------------------------------------------------------------------
@@ -269,8 +271,13 @@ def demo(ctx: typer.Context,
     from piiguard.demo import run
 
     st = _state(ctx)
-    run(directory, console=st.out, progress_console=st.err, json_out=st.json,
-        extra_rows=rows)
+    try:
+        run(directory, console=st.out, progress_console=st.err, json_out=st.json,
+            extra_rows=rows)
+    except OSError as exc:
+        # e.g. --dir under a regular file: a message, not a traceback
+        raise ConfigurationError(f"cannot use --dir {str(directory)!r} "
+                                 f"({type(exc).__name__})", operation="demo") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -426,11 +433,42 @@ def shred(ctx: typer.Context,
 BatchSize = Annotated[int | None, typer.Option(
     "--batch-size", min=1, help="Rows per batch, one transaction each (default 5000 on "
                                 "SQLite, 1000 elsewhere).")]
-Workers = Annotated[int, typer.Option("--workers", min=1,
-                                      help="Worker threads, each on a primary key range.")]
+Workers = Annotated[int, typer.Option(
+    "--workers", min=1, help="Worker processes, each with its own connections and key "
+                             "cache, on primary key ranges (needs --app).")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Count, write nothing.")]
 MaxRate = Annotated[float | None, typer.Option(
     "--max-rate", min=1, help="At most this many rows a second.")]
+Queue = Annotated[bool, typer.Option(
+    "--queue", help="Run on Celery workers (piiguard[celery], docs/workers.md).")]
+Ranges = Annotated[int | None, typer.Option(
+    "--ranges", min=1, help="With --queue: ranges a table (default: one per 50,000 rows).")]
+Wait = Annotated[bool, typer.Option(
+    "--wait/--no-wait", help="With --queue: follow the job to its end, or print its id.")]
+
+
+def _job_args(kind: str, **options: Any) -> dict[str, Any]:
+    """A job's options as the CLI collected them (the app and database are added by
+    :func:`_spec`)."""
+    return {"kind": kind, **options}
+
+
+def _spec(st: State, args: dict[str, Any]) -> Any:
+    """The job as plain data for workers: ``--app`` and ``--database-url`` (workers load
+    the Guard themselves)."""
+    from piiguard.rotation.jobs import JobSpec
+
+    if not st.app_spec:
+        raise usage_error("worker processes and queued jobs load the Guard themselves: "
+                          "pass --app (or PIIGUARD_APP)", "--app")
+    return JobSpec(app=st.app_spec, database_url=st.database_url, **args)
+
+
+def _in_processes(st: State, guard: Any, workers: int, bar: Any,
+                  args: dict[str, Any]) -> Any:
+    from piiguard.rotation.workers import run_job
+
+    return run_job(_spec(st, args), workers=workers, progress=bar, guard=guard)
 
 
 @app.command()
@@ -440,7 +478,8 @@ def reencrypt(ctx: typer.Context,
                                                            help="Only this table.")] = None,
               batch_size: BatchSize = None, dry_run: DryRun = False, workers: Workers = 1,
               max_passes: Annotated[int, typer.Option("--max-passes", min=1)] = 5,
-              max_rate: MaxRate = None) -> None:
+              max_rate: MaxRate = None, queue: Queue = False, ranges: Ranges = None,
+              wait: Wait = True) -> None:
     """Move rows from decrypt-only keys to the active ones (compare-and-swap, resumable)
     and recompute blind indexes made with an old index key."""
     from piiguard.rotation.reencrypt import reencrypt as run
@@ -448,10 +487,18 @@ def reencrypt(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     _need_columns(guard, "reencrypt")
+    if queue:
+        return run_queued(st, guard, _spec(st, _job_args(
+            "reencrypt", table=table, batch_size=batch_size, dry_run=dry_run,
+            max_passes=max_passes, max_rate=max_rate)), ranges=ranges, wait=wait)
     with st.progress() as bar:
-        report = run(guard, table=table, batch_size=batch_size, dry_run=dry_run,
-                     workers=workers, progress=bar, max_passes=max_passes,
-                     max_rate=max_rate)
+        if workers > 1:
+            report = _in_processes(st, guard, workers, bar, _job_args(
+                "reencrypt", table=table, batch_size=batch_size, dry_run=dry_run,
+                max_passes=max_passes, max_rate=max_rate))
+        else:
+            report = run(guard, table=table, batch_size=batch_size, dry_run=dry_run,
+                         progress=bar, max_passes=max_passes, max_rate=max_rate)
     if st.json:
         st.emit(report.to_dict())
     else:
@@ -466,7 +513,8 @@ def encrypt_existing(ctx: typer.Context,
                      table: Annotated[str, typer.Option("--table", help="Table name.")],
                      column: Annotated[str, typer.Option("--column", help="Column name.")],
                      batch_size: BatchSize = None, dry_run: DryRun = False,
-                     workers: Workers = 1, max_rate: MaxRate = None) -> None:
+                     workers: Workers = 1, max_rate: MaxRate = None, queue: Queue = False,
+                     ranges: Ranges = None, wait: Wait = True) -> None:
     """Encrypt the plaintext values of a column declared with allow_plaintext=True
     (compare-and-swap, resumable); then run verify."""
     from piiguard.rotation.migrate import encrypt_existing as run
@@ -474,9 +522,18 @@ def encrypt_existing(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     _need_columns(guard, "encrypt-existing")
+    if queue:
+        return run_queued(st, guard, _spec(st, _job_args(
+            "encrypt-existing", table=table, column=column, batch_size=batch_size,
+            dry_run=dry_run, max_rate=max_rate)), ranges=ranges, wait=wait)
     with st.progress() as bar:
-        report = run(guard, table, column, batch_size=batch_size, dry_run=dry_run,
-                     workers=workers, progress=bar, max_rate=max_rate)
+        if workers > 1:
+            report = _in_processes(st, guard, workers, bar, _job_args(
+                "encrypt-existing", table=table, column=column, batch_size=batch_size,
+                dry_run=dry_run, max_rate=max_rate))
+        else:
+            report = run(guard, table, column, batch_size=batch_size, dry_run=dry_run,
+                         progress=bar, max_rate=max_rate)
     if st.json:
         st.emit(report.to_dict())
     else:
@@ -490,7 +547,8 @@ def encrypt_existing(ctx: typer.Context,
 def verify(ctx: typer.Context,
            table: Annotated[str | None, typer.Option("--table",
                                                         help="Only this table.")] = None,
-           batch_size: BatchSize = None) -> None:
+           batch_size: BatchSize = None, workers: Workers = 1, queue: Queue = False,
+           ranges: Ranges = None, wait: Wait = True) -> None:
     """Decrypt every encrypted value (streaming) and check every blind index; report
     failures by table.column and row key; exit 1 on any failure."""
     from piiguard.rotation.verify import verify as run
@@ -498,8 +556,15 @@ def verify(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     _need_columns(guard, "verify")
+    if queue:
+        return run_queued(st, guard, _spec(st, _job_args(
+            "verify", table=table, batch_size=batch_size)), ranges=ranges, wait=wait)
     with st.progress() as bar:
-        report = run(guard, table=table, batch_size=batch_size or 1000, progress=bar)
+        if workers > 1:
+            report = _in_processes(st, guard, workers, bar, _job_args(
+                "verify", table=table, batch_size=batch_size))
+        else:
+            report = run(guard, table=table, batch_size=batch_size or 1000, progress=bar)
     if st.json:
         st.emit(report.to_dict())
     else:

@@ -62,7 +62,7 @@ def legacy_app(tmp_path, monkeypatch) -> App:
             id: Mapped[int] = mapped_column(Integer, primary_key=True)
             phone: Mapped[str] = mapped_column(EncryptedPhone(guard, text=True,
                                                               allow_plaintext=True))
-        engine = create_engine({a.url!r})
+        engine = create_engine({a.url.replace("legacy.db", "legacy_app.db")!r})
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS legacy "
                                  "(id INTEGER PRIMARY KEY, phone VARCHAR(200))")
@@ -92,7 +92,8 @@ def _init(a: App):
     with open(bad.removeprefix("sqlite:///"), "w") as f:
         f.write("not a key file")
     base = ["--database-url", a.url]
-    return ([*base, "--key-file", "fresh/master.key", "init"],
+    fresh = ["--database-url", a.url.replace("app.db", "fresh.db")]
+    return ([*fresh, "--key-file", "fresh/master.key", "init"],
             [*base, "--key-file", bad.removeprefix("sqlite:///"), "init"],
             [*base, "init", "--no-such-option"])
 
@@ -192,6 +193,7 @@ def test_one_json_document_and_the_exit_code(name, where, tmp_path, monkeypatch)
         assert doc.get("ok", code == 0) is (code == 0), (argv, doc)
         if code:
             assert doc["error"]["type"] and doc["error"]["message"], doc
+            assert "unexpected error" not in doc["error"]["message"], (argv, doc)
 
 
 def test_usage_errors_anywhere_are_json():

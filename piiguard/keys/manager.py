@@ -116,11 +116,12 @@ class KeyManager:
     def engine(self, engine: Engine | None) -> None:
         self.store.engine = engine
 
-    def bind(self, engine: Engine) -> None:
-        """Use ``engine``'s database for the key table, creating the table if missing;
-        start hearing key changes (:mod:`piiguard.keys.notify`) and recording use
-        counts on a timer and at normal exit."""
-        self.store.bind(engine)
+    def bind(self, engine: Engine, *, create: bool = True) -> None:
+        """Use ``engine``'s database for the key table, creating the table if missing
+        (``create=False``: refuse a database without it); start hearing key changes
+        (:mod:`piiguard.keys.notify`) and recording use counts on a timer and at normal
+        exit."""
+        self.store.bind(engine, create=create)
         self.stop_background()
         self.watch = ChangeWatch(engine, self.store.generation, self.cache.recheck_all,
                                  clock=self.clock, bound=self.limits.change_bound,

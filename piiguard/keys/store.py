@@ -117,8 +117,21 @@ class KeyStore:
         self.engine: Engine | None = None
 
     # -- connections ---------------------------------------------------------------------
-    def bind(self, engine: Engine) -> None:
-        """Use ``engine``'s database, creating the key table if it is missing."""
+    def bind(self, engine: Engine, *, create: bool = True) -> None:
+        """Use ``engine``'s database, creating the key table if it is missing; with
+        ``create=False`` refuse (``ConfigurationError``) a database without it (tables
+        made by a migration: the application needs no DDL rights)."""
+        if not create:
+            with engine.connect() as conn:
+                missing = [t.name for t in (self.table, self.generation)
+                           if not engine.dialect.has_table(conn, t.name, schema=t.schema)]
+            if missing:
+                raise ConfigurationError(
+                    f"piiguard table(s) {', '.join(missing)} missing and create_tables="
+                    "False: create them in a migration (piiguard.sqlalchemy.alembic."
+                    "create_piiguard_tables(op); docs/alembic.md)", operation="bind")
+            self.engine = engine
+            return
         try:
             self.table.create(engine, checkfirst=True)
         except (OperationalError, ProgrammingError, IntegrityError):

@@ -27,6 +27,7 @@ from piiguard.errors import ConfigurationError, KMSError, PIIGuardError
 from piiguard.rotation.batches import (
     BatchJob,
     Counts,
+    RangeRunner,
     RowUpdate,
     TableReport,
     default_batch_size,
@@ -36,7 +37,7 @@ from piiguard.rotation.batches import (
 from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.targets import EncryptedColumn, TableTarget, discover, to_blob
 
-__all__ = ["MigrateReport", "encrypt_existing"]
+__all__ = ["MigrateReport", "encrypt_existing", "migrate_job"]
 
 
 @dataclass
@@ -124,6 +125,26 @@ class _MigrateJob(BatchJob):
         return RowUpdate([ec.name, ec.index_name], [new, idx], [ec.name], [stored])
 
 
+def _target(guard: Any, table: str, column: str) -> tuple[TableTarget, EncryptedColumn]:
+    target = discover(guard, table=table, column=column)[0]
+    ec = target.columns[0]
+    if not ec.allow_plaintext:
+        raise ConfigurationError("declare the column with allow_plaintext=True while it is "
+                                 "migrated (so the application reads the mix)",
+                                 column=ec.label, operation="encrypt-existing")
+    return TableTarget(target.table, target.pk, [ec]), ec
+
+
+def migrate_job(guard: Any, table: str, column: str, *, batch_size: int, dry_run: bool,
+                progress: Progress, max_rate: float | None,
+                stop: threading.Event) -> BatchJob:
+    """The encrypt-existing job of ``table.column`` (what a worker process or a queued
+    task runs a range of)."""
+    target, ec = _target(guard, table, column)
+    return _MigrateJob(guard, target, ec, batch_size=batch_size, dry_run=dry_run,
+                       progress=progress, max_rate=max_rate, stop=stop)
+
+
 def _declared_widths(engine: Any, target: TableTarget,
                      ec: EncryptedColumn) -> dict[str, int]:
     """The database's declared width of the ciphertext and index columns, where the
@@ -164,7 +185,8 @@ def _missing_advice(target: TableTarget, ec: EncryptedColumn, name: str) -> str:
 def encrypt_existing(guard: Any, table: str, column: str, *, batch_size: int | None = None,
                      dry_run: bool = False, workers: int = 1,
                      progress: Progress | None = None, max_passes: int = 5,
-                     max_rate: float | None = None) -> MigrateReport:
+                     max_rate: float | None = None,
+                     runner: RangeRunner | None = None) -> MigrateReport:
     """Encrypt the plaintext values left in ``table.column`` (see the module docstring).
 
     The column type must be declared with ``allow_plaintext=True`` (so the application
@@ -179,20 +201,14 @@ def encrypt_existing(guard: Any, table: str, column: str, *, batch_size: int | N
     if batch_size < 1 or workers < 1 or max_passes < 1:
         raise ConfigurationError("batch_size, workers and max_passes must be at least 1",
                                  operation="encrypt-existing")
-    targets = discover(guard, table=table, column=column)
-    target = targets[0]
-    ec = target.columns[0]
-    if not ec.allow_plaintext:
-        raise ConfigurationError("declare the column with allow_plaintext=True while it is "
-                                 "migrated (so the application reads the mix)",
-                                 column=ec.label, operation="encrypt-existing")
-    target = TableTarget(target.table, target.pk, [ec])
+    target, ec = _target(guard, table, column)
     progress = progress or NullProgress()
     started = time.perf_counter()
     job = _MigrateJob(guard, target, ec, batch_size=batch_size, dry_run=dry_run,
                       progress=progress, max_rate=max_rate and max_rate / workers,
                       stop=threading.Event())
-    rep = run_passes(job, workers=workers, max_passes=max_passes, progress=progress)
+    rep = run_passes(job, workers=workers, max_passes=max_passes, progress=progress,
+                     runner=runner)
     out = MigrateReport(**{f.name: getattr(rep, f.name) for f in fields(rep)})
     out.column, out.dry_run = ec.label, dry_run
     out.elapsed = time.perf_counter() - started

@@ -60,6 +60,7 @@ from piiguard.rotation.batches import (
     BatchJob,
     Counts,
     Failure,
+    RangeRunner,
     RowUpdate,
     TableReport,
     default_batch_size,
@@ -70,7 +71,7 @@ from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.sql import or_all
 from piiguard.rotation.targets import EncryptedColumn, TableTarget, discover
 
-__all__ = ["KeyPlan", "ReencryptReport", "reencrypt"]
+__all__ = ["KeyPlan", "ReencryptReport", "reencrypt", "reencrypt_job"]
 
 
 @dataclass
@@ -384,7 +385,8 @@ class _ReencryptJob(BatchJob):
 
 def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = None,
               dry_run: bool = False, workers: int = 1, progress: Progress | None = None,
-              max_passes: int = 5, max_rate: float | None = None) -> ReencryptReport:
+              max_passes: int = 5, max_rate: float | None = None,
+              runner: RangeRunner | None = None) -> ReencryptReport:
     """Move every value under a decrypt-only DEK to the active DEK of its scope and
     recompute blind index values made with a non-active index key.
 
@@ -398,6 +400,8 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
       jobs on several hosts can run at once.
     - ``max_passes``: passes to pick up rows that lost a compare-and-swap.
     - ``max_rate``: at most this many rows a second (to spare a production database).
+    - ``runner``: who runs a pass's ranges (default: threads of this process;
+      :func:`piiguard.rotation.workers.run_job` runs them in worker processes).
 
     Emits one ``reencrypt`` audit event per table.
     """
@@ -430,7 +434,8 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
         job = _ReencryptJob(guard, target, plan, batch_size=batch_size, dry_run=dry_run,
                             progress=progress, max_rate=max_rate and max_rate / workers,
                             stop=stop)
-        rep = run_passes(job, workers=workers, max_passes=max_passes, progress=progress)
+        rep = run_passes(job, workers=workers, max_passes=max_passes, progress=progress,
+                         runner=runner)
         rep.shredded = job.shredded_values()
         reports.append(rep)
         guard.audit.emit("reencrypt", outcome="error" if rep.failures else "ok",
@@ -441,3 +446,13 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
     if not dry_run:
         guard.keys.flush()  # record the new DEK's use count in the key table
     return ReencryptReport(reports, dry_run, time.perf_counter() - started, workers)
+
+
+def reencrypt_job(guard: Any, table: str, *, batch_size: int, dry_run: bool,
+                  progress: Progress, max_rate: float | None,
+                  stop: threading.Event) -> BatchJob:
+    """The re-encryption job of one table, with the key plan as the key table says now
+    (what a worker process or a queued task runs a range of)."""
+    target = discover(guard, table=table)[0]
+    return _ReencryptJob(guard, target, KeyPlan(guard), batch_size=batch_size,
+                         dry_run=dry_run, progress=progress, max_rate=max_rate, stop=stop)
