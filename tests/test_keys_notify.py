@@ -332,3 +332,31 @@ def test_the_threads_stop_at_close(pg_engine, master):
     for t in mine:
         t.join(timeout=5)
     assert not any(t.is_alive() for t in mine)
+
+
+def test_a_forked_child_gets_its_own_use_count_timer(tmp_path, master):
+    """A pre-forking server binds the Guard, then forks workers: threads do not survive
+    a fork, so the child starts its own timer at its first key use."""
+    import os
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'fork.db'}")
+    g = guard_on(engine, master, flush_interval=0.2)
+    cipher = g.field("customers", "phone")
+    kid = key_id(cipher.encrypt(b"+905321234567"))
+    g.keys.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: encrypt for longer than a check period, never close
+        try:
+            engine.dispose(close=False)
+            for _ in range(10):
+                cipher.encrypt(b"+905321234567")
+                time.sleep(0.25)
+            time.sleep(1.0)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 10
+    while counts(engine).get(kid) != 11:
+        assert time.monotonic() < deadline, counts(engine)
+        time.sleep(0.05)
+    os.waitpid(pid, 0)
+    g.close()
