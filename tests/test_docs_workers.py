@@ -190,3 +190,18 @@ def test_counts_round_trip_as_plain_data(numbers, stuck):
     c.failures = [Failure("t.c", s, "DecryptionError") for s in stuck]
     back = Counts.from_dict(json.loads(json.dumps(c.to_dict())))
     assert back.to_dict() == c.to_dict()
+
+
+def test_max_rate_is_shared_by_processes_and_per_worker_in_the_queue(tmp_path):
+    import inspect
+
+    from piiguard.rotation import queued
+    from piiguard.rotation.jobs import batch_job
+
+    w = JobsApp(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", 10)
+    spec = JobSpec("reencrypt", app=w.spec, max_rate=1000)
+    assert batch_job(w.guard, spec, "customers", workers=4).max_rate == 250
+    assert batch_job(w.guard, spec, "customers").max_rate == 1000
+    assert "batch_job(guard, spec, task.table)" in inspect.getsource(queued.run_range)
+    assert "with `--queue` it\n  applies to each worker process" in DOC
+    w.engine.dispose()
