@@ -4,7 +4,7 @@ Two Guards on one database stand for two processes (each has its own cache, watc
 on PostgreSQL, its own listener connection); tests with real OS processes are in
 test_keys_notify_processes.py. ``CacheLimits.change_bound`` defaults to 1 s on
 PostgreSQL (LISTEN/NOTIFY) and 2 s elsewhere (a generation counter read on use, at
-most every 0.75 of the bound).
+most every 0.6 of the bound).
 """
 
 from __future__ import annotations

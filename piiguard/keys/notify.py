@@ -71,7 +71,7 @@ CHANNEL = "piiguard_keys"
 #: Default bound (seconds) within which a key change reaches a process, by transport.
 PUSH_BOUND, POLL_BOUND = 1.0, 2.0
 #: Share of the bound after which the cached key states must be confirmed again.
-CHECK_SHARE = 0.75
+CHECK_SHARE = 0.6
 #: Seconds the listener waits for a notification before it renews the deadline.
 LISTEN_TICK = 0.25
 #: Seconds without any key use after which the listener closes its connection (use
