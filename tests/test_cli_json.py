@@ -131,7 +131,32 @@ def _verify(a: App):
             ["verify", "--batch-size", "0"])
 
 
+def _job(a: App) -> str:
+    """A finished queued job in the App's database (made without a broker)."""
+    from piiguard.rotation.jobstore import JobStore
+
+    store = JobStore(a.engine)
+    job = store.create("verify", {"kind": "verify", "app": a.spec}, {"customers": 0})
+    store.finish(job, 1, {"ok": True, "checked": 0})
+    return job
+
+
+def _jobs_status(a: App):
+    job = _job(a)
+    return (["jobs", "status", job], ["jobs", "status", "nosuch"], ["jobs", "status"])
+
+
+def _jobs_wait(a: App):
+    job = _job(a)
+    return (["jobs", "wait", job], ["jobs", "wait", "nosuch"],
+            ["jobs", "wait", job, "--timeout", "-1"])
+
+
 CASES: dict[str, Case] = {
+    "jobs list": Case(lambda a: (["jobs", "list"], ["jobs", "list", "--kind", "nosuch"],
+                                 ["jobs", "list", "--limit", "0"])),
+    "jobs status": Case(_jobs_status),
+    "jobs wait": Case(_jobs_wait),
     "init": Case(_init),
     "demo": Case(_demo),
     "keys status": Case(lambda a: (["keys", "status"], ["keys", "status", "--table", "nosuch"],
