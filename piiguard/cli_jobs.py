@@ -22,8 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from piiguard._console import Output, failed, usage_error
-from piiguard.errors import PIIGuardError
+from piiguard._console import Output, failed, reporting, usage_error
 
 __all__ = ["jobs_app", "print_job", "run_queued"]
 
@@ -87,15 +86,13 @@ def run_queued(st: Any, guard: Any, spec: Any, *, ranges: int | None, wait: bool
 
 
 def _command(fn: Callable[..., None]) -> Callable[..., None]:
-    """piiguard errors: exit code 1 with a value-free message (as every command)."""
+    """piiguard and database errors: exit code 1 with a value-free message (as every
+    command)."""
 
     @functools.wraps(fn)
     def wrapper(ctx: typer.Context, *args: Any, **kwargs: Any) -> None:
-        try:
-            fn(ctx, *args, **kwargs)
-        except PIIGuardError as exc:
-            ctx.find_root().obj.error(exc)
-            raise failed() from None
+        reporting(ctx.find_root().obj, f"jobs {ctx.command.name}",
+                  lambda: fn(ctx, *args, **kwargs))
 
     return wrapper
 

@@ -206,3 +206,45 @@ def test_every_spelling_has_the_canonical_search_form(words, tail, spaces, case)
     assert address.search_form(c.text) == c.canonical == address.validate(text)
     assert address.search_form(spelled) == c.canonical or not address.is_valid(spelled)
     assert address.search_form(c.canonical) == c.canonical
+
+
+# ---------------------------------------------------- the typed fast path (issue 16)
+_TOKENS = st.sampled_from([
+    "Moda", "Cad.", "No:5", "No:", "5", "D:3", "Mah.", "Çiçek", "ılık", "İnci", "1470",
+    "Sk.", "Kadıköy", "kadıköy", "KADIKÖY", "İstanbul", "istanbul", "Istanbul", "ISTANBUL",
+    "Ankara", "ankara", "Çankaya", "Gaziantep", "Şahinbey", "34710", "06420", "27228",
+    "06710", "3471", "347100", "Türkiye", "Turkey", "/", ":", ",", ", ", " ,", "Kadıköy/",
+    "/İstanbul", "Kadıköy/İstanbul", "Şahinbey/Gaziantep", "A/B", "a'b", "-", "No: 5",
+    ".", "Kat:3", "Blv.", "İzmir", "Konak/İzmir", "35220"])
+_SEPS = st.sampled_from([" ", " ", " ", "  ", "\t", ", ", ",", " , ", "", "/"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(parts=st.lists(st.tuples(_TOKENS, _SEPS), min_size=1, max_size=9))
+def test_typed_fast_path_accepts_only_what_the_full_rules_accept(parts):
+    text = "".join(tok + sep for tok, sep in parts).strip(" \t")
+    fast = address._TYPED_TEXT(text) is not None and address._typed_accepts(
+        " ".join(text.split()))
+    if fast:
+        assert address.is_valid(text), repr(text)
+        # and the column stores the same text either way
+        assert address.as_written(text) == address.written(text)
+    # as_written agrees with validate() on acceptance, fast path or not
+    try:
+        out = address.as_written(text)
+    except errors.InvalidInputError as exc:
+        with pytest.raises(type(exc)):
+            address.validate(text)
+    else:
+        assert out == address.written(text)
+        assert address.is_valid(text)
+
+
+@pytest.mark.parametrize("text", [
+    "Cumhuriyet Mah. Atatürk Cad. Ihlamur Sok. No:71 D:16 Şahinbey/Gaziantep 27228",
+    "Atatürk Mah. İnönü Cad. Gazi Sok. No:12 Kat:3 D:7, 34710 Kadıköy/İstanbul",
+    "moda cad. no: 5 kadıköy / istanbul", "Bağdat Cad. No:1, 34728 İstanbul",
+    "Alsancak Mah. 1470 Sk. No:3 Konak/İzmir 35220"])
+def test_usual_typed_forms_take_the_fast_path(text):
+    assert address._TYPED_TEXT(text) is not None
+    assert address._typed_accepts(" ".join(text.split()))

@@ -18,7 +18,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from piiguard.cli import app
-from test_cli_commands import App
+from test_cli_commands import App, N
 
 
 def one_document(res) -> dict:
@@ -62,7 +62,7 @@ def legacy_app(tmp_path, monkeypatch) -> App:
             id: Mapped[int] = mapped_column(Integer, primary_key=True)
             phone: Mapped[str] = mapped_column(EncryptedPhone(guard, text=True,
                                                               allow_plaintext=True))
-        engine = create_engine({a.url!r})
+        engine = create_engine({a.url.replace("legacy.db", "legacy_app.db")!r})
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS legacy "
                                  "(id INTEGER PRIMARY KEY, phone VARCHAR(200))")
@@ -92,7 +92,8 @@ def _init(a: App):
     with open(bad.removeprefix("sqlite:///"), "w") as f:
         f.write("not a key file")
     base = ["--database-url", a.url]
-    return ([*base, "--key-file", "fresh/master.key", "init"],
+    fresh = ["--database-url", a.url.replace("app.db", "fresh.db")]
+    return ([*fresh, "--key-file", "fresh/master.key", "init"],
             [*base, "--key-file", bad.removeprefix("sqlite:///"), "init"],
             [*base, "init", "--no-such-option"])
 
@@ -131,32 +132,48 @@ def _verify(a: App):
             ["verify", "--batch-size", "0"])
 
 
-def _job(a: App) -> str:
-    """A finished queued job in the App's database (made without a broker)."""
+def _finished_job(a: App, ok: bool = True) -> str:
     from piiguard.rotation.jobstore import JobStore
 
     store = JobStore(a.engine)
-    job = store.create("verify", {"kind": "verify", "app": a.spec}, {"customers": 0})
-    store.finish(job, 1, {"ok": True, "checked": 0})
+    job = store.create("verify", {}, {"customers": N})
+    store.finish(job, 1, {"ok": ok, "checked": 3 * N})
     return job
 
 
+def _broken_job_tables(a: App) -> None:
+    """A piiguard_jobs table of another shape: reading it is a database error."""
+    from sqlalchemy import text
+
+    with a.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE piiguard_jobs (other_column INTEGER)"))
+
+
+def _jobs_list(a: App):
+    return (["jobs", "list"], ["jobs", "list"], ["jobs", "list", "--limit", "0"])
+
+
+def _broken_job_tables_after_success(a: App) -> None:
+    from sqlalchemy import text
+
+    with a.engine.begin() as conn:     # the success run created the real tables
+        conn.execute(text("DROP TABLE piiguard_job_tables"))
+        conn.execute(text("DROP TABLE piiguard_jobs"))
+    _broken_job_tables(a)
+
+
 def _jobs_status(a: App):
-    job = _job(a)
-    return (["jobs", "status", job], ["jobs", "status", "nosuch"], ["jobs", "status"])
+    job = _finished_job(a)
+    return (["jobs", "status", job], ["jobs", "status", "nope"], ["jobs", "status"])
 
 
 def _jobs_wait(a: App):
-    job = _job(a)
-    return (["jobs", "wait", job], ["jobs", "wait", "nosuch"],
+    job = _finished_job(a)
+    return (["jobs", "wait", job, "--timeout", "5"], ["jobs", "wait", "nope"],
             ["jobs", "wait", job, "--timeout", "-1"])
 
 
 CASES: dict[str, Case] = {
-    "jobs list": Case(lambda a: (["jobs", "list"], ["jobs", "list", "--kind", "nosuch"],
-                                 ["jobs", "list", "--limit", "0"])),
-    "jobs status": Case(_jobs_status),
-    "jobs wait": Case(_jobs_wait),
     "init": Case(_init),
     "demo": Case(_demo),
     "keys status": Case(lambda a: (["keys", "status"], ["keys", "status", "--table", "nosuch"],
@@ -178,6 +195,9 @@ CASES: dict[str, Case] = {
         ["encrypt-existing", "--table", "legacy", "--column", "nope"],
         ["encrypt-existing", "--table", "legacy"]), app=legacy_app),
     "verify": Case(_verify),
+    "jobs list": Case(_jobs_list),
+    "jobs status": Case(_jobs_status),
+    "jobs wait": Case(_jobs_wait),
 }
 
 
@@ -210,6 +230,8 @@ def test_one_json_document_and_the_exit_code(name, where, tmp_path, monkeypatch)
     a = case.app(tmp_path, monkeypatch)
     ok, fail, usage = case.prepare(a)
     for argv, code in ((ok, 0), (fail, 1), (usage, 2)):
+        if name == "jobs list" and code == 1:
+            _broken_job_tables_after_success(a)
         full = ["--app", a.spec, *argv] if name not in ("init", "demo") else argv
         res = a.runner.invoke(app, _json_at(full, where))
         assert res.exit_code == code, (argv, code, res.stdout, res.stderr)
@@ -217,6 +239,7 @@ def test_one_json_document_and_the_exit_code(name, where, tmp_path, monkeypatch)
         assert doc.get("ok", code == 0) is (code == 0), (argv, doc)
         if code:
             assert doc["error"]["type"] and doc["error"]["message"], doc
+            assert "unexpected error" not in doc["error"]["message"], (argv, doc)
 
 
 def test_usage_errors_anywhere_are_json():

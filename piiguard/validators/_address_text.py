@@ -12,7 +12,10 @@ import re
 import unicodedata
 
 from piiguard.errors import InvalidFormatError
-from piiguard.validators._turkish import tr_upper
+from piiguard.validators._turkish import BY_CANONICAL as _BY_CANONICAL
+from piiguard.validators._turkish import BY_FOLDED as _BY_KEY
+from piiguard.validators._turkish import PROVINCES, Province, tr_lower, tr_upper
+from piiguard.validators._turkish import fold as _fold
 from piiguard.validators._util import require_str
 
 __all__ = ["MAX_LENGTH", "clean", "normalize", "spacing", "written"]
@@ -156,3 +159,66 @@ def written(text: str) -> str:
     if text.isascii() and _ASCII_CONTROL.search(text) is None:
         return " ".join(text.split())
     return " ".join(clean(text).split())
+
+
+# --------------------------------------------------------------------------- typed fast path
+# Hand-typed text in the usual alphabet (Turkish letters in either case, digits, the
+# usual punctuation, spaces) is checked without being rewritten: the strict rules only
+# need to know that it *would* be accepted. The checks below decide acceptance the way
+# _from_text and normalized() do on the normalised text; anything unusual returns False
+# ("ask the full rules"), never a refusal. The tests check, on generated input, that
+# whatever is accepted here is accepted by validate() too.
+_TYPED_TEXT = re.compile("[A-Za-z0-9 \t.,:/'\\-ÂÇÎÖÛÜĞİŞâçîöûüğış]*+\\Z").match
+# Province names as people usually type them (İSTANBUL, İstanbul, istanbul) -> province:
+# a dict hit instead of case folding for most input.
+_SPELLED: dict[str, Province] = {}
+for _p in PROVINCES:
+    for _spelling in (_p.canonical, tr_lower(_p.canonical),
+                      _p.canonical[0] + tr_lower(_p.canonical[1:])):
+        _SPELLED[_spelling] = _p
+del _p, _spelling
+_DIGITS5 = re.compile(r"[0-9]{5}").search
+_FIVE = re.compile(r"(?:^| )[0-9]{5}(?=[ ,]|$)").search
+
+
+def _typed_accepts(t: str) -> bool:
+    """True if the strict rules accept ``t`` (written form, :data:`_TYPED_TEXT`
+    alphabet); False means "not known"."""
+    commas = t.count(",")
+    if (commas and (commas != t.count(", ") or " ," in t or t[0] == "," or t[-1] == ",")) \
+            or t.count("/") > 1:
+        return False
+    if ": " in t or " :" in t:
+        t = t.replace(" :", ":").replace(": ", ":")
+    if "/ " in t or " /" in t:
+        t = t.replace(" /", "/").replace("/ ", "/")
+    head, _, last = t.rpartition(" ")
+    postal = None
+    if len(last) == 5 and last.isdigit():
+        postal, t = last, head.rstrip(",")
+        head, _, last = t.rpartition(" ")
+    district, slash, name = last.rpartition("/")
+    if not name.isalpha():
+        return False
+    p = _SPELLED.get(name) or _BY_CANONICAL.get(tr_upper(name)) or _BY_KEY.get(_fold(name))
+    if p is None:
+        return False
+    if slash and not district.isalpha():
+        return False
+    # what is left before the province (and its district): one more postal code at
+    # most, right before the district (or province), and a street with a letter or digit
+    if head.endswith(","):
+        return False
+    rest = head
+    r_head, _, r_last = rest.rpartition(" ")
+    if len(r_last) == 5 and r_last.isdigit():
+        if postal is not None and postal != r_last:
+            return False
+        postal, rest = r_last, r_head
+    if (_DIGITS5(rest) is not None and _FIVE(rest) is not None) \
+            or _ALNUM.search(rest) is None:
+        return False
+    j = rest.rfind(", ")
+    if j >= 0 and (slash or postal is not None) and _ALNUM.search(rest[:j]) is None:
+        return False
+    return postal is None or int(postal[:2]) == p.code

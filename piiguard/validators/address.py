@@ -86,6 +86,8 @@ from piiguard.validators._address_text import (  # the text rules (tests read th
     _POSTAL_WORD,
     MAX_LENGTH,
     _is_normal,  # noqa: F401
+    _TYPED_TEXT,
+    _typed_accepts,
     normalize,
     written,
 )
@@ -474,6 +476,12 @@ def as_written(value: str | TurkishAddress | Mapping[str, object],
     'moda cad. no:5 kadıköy/istanbul'
     """
     if type(value) is str and level == "strict":
+        if len(value) <= MAX_LENGTH and _TYPED_TEXT(value) is not None:
+            text = value                         # the written form of such text
+            if "  " in value or "\t" in value or value[:1] == " " or value[-1:] == " ":
+                text = " ".join(value.split())
+            if _typed_accepts(text):
+                return text
         text = written(value)
         validate(text)
         return text

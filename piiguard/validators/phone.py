@@ -215,6 +215,16 @@ def _build_tr_fast_path() -> _TrFastPath | None:
 _FAST = _build_tr_fast_path()
 _E164_TR = _FAST.e164 if _FAST is not None else (lambda s: None)
 
+# The national spellings people type, as one regex: an optional +90 / 0 prefix, the
+# area code (in parentheses or not), then 3-2-2 or 3-4 digits separated by single
+# spaces or dashes. It only reads the ten-digit national number out of the text;
+# whether that number is valid (and its type) is still decided by _E164_TR, the TR
+# metadata. Without a prefix a number starting with 9 is left to the full parse (as
+# in _fast: "90…" may be a country code).
+_NATIONAL = re.compile(
+    r"(?:(\+90 ?|0)|(?=[1-8]))\(?([1-9][0-9]{2})\)?[ -]?([0-9]{3})[ -]?"
+    r"([0-9]{2})[ -]?([0-9]{2})\Z", re.ASCII).match
+
 
 def _tr_type(number: str, pos: int) -> int:
     """Type of the ten-digit TR national number ``number[pos:]`` (already checked to be
@@ -238,6 +248,13 @@ def _fast(number: str, region: str | None) -> _Checked | None:
     """Accept canonical TR input quickly; None means "ask phonenumbers"."""
     if _FAST is None or len(number) > 24:
         return None
+    if region == "TR":
+        m = _NATIONAL(number)
+        if m is not None:
+            e164 = "+90" + "".join(m.groups("")[1:])
+            if _E164_TR(e164) is None:
+                return None
+            return _Checked(e164, _tr_type(e164, 3), "TR")
     if not number.isascii():
         number = number.translate(_AS_SPACE)     # no-break spaces are separators too
         if not number.isascii():
@@ -355,9 +372,16 @@ def validate(number: str, region: str | None = "TR", *, only_region: str | None 
         check_region(region)
     if only_region is not None and only_region != "TR":
         check_region(only_region)
-    # Hot path: TR E.164 as stored and as most APIs send it.
+    # Hot paths: TR E.164 as stored and as most APIs send it, then the national
+    # spellings people type (0532 123 45 67, +90 532 123 4567).
     if type(number) is str:
         m = _E164_TR(number)
+        if m is None and region == "TR" and not mobile_only and only_region is None:
+            n = _NATIONAL(number)
+            if n is not None:
+                e164 = "+90" + "".join(n.groups("")[1:])
+                if _E164_TR(e164) is not None:
+                    return e164
         if m is not None:
             if not mobile_only and (only_region is None or only_region == "TR"):
                 return number
