@@ -45,7 +45,12 @@ def print_job(st: Output, status: dict[str, Any]) -> None:
     rep = status.get("report") or {}
     ok = status["state"] == "done" and bool(rep.get("ok"))
     if st.json:
-        st.emit({"ok": ok, **status})
+        doc = {"ok": ok, **status}
+        if status["state"] != "running" and not ok:
+            doc["error"] = {"type": "JobFailed", "message": rep.get("error") or
+                            f"job {status['id']} {status['state']} with failures or "
+                            "work left"}
+        st.emit(doc)
     else:
         st.out.print(f"job {status['id']} ({status['kind']}): {status['state']}, pass "
                      f"{status['pass']}, {status['done']:,} of {status['todo']:,} row(s)",
@@ -100,12 +105,14 @@ def _guard(ctx: typer.Context) -> tuple[Any, Any]:
 @jobs_app.command("list")
 @_command
 def jobs_list(ctx: typer.Context,
-              limit: Annotated[int, typer.Option("--limit", min=1)] = 20) -> None:
+              limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+              kind: Annotated[str | None, typer.Option(
+                  "--kind", help="reencrypt, verify or encrypt-existing.")] = None) -> None:
     """The latest queued jobs, newest first."""
     from piiguard.rotation.jobstore import JobStore
 
     st, guard = _guard(ctx)
-    jobs = JobStore(guard.engine).list(limit)
+    jobs = JobStore(guard.engine).list(limit, kind)
     if st.json:
         st.emit({"ok": True, "jobs": jobs})
         return

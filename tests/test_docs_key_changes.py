@@ -33,6 +33,8 @@ def test_the_runbook_states_the_bounds_the_code_has():
     assert "`CacheLimits(change_bound=…)`" in OPS and CacheLimits().change_bound is None
     assert f"({CacheLimits().flush_interval:.0f} s by default)" in OPS
     assert f"`NOTIFY {notify.CHANNEL}`" in OPS
+    assert f"closed after {notify.IDLE_CLOSE:.0f} s without key use" in OPS
+    assert "from its third check period" in OPS and notify.LISTEN_AFTER == 3
 
 
 def test_the_log_lines_the_runbook_quotes_exist():

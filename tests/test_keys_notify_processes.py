@@ -125,6 +125,33 @@ def test_index_rotation_as_the_runbook_says_misses_no_search(env, capsys):
     mod.guard.close()
 
 
+def test_negative_control_without_notifications_searches_miss(tmp_path, capsys):
+    """The same steps with notifications off in the searching processes (soft TTL only,
+    as before): searches miss, so the test above can fail."""
+    env = {**os.environ, "NOTIFY_KEY": str(tmp_path / "master.key"),
+           "PYTHONPATH": str(tmp_path), "NOTIFY_DIR": str(tmp_path),
+           "NOTIFY_URL": f"sqlite:///{tmp_path / 'app.db'}"}
+    LocalKMS.from_file(tmp_path / "master.key", create=True)
+    (tmp_path / "notify_app.py").write_text(APP)
+    mod = app(env)
+    fill(mod)
+    deaf = {**env, "NOTIFY_WATCH": "0"}
+    searcher = worker(deaf, "search", "300")
+    expect(searcher, "ready")
+    old = mod.guard.keys.keys(kind="index", states=["active"])[0].id
+    for step in (["keys", "rotate", "--kind", "index", "--scope", "customers"],
+                 ["reencrypt"], ["keys", "retire", str(old)]):
+        assert cli(env, *step).returncode == 0
+    searcher.stdin.write("stop\n")
+    searcher.stdin.flush()
+    n, misses = map(int, searcher.stdout.readline().split())
+    searcher.wait(60)
+    with capsys.disabled():
+        print(f"\n[negative control, notifications off] {n} searches, {misses} misses")
+    assert misses > 0
+    mod.guard.close()
+
+
 def test_rotate_then_reencrypt_at_once_under_a_writer(env, capsys):
     mod = app(env)
     fill(mod)

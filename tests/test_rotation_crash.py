@@ -181,6 +181,7 @@ def test_reencrypt_survives_sigkill_at_20_random_points(tmp_path, monkeypatch):
         else:                                         # finished: rotate and kill again
             keys = (app.guard.keys.rotate("dek", "customers"),
                     app.guard.keys.rotate("index", "customers"))
+            time.sleep(app.guard.keys.change_bound)  # as above: reencrypt would wait it
             rounds.append([])
     print(f"interrupted runs: {interrupted}; progress per key rotation: {rounds}")
     assert interrupted >= KILLS, rounds               # every kill stopped a run half-way

@@ -166,6 +166,9 @@ class KeyManager:
     def _confirm(self, now: float) -> None:
         if self.watch is not None:
             self.watch.check(now)
+            if self._flusher is not None and not self._flusher.thread.is_alive():
+                # a forked child (a pre-forking server) inherits no threads
+                self._flusher = Flusher(self.flush_pending, self.limits.flush_interval)
 
     def _flight(self, *key: object) -> threading.Lock:
         """The single-flight lock of one key (or one kind/scope's active key)."""

@@ -12,7 +12,10 @@ Each :class:`~piiguard.keys.manager.KeyManager` owns a :class:`ChangeWatch`:
 - on PostgreSQL a listener thread on its own connection (``LISTEN``) hears the change
   as it commits, and keeps a *deadline* up to which the cached key states are known to
   be current. If its connection is lost it logs so, reconnects, and until then the
-  cache falls back to polling the generation;
+  cache falls back to polling the generation. The listener starts once keys have been
+  used over a few check periods (:data:`LISTEN_AFTER`), and closes its connection after
+  :data:`IDLE_CLOSE` seconds without key use; meanwhile the cache polls, with the same
+  bound;
 - on MariaDB/MySQL and SQLite (and PostgreSQL without a listener) the first use of a
   key after the deadline reads the generation (one indexed one-row SELECT), at most
   once per check period.
@@ -68,12 +71,15 @@ CHANNEL = "piiguard_keys"
 #: Default bound (seconds) within which a key change reaches a process, by transport.
 PUSH_BOUND, POLL_BOUND = 1.0, 2.0
 #: Share of the bound after which the cached key states must be confirmed again.
-CHECK_SHARE = 0.75
+CHECK_SHARE = 0.6
 #: Seconds the listener waits for a notification before it renews the deadline.
 LISTEN_TICK = 0.25
-#: Seconds without any key use after which the listener closes its connection (the next
-#: use polls once and starts it again): a forgotten Guard does not hold a connection.
-IDLE_CLOSE = 60.0
+#: Seconds without any key use after which the listener closes its connection (use
+#: polls again, and starts it again): a forgotten Guard does not hold a connection.
+IDLE_CLOSE = 15.0
+#: Polls in a row (key use over about this many check periods) before a listener is
+#: started: short-lived Guards (scripts, tests) poll and never hold a connection.
+LISTEN_AFTER = 3
 
 
 def _drain(conn: Any) -> list[str]:
@@ -183,6 +189,7 @@ class ChangeWatch:
         self.generation = 0
         self.deadline = float("inf") if not enabled else float("-inf")
         self._checking = threading.Lock()
+        self._polls = 0
         self._failing_since: float | None = None
         self._warned = False
         self._listener: _Listener | None = None
@@ -202,7 +209,10 @@ class ChangeWatch:
         if now < self.deadline:
             return
         if self.push and (self._listener is None or not self._listener.thread.is_alive()):
-            self._listener = _Listener(self)
+            self._polls += 1
+            if self._polls >= LISTEN_AFTER:
+                self._polls = 0
+                self._listener = _Listener(self)
         if not self._checking.acquire(blocking=False):
             return
         try:
