@@ -206,7 +206,7 @@ def build_systems(ctx: Context, *, label: str = "ops", db: str | None = None,
             engine)
         # The same as "piiguard" without key-change notifications and the use-count
         # timer (CacheLimits(watch_changes=False, flush_interval=0)): what they cost.
-        quiet = Guard(kms=LocalKMS.generate(),
+        quiet = Guard(kms=guard.kms,  # one key table: one KMS
                       cache=CacheLimits(watch_changes=False, flush_interval=0))
         systems[NO_NOTIFY] = System(NO_NOTIFY, schema.piiguard_model(quiet, "customers_pgq"),
                                     engine)
