@@ -61,6 +61,8 @@ __all__ = [
     "age",
     "db_error_text",
     "failed",
+    "is_db_error",
+    "reporting",
     "print_status",
     "usage_error",
 ]
@@ -104,6 +106,31 @@ def db_error_text(exc: BaseException) -> str:
     code_text = f" {code}" if isinstance(code, (int, str)) and code and len(str(code)) < 12 \
         else ""
     return f"{type(exc).__name__} ({type(orig).__name__}{code_text})"
+
+
+def is_db_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a SQLAlchemy error (its message may list a statement's
+    parameters: report it with :func:`db_error_text`)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
+
+
+def reporting(st: Output, operation: str, call: Callable[[], None]) -> None:
+    """Run a command's body: a piiguard error, or a database error named by class and
+    code only, is reported on ``st`` (one JSON document with ``--json``) and becomes
+    exit code 1."""
+    try:
+        call()
+    except PIIGuardError as exc:
+        st.error(exc)
+        raise failed() from None
+    except Exception as exc:
+        if not is_db_error(exc):
+            raise
+        st.error(PIIGuardError(f"database error: {db_error_text(exc)}",
+                               operation=operation))
+        raise failed() from None
 
 
 def _json_argv(args: Sequence[str]) -> tuple[list[str], bool]:

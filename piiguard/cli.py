@@ -35,12 +35,14 @@ from piiguard._console import (
     ProgressBar,
     db_error_text,
     failed,
+    is_db_error,
     print_migrate,
     print_reencrypt,
     print_rewrap,
     print_shred,
     print_status,
     print_verify,
+    reporting,
     usage_error,
 )
 from piiguard.cli_jobs import jobs_app, run_queued
@@ -90,7 +92,7 @@ def load_app(spec: str) -> Any:
         raise usage_error(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}",
                           "--app") from None
     except Exception as exc:  # noqa: BLE001 - named by class: its message may hold values
-        what = "the database is unreachable or refused: " if _is_db_error(exc) else ""
+        what = "the database is unreachable or refused: " if is_db_error(exc) else ""
         raise usage_error(f"cannot import {module_name!r}: {what}{db_error_text(exc)}",
                           "--app") from None
     for part in attr.split("."):
@@ -104,12 +106,6 @@ def load_app(spec: str) -> Any:
         raise usage_error(f"{spec!r} is not a piiguard Guard (got {type(obj).__name__})",
                           "--app")
     return obj
-
-
-def _is_db_error(exc: BaseException) -> bool:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    return isinstance(exc, SQLAlchemyError)
 
 
 class State(Output):
@@ -150,7 +146,7 @@ class State(Output):
             with guard.engine.connect():
                 pass
         except Exception as exc:
-            if not _is_db_error(exc):
+            if not is_db_error(exc):
                 raise
             raise usage_error(f"the database is unreachable or refused: "
                               f"{db_error_text(exc)}", "--database-url") from None
@@ -169,19 +165,7 @@ def command(fn: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         ctx = kwargs.get("ctx") or args[0]
-        st = _state(ctx)
-        try:
-            fn(*args, **kwargs)
-        except PIIGuardError as exc:
-            st.error(exc)
-            raise failed() from None
-        except Exception as exc:
-            if not _is_db_error(exc):
-                raise
-            # SQLAlchemy's message lists statement parameters: class and code only.
-            st.error(PIIGuardError(f"database error: {db_error_text(exc)}",
-                                   operation=ctx.command.name))
-            raise failed() from None
+        reporting(_state(ctx), ctx.command.name, lambda: fn(*args, **kwargs))
 
     return wrapper
 

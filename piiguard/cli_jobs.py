@@ -22,8 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from piiguard._console import Output, failed, usage_error
-from piiguard.errors import PIIGuardError
+from piiguard._console import Output, failed, reporting, usage_error
 
 __all__ = ["jobs_app", "print_job", "run_queued"]
 
@@ -46,7 +45,12 @@ def print_job(st: Output, status: dict[str, Any]) -> None:
     rep = status.get("report") or {}
     ok = status["state"] == "done" and bool(rep.get("ok"))
     if st.json:
-        st.emit({"ok": ok, **status})
+        doc = {"ok": ok, **status}
+        if status["state"] != "running" and not ok:
+            doc["error"] = {"type": "JobFailed", "message": rep.get("error") or
+                            f"job {status['id']} {status['state']} with failures or "
+                            "work left"}
+        st.emit(doc)
     else:
         st.out.print(f"job {status['id']} ({status['kind']}): {status['state']}, pass "
                      f"{status['pass']}, {status['done']:,} of {status['todo']:,} row(s)",
@@ -82,15 +86,13 @@ def run_queued(st: Any, guard: Any, spec: Any, *, ranges: int | None, wait: bool
 
 
 def _command(fn: Callable[..., None]) -> Callable[..., None]:
-    """piiguard errors: exit code 1 with a value-free message (as every command)."""
+    """piiguard and database errors: exit code 1 with a value-free message (as every
+    command)."""
 
     @functools.wraps(fn)
     def wrapper(ctx: typer.Context, *args: Any, **kwargs: Any) -> None:
-        try:
-            fn(ctx, *args, **kwargs)
-        except PIIGuardError as exc:
-            ctx.find_root().obj.error(exc)
-            raise failed() from None
+        reporting(ctx.find_root().obj, f"jobs {ctx.command.name}",
+                  lambda: fn(ctx, *args, **kwargs))
 
     return wrapper
 
@@ -103,12 +105,14 @@ def _guard(ctx: typer.Context) -> tuple[Any, Any]:
 @jobs_app.command("list")
 @_command
 def jobs_list(ctx: typer.Context,
-              limit: Annotated[int, typer.Option("--limit", min=1)] = 20) -> None:
+              limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+              kind: Annotated[str | None, typer.Option(
+                  "--kind", help="reencrypt, verify or encrypt-existing.")] = None) -> None:
     """The latest queued jobs, newest first."""
     from piiguard.rotation.jobstore import JobStore
 
     st, guard = _guard(ctx)
-    jobs = JobStore(guard.engine).list(limit)
+    jobs = JobStore(guard.engine).list(limit, kind)
     if st.json:
         st.emit({"ok": True, "jobs": jobs})
         return

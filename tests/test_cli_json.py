@@ -18,7 +18,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from piiguard.cli import app
-from test_cli_commands import App
+from test_cli_commands import App, N
 
 
 def one_document(res) -> dict:
@@ -132,6 +132,47 @@ def _verify(a: App):
             ["verify", "--batch-size", "0"])
 
 
+def _finished_job(a: App, ok: bool = True) -> str:
+    from piiguard.rotation.jobstore import JobStore
+
+    store = JobStore(a.engine)
+    job = store.create("verify", {}, {"customers": N})
+    store.finish(job, 1, {"ok": ok, "checked": 3 * N})
+    return job
+
+
+def _broken_job_tables(a: App) -> None:
+    """A piiguard_jobs table of another shape: reading it is a database error."""
+    from sqlalchemy import text
+
+    with a.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE piiguard_jobs (other_column INTEGER)"))
+
+
+def _jobs_list(a: App):
+    return (["jobs", "list"], ["jobs", "list"], ["jobs", "list", "--limit", "0"])
+
+
+def _broken_job_tables_after_success(a: App) -> None:
+    from sqlalchemy import text
+
+    with a.engine.begin() as conn:     # the success run created the real tables
+        conn.execute(text("DROP TABLE piiguard_job_tables"))
+        conn.execute(text("DROP TABLE piiguard_jobs"))
+    _broken_job_tables(a)
+
+
+def _jobs_status(a: App):
+    job = _finished_job(a)
+    return (["jobs", "status", job], ["jobs", "status", "nope"], ["jobs", "status"])
+
+
+def _jobs_wait(a: App):
+    job = _finished_job(a)
+    return (["jobs", "wait", job, "--timeout", "5"], ["jobs", "wait", "nope"],
+            ["jobs", "wait", job, "--timeout", "-1"])
+
+
 CASES: dict[str, Case] = {
     "init": Case(_init),
     "demo": Case(_demo),
@@ -154,6 +195,9 @@ CASES: dict[str, Case] = {
         ["encrypt-existing", "--table", "legacy", "--column", "nope"],
         ["encrypt-existing", "--table", "legacy"]), app=legacy_app),
     "verify": Case(_verify),
+    "jobs list": Case(_jobs_list),
+    "jobs status": Case(_jobs_status),
+    "jobs wait": Case(_jobs_wait),
 }
 
 
@@ -186,6 +230,8 @@ def test_one_json_document_and_the_exit_code(name, where, tmp_path, monkeypatch)
     a = case.app(tmp_path, monkeypatch)
     ok, fail, usage = case.prepare(a)
     for argv, code in ((ok, 0), (fail, 1), (usage, 2)):
+        if name == "jobs list" and code == 1:
+            _broken_job_tables_after_success(a)
         full = ["--app", a.spec, *argv] if name not in ("init", "demo") else argv
         res = a.runner.invoke(app, _json_at(full, where))
         assert res.exit_code == code, (argv, code, res.stdout, res.stderr)

@@ -106,6 +106,21 @@ def test_the_figures_are_the_benchmarks():
     table = [line for line in results.read_text().splitlines() if line.startswith("|")]
     for line in table:
         assert line in DOC, line
+    import json
+
+    doc = json.loads(results.with_suffix(".json").read_text())
+    by = {c["case"]: c for c in doc["cases"]}
+    assert f"**2 worker processes: {doc['speedup_2_processes']}x one**" in DOC
+    assert f"workers: {doc['speedup_queue_2']}x**" in DOC
+    assert f"verify: {doc['speedup_verify_2']}x" in DOC
+    for name in ("processes-1", "processes-2", "queue-2"):
+        assert all(n == 2 for n in by[name]["kms_calls_by_process"])   # old + new DEK
+        assert f"{by[name]['rows_per_s']:,} rows/s" in DOC or \
+            f"{by[name]['rows_per_s']:,} vs" in DOC or f"({by[name]['rows_per_s']:,} " in DOC
+    assert max(m for c in doc["cases"] for m in c["worker_memory_mib"]) < 100
+    hours = 1e9 / by["processes-2"]["rows_per_s"] / 3600
+    assert f"about {hours:.0f} hours" in DOC
+    assert f"about {1e9 / (2 * 15900) / 3600:.0f} hours" in DOC
 
 
 def test_workers_are_spawned():
@@ -175,3 +190,18 @@ def test_counts_round_trip_as_plain_data(numbers, stuck):
     c.failures = [Failure("t.c", s, "DecryptionError") for s in stuck]
     back = Counts.from_dict(json.loads(json.dumps(c.to_dict())))
     assert back.to_dict() == c.to_dict()
+
+
+def test_max_rate_is_shared_by_processes_and_per_worker_in_the_queue(tmp_path):
+    import inspect
+
+    from piiguard.rotation import queued
+    from piiguard.rotation.jobs import batch_job
+
+    w = JobsApp(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", 10)
+    spec = JobSpec("reencrypt", app=w.spec, max_rate=1000)
+    assert batch_job(w.guard, spec, "customers", workers=4).max_rate == 250
+    assert batch_job(w.guard, spec, "customers").max_rate == 1000
+    assert "batch_job(guard, spec, task.table)" in inspect.getsource(queued.run_range)
+    assert "with `--queue` it\n  applies to each worker process" in DOC
+    w.engine.dispose()

@@ -343,3 +343,53 @@ def test_hypothesis_json(value):
 @given(st.binary(max_size=512))
 def test_hypothesis_bytes(value):
     assert _round_trip(_column(EncryptedBytes), value) == value
+
+
+def test_encrypt_existing_brings_a_legacy_text_column_under_encryption(any_engine):
+    """A legacy plaintext table (ISO dates, integers and decimals as text) is migrated
+    with encrypt-existing like a text column; the values read back typed."""
+    from sqlalchemy import Text, insert
+
+    from piiguard.rotation import encrypt_existing
+    legacy = Table("people", MetaData(), Column("id", Integer, primary_key=True,
+                                                autoincrement=False),
+                   Column("born", Text), Column("score", Text), Column("amount", Text))
+    legacy.create(any_engine)
+    with any_engine.begin() as conn:
+        conn.execute(insert(legacy), [dict(id=i, born=f"1990-01-{i:02d}", score=str(-i),
+                                           amount=f"{i}.50") for i in range(1, 21)]
+                     + [dict(id=99, born="31.01.1990", score="x", amount="1,5")])
+    guard = Guard(kms=LocalKMS.generate())
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Person(Base):
+        __tablename__ = "people"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+        born = mapped_column(EncryptedDate(guard, text=True, allow_plaintext=True,
+                                           searchable=True))
+        score = mapped_column(EncryptedInteger(guard, text=True, allow_plaintext=True))
+        amount = mapped_column(EncryptedDecimal(guard, text=True, allow_plaintext=True))
+    with any_engine.begin() as conn:                    # the migration adds the index column
+        from sqlalchemy import text as sql
+        kind = "BYTEA" if any_engine.dialect.name == "postgresql" else "BLOB" \
+            if any_engine.dialect.name == "sqlite" else "VARBINARY(64)"
+        conn.execute(sql(f"ALTER TABLE people ADD COLUMN born_bidx {kind}"))
+    guard.bind(any_engine)
+    with Session(any_engine) as s:                      # the app reads the mix, typed
+        assert s.get(Person, 3).born == dt.date(1990, 1, 3)
+    reports = {c: encrypt_existing(guard, "people", c, batch_size=7)
+               for c in ("born", "score", "amount")}
+    for c, rep in reports.items():
+        assert rep.updated == 20 and [f.row for f in rep.failures] == ["id=99"], c
+        assert "31.01.1990" not in repr(rep.to_dict()) and "1,5" not in repr(rep.to_dict())
+    with any_engine.connect() as conn:
+        stored = {r.id: r for r in conn.execute(select(legacy))}
+    assert all(stored[i].born.startswith("pg1:") for i in range(1, 21))
+    assert stored[99].born == "31.01.1990"                               # left for a human
+    with Session(any_engine) as s:
+        p = s.get(Person, 7)
+        assert (p.born, p.score, p.amount) == (dt.date(1990, 1, 7), -7, decimal.Decimal("7.50"))
+        found = s.scalars(select(Person.id).where(Person.born == dt.date(1990, 1, 9))).all()
+        assert found == [9]                                              # blind index set

@@ -194,7 +194,8 @@ def build_systems(ctx: Context, *, label: str = "ops", db: str | None = None,
     from piiguard import CacheLimits, Guard, LocalKMS
 
     engine = ctx.engine(label, db)
-    guard = Guard(kms=LocalKMS.generate())
+    kms = LocalKMS.generate()        # one master key: both Guards share the key table
+    guard = Guard(kms=kms)
     systems = {
         "plaintext": System("plaintext", schema.plaintext_model("customers_plain"), engine),
         "aesgcm": System("aesgcm", schema.aesgcm_model("customers_aes"), engine),
@@ -206,8 +207,7 @@ def build_systems(ctx: Context, *, label: str = "ops", db: str | None = None,
             engine)
         # The same as "piiguard" without key-change notifications and the use-count
         # timer (CacheLimits(watch_changes=False, flush_interval=0)): what they cost.
-        quiet = Guard(kms=guard.kms,  # one key table: one KMS
-                      cache=CacheLimits(watch_changes=False, flush_interval=0))
+        quiet = Guard(kms=kms, cache=CacheLimits(watch_changes=False, flush_interval=0))
         systems[NO_NOTIFY] = System(NO_NOTIFY, schema.piiguard_model(quiet, "customers_pgq"),
                                     engine)
         quiet.bind(engine)

@@ -168,11 +168,19 @@ class JobStore:
         }
         return out
 
-    def list(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest jobs, newest first (id, kind, state, pass, created, finished)."""
+    def list(self, limit: int = 20, kind: str | None = None) -> list[dict[str, Any]]:
+        """The latest jobs (of ``kind``), newest first (id, kind, state, pass, created,
+        finished)."""
+        from piiguard.rotation.jobs import KINDS
+
+        if kind is not None and kind not in KINDS:
+            raise ConfigurationError(f"unknown job kind {kind!r} (one of "
+                                     f"{', '.join(KINDS)})", operation="jobs")
+        q = select(JOBS.c.id, JOBS.c.kind, JOBS.c.state, JOBS.c.pass_no, JOBS.c.created,
+                   JOBS.c.finished).order_by(JOBS.c.created.desc()).limit(limit)
+        if kind is not None:
+            q = q.where(JOBS.c.kind == kind)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(JOBS.c.id, JOBS.c.kind, JOBS.c.state, JOBS.c.pass_no,
-                                       JOBS.c.created, JOBS.c.finished)
-                                .order_by(JOBS.c.created.desc()).limit(limit)).all()
+            rows = conn.execute(q).all()
         return [dict(id=r[0], kind=r[1], state=r[2], **{"pass": r[3]}, created=r[4],
                      finished=r[5]) for r in rows]
