@@ -330,6 +330,78 @@ def keys_rotate_master(ctx: typer.Context,
         raise failed()
 
 
+@keys_app.command("adopt-kek")
+@command
+def keys_adopt_kek(ctx: typer.Context) -> None:
+    """Move every key still wrapped by the KMS directly (key-table format 1), or under an
+    older KEK, under the active KEK: one KMS call per format-1 key, once. Resumable."""
+    st = _state(ctx)
+    guard = st.guard()
+    with st.progress() as bar:
+        bar.start("adopt keys", None)
+        moved = guard.keys.hierarchy.adopt(progress=bar.advance)
+    if st.json:
+        st.emit({"ok": True, "moved": moved})
+    else:
+        st.out.print(f"{moved:,} key(s) moved under the active KEK")
+
+
+@keys_app.command("epoch")
+@command
+def keys_epoch(ctx: typer.Context,
+               new_master_key: Annotated[str | None, typer.Option(
+                   "--new-master-key", help="AWS KMS: the (existing) key the new KEK is "
+                                            "wrapped under. LocalKMS creates one.")] = None,
+               pending_days: Annotated[int, typer.Option(
+                   "--pending-days", min=7, max=30,
+                   help="AWS KMS: deletion waiting period of the old master keys.")] = 30,
+               yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False
+               ) -> None:
+    """Close the erasure epoch: new KEK under a new master key, every key rewrapped,
+    old KEKs destroyed, old master keys retired. Afterwards no copy of the database taken
+    before it (backups, dumps, WAL) can decrypt the scopes erased before it."""
+    from piiguard.rotation.epoch import close_epoch
+
+    st = _state(ctx)
+    guard = st.guard()
+    st.confirm(yes, "Close the erasure epoch? Old master keys are retired for good: "
+                    "copies of the database taken before now can no longer be decrypted.")
+    with st.progress() as bar:
+        report = close_epoch(guard, new_master_key=new_master_key,
+                             pending_days=pending_days, progress=bar)
+    if st.json:
+        st.emit(report.to_dict())
+        return
+    st.out.print(f"epoch {report.epoch} open under master key {report.master_key_id}; "
+                 f"{report.rewrapped:,} key(s) rewrapped; KEK(s) "
+                 f"{', '.join(map(str, report.destroyed_keks)) or '-'} destroyed")
+    for m in report.retired_master_keys:
+        st.out.print(f"master key {m['key_id']}: {m.get('state', '')} "
+                     f"{m.get('deletion_date', '')}".rstrip())
+    for done in report.completed:
+        st.out.print(f"erasure of {done['scope']} complete (copies before "
+                     f"{done['erased_at']} no longer decrypt)")
+
+
+@keys_app.command("reopen")
+@command
+def keys_reopen(ctx: typer.Context,
+                scope: Annotated[str, typer.Option("--scope", help="The erased scope.")],
+                yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False
+                ) -> None:
+    """Re-open an erased scope: writes for it may create a fresh key again (audited)."""
+    from piiguard.rotation.shred import reopen_scope
+
+    st = _state(ctx)
+    guard = st.guard()
+    st.confirm(yes, f"Re-open erased scope {scope!r}? New data may be written for it.")
+    n = reopen_scope(guard, scope)
+    if st.json:
+        st.emit({"ok": True, "scope": scope, "reopened": n})
+    else:
+        st.out.print(f"scope {scope!r} re-opened")
+
+
 @keys_app.command("retire")
 @command
 def keys_retire(ctx: typer.Context,

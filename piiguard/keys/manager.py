@@ -1,7 +1,9 @@
 """KeyManager: serves plaintext keys from the cache and runs the key lifecycle.
 
-The KMS is called per key, never per value: a key is unwrapped once and then served
-from memory within :class:`~piiguard.keys.cache.CacheLimits`. The hot paths
+The KMS is called per key-encryption key, never per value or per subject: data, index and
+pseudonym keys are wrapped locally under a KEK (:mod:`~piiguard.keys.hierarchy`), unwrapped
+once and then served from memory within :class:`~piiguard.keys.cache.CacheLimits`
+(a bounded, least-recently-used cache). The hot paths
 (:meth:`KeyManager.write_entry` / :meth:`~KeyManager.active_dek` for writes,
 :meth:`~KeyManager.read_entry` for reads) are a dict lookup and a clock read; everything
 else takes a lock and may touch the key table (:class:`~piiguard.keys.store.KeyStore`)
@@ -29,33 +31,33 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from typing import TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from piiguard.crypto.aead import DataKey
 from piiguard.crypto.blind_index import BlindIndexKey
 from piiguard.errors import (ConfigurationError, KeyDestroyedError, KMSUnavailableError,
-                             UnknownKeyError)
+                             ScopeErasedError, UnknownKeyError)
 from piiguard.keys.cache import CacheLimits, Entry, IndexKeySet, KeyCache
-from piiguard.keys.store import KeyInfo, KeyRow, KeyStore
-from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTROYED,
+from piiguard.keys.hierarchy import KeyHierarchy, NewKeys, kms_context
+from piiguard.keys.store import KeyInfo, KeyRow, KeyStore, LocalWrap, StaleKekError
+from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTROYED, ERASED,
                                  KEY_KINDS, RETIRED, key_table)
 from piiguard.kms.base import KeyProvider
 
 __all__ = ["KeyManager", "KeyInfo", "kms_context", "utcnow"]
 
 log = logging.getLogger("piiguard.keys")
+_T = TypeVar("_T")
 
 
-def kms_context(kind: str, scope: str) -> dict[str, str]:
-    """The encryption context the KMS binds to a wrapped key.
-
-    >>> kms_context("dek", "customers")
-    {'piiguard:kind': 'dek', 'piiguard:scope': 'customers'}
-    """
-    return {"piiguard:kind": kind, "piiguard:scope": scope}
+def _erased(kind: str, scope: str, operation: str = "create key") -> ScopeErasedError:
+    return ScopeErasedError("key scope was erased; re-open it explicitly (piiguard keys "
+                            "reopen) before writing to it again",
+                            scope=scope, operation=f"{operation} ({kind})")
 
 
 def utcnow() -> datetime:
@@ -77,13 +79,18 @@ class KeyManager:
         #: Monotonic seconds; what the cache's TTLs are measured in (readers share it).
         self.clock = clock
         self._wall = wall_clock
+        #: the key table's wall clock (UTC datetimes; injectable in tests)
+        self.wall_clock = wall_clock
         self._nonce = nonce_source
         self.store = KeyStore(key_table(table_name))
-        self.cache = KeyCache()
+        self.cache = KeyCache(self.limits.capacity)
         self._lock = threading.RLock()
         # ids of keys whose use count could not be written at the last try (warned once)
         self._unrecorded: set[int] = set()
         self._on_event = on_event or (lambda *a, **k: None)
+        #: KEKs, and the local wrapping of every other key
+        self.hierarchy = KeyHierarchy(kms, self.store, self.limits, clock, wall_clock,
+                                      self._on_event)
 
     def __repr__(self) -> str:
         return (f"KeyManager(table={self.table.name!r}, cached={len(self.cache)}, "
@@ -116,14 +123,14 @@ class KeyManager:
         entry = self.cache.active.get((kind, scope))
         if entry is not None and entry.uses < self.limits.max_uses \
                 and self.clock() < entry.wexpires:
-            return entry
+            return self.cache.used(entry)
         return self._refresh_active(kind, scope)
 
     def read_entry(self, key_id: int, kind: str = "dek") -> Entry:
         """The cache entry of key ``key_id`` for decryption (any state but destroyed)."""
         entry = self.cache.by_id.get(key_id)
         if entry is not None and entry.kind == kind and self.clock() < entry.expires:
-            return entry
+            return self.cache.used(entry)
         return self._load(key_id, kind)
 
     def active_dek(self, scope: str) -> DataKey:
@@ -186,13 +193,10 @@ class KeyManager:
         return BlindIndexKey(key_id, material)
 
     def _unwrap(self, row: KeyRow, prev: Entry | None = None) -> Entry:
-        """Unwrap ``row``'s key through the KMS and cache it; ``prev`` is the entry it
-        replaces (its uses not yet in the key table move to the new entry)."""
-        if row.state == DESTROYED or row.wrapped_key is None:
-            raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=row.id,
-                                    operation="decrypt")
-        material = self.kms.decrypt_data_key(row.wrapped_key, row.master_key_id,
-                                             kms_context(row.kind, row.scope))
+        """Unwrap ``row``'s key (locally under its KEK; format-1 rows through the KMS)
+        and cache it; ``prev`` is the entry it replaces (its uses not yet in the key table
+        move to the new entry)."""
+        material = self.hierarchy.unwrap(row)
         same = prev if prev is not None and prev.id == row.id else None
         recorded = row.encryption_count
         if same is not None:
@@ -203,6 +207,7 @@ class KeyManager:
         if same is not None and same.pending_uses > 0:
             entry.uses += same.pending_uses  # counted, not yet in the table
             same.flushed_uses = same.uses    # the new entry writes them, not the old one
+        entry.uses += self.cache.evicted_uses.pop(row.id, 0)   # counted before eviction
         return self.cache.put(entry)
 
     def _load(self, key_id: int, kind: str) -> Entry:
@@ -246,6 +251,11 @@ class KeyManager:
             try:
                 row = self.store.active_row(kind, scope,
                                             brief=old is not None and old.may_encrypt(now))
+                if row is not None and row.state == ERASED:
+                    self._flush_uses(old, brief=True)
+                    if old is not None:
+                        self.cache.forget(old.id)
+                    raise _erased(kind, scope, "encrypt")
                 if row is not None and kind == "dek":
                     used = row.encryption_count
                     if old is not None and row.id == old.id:
@@ -293,33 +303,56 @@ class KeyManager:
         """Make a new active key for ``kind``/``scope``; on a race, use the winner's."""
         if kind not in KEY_KINDS:
             raise ConfigurationError(f"unknown key kind {kind!r}")
-        pair = self.kms.generate_data_key(kms_context(kind, scope))
-        added = self.store.insert_active(kind, scope, pair, self._wall())
+        new, added = self._fresh_keys(kind, [scope], lambda wrap: self.store.insert_active(
+            kind, scope, wrap, self._wall()))
         if not added.created:
+            if added.row.state == ERASED:
+                raise _erased(kind, scope)
             return added.row
         self._on_event("key.create", key_id=added.row.id, kind=kind, scope=scope,
-                       master_key_id=pair.master_key_id)
-        # Cache the plaintext we already hold: no KMS call to unwrap what we just made.
-        self.cache.put(Entry(self._make_key(kind, added.row.id, pair.plaintext), kind, scope,
-                             ACTIVE, self.clock(), self.limits))
+                       master_key_id=new.wrap.master_key_id)
+        # Cache the plaintext we already hold: nothing to unwrap for what we just made.
+        self.cache.put(Entry(self._make_key(kind, added.row.id, new.material[scope]), kind,
+                             scope, ACTIVE, self.clock(), self.limits))
         return added.row
 
     def _rotate(self, kind: str, scope: str, *, expect_id: int | None,
                 reason: str) -> KeyRow:
         """A new active key for ``kind``/``scope``; the active one (``expect_id`` if given)
         becomes decrypt-only. If another process rotated ``expect_id`` first, theirs."""
-        pair = self.kms.generate_data_key(kms_context(kind, scope))
-        row = self.store.replace_active(kind, scope, pair, self._wall(), expect_id=expect_id)
+        try:
+            new, row = self._fresh_keys(kind, [scope], lambda wrap: self.store.replace_active(
+                kind, scope, wrap, self._wall(), expect_id=expect_id))
+        except IntegrityError:
+            row = None   # the slot is taken: another process's key, or a tombstone
         if row is None:
             # Someone else rotated first: use theirs (or make one if theirs is gone too).
-            return self.store.active_row(kind, scope) or self._create_active(kind, scope)
+            theirs = self.store.active_row(kind, scope)
+            if theirs is not None and theirs.state == ERASED:
+                raise _erased(kind, scope, "rotate")
+            return theirs or self._create_active(kind, scope)
         self.cache.demote_others(kind, scope, row.id)
-        entry = self.cache.put(Entry(self._make_key(kind, row.id, pair.plaintext), kind,
+        entry = self.cache.put(Entry(self._make_key(kind, row.id, new.material[scope]), kind,
                                      scope, ACTIVE, self.clock(), self.limits))
         self.cache.activate(entry)
         self._on_event("key.rotate", key_id=row.id, kind=kind, scope=scope,
                        previous_key_id=expect_id, reason=reason)
         return row
+
+    def _fresh_keys(self, kind: str, scopes: list[str],
+                    write: Callable[[LocalWrap], _T]) -> tuple[NewKeys, _T]:
+        """New key material for ``scopes``, written by ``write`` wrapped under the active
+        KEK; once more under the new KEK if an erasure epoch replaced it meanwhile."""
+        for attempt in (0, 1):
+            new = self.hierarchy.new_keys(kind, scopes)
+            try:
+                return new, write(new.wrap)
+            except StaleKekError:
+                self.hierarchy.forget()
+                if attempt:
+                    raise UnknownKeyError("the active KEK changed twice while a key was "
+                                          "being created", operation="create key") from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- use counts ------------------------------------------------------------------------
     def _flush_uses(self, entry: Entry | None, *, brief: bool = False) -> bool:
@@ -352,8 +385,17 @@ class KeyManager:
         return True
 
     def flush(self) -> None:
-        """Record in the key table how many encryptions each cached DEK has done."""
+        """Record in the key table how many encryptions each cached DEK has done (and
+        each DEK evicted from the cache, in one statement)."""
         with self._lock:
+            evicted = dict(self.cache.evicted_uses)
+            try:
+                self.store.add_uses_many(evicted)
+                for key_id in evicted:
+                    self.cache.evicted_uses.pop(key_id, None)
+            except SQLAlchemyError:
+                log.warning("could not record the use counts of %d evicted keys",
+                            len(evicted))
             for entry in list(self.cache.by_id.values()):
                 try:
                     self._flush_uses(entry)
@@ -365,6 +407,7 @@ class KeyManager:
         with self._lock:
             self.flush()
             self.cache.clear()
+            self.hierarchy.forget()
 
     # -- lifecycle -------------------------------------------------------------------------
     def has_key(self, key_id: int, kind: str = "dek") -> bool:
@@ -381,7 +424,55 @@ class KeyManager:
             row = self.store.active_row(kind, scope)
             if row is None:
                 row = self._create_active(kind, scope)
+            elif row.state == ERASED:
+                log.warning("scope %s was erased: no %s key is created for it", scope, kind)
             return row.id
+
+    def prepare(self, kind: str, scopes: Iterable[str]) -> int:
+        """Cache the active key of ``kind`` in each of ``scopes`` in a few statements: one
+        SELECT per 500 scopes, and the missing keys created in one transaction (one
+        multi-row INSERT and one UPDATE per 500). What a bulk write for many new subjects
+        calls first, so that it does not make two round trips per subject. Erased scopes
+        and keys at ``max_uses`` are left to the per-value path. Returns how many keys
+        were created."""
+        now = self.clock()
+        want = []
+        for s in dict.fromkeys(scopes):
+            e = self.cache.active.get((kind, s))
+            if e is None or not now < e.wexpires:
+                want.append(s)
+        if len(want) < 2 or len(want) > self.limits.capacity // 2:
+            return 0
+        with self._lock:
+            rows = self.store.active_rows(kind, want)
+            for row in rows.values():
+                if row.state != ACTIVE or (kind == "dek" and
+                                           row.encryption_count >= self.limits.max_uses):
+                    continue
+                entry = self.cache.by_id.get(row.id)
+                if entry is None or not entry.within_hard_ttl(now):
+                    entry = self._unwrap(row, entry)
+                entry.set_state(ACTIVE)
+                entry.touch(now)
+                self.cache.activate(entry)
+            missing = [s for s in want if s not in rows]
+            if not missing:
+                return 0
+            if kind not in KEY_KINDS:
+                raise ConfigurationError(f"unknown key kind {kind!r}")
+            new, created = self._fresh_keys(kind, missing, lambda wrap: self.store.insert_many(
+                kind, missing, wrap, self._wall()))
+            if created is None:
+                return 0   # another process took a slot meanwhile: one scope at a time
+            for row in created:
+                entry = self.cache.put(Entry(self._make_key(kind, row.id,
+                                                            new.material[row.scope]),
+                                             kind, row.scope, ACTIVE, self.clock(),
+                                             self.limits))
+                self.cache.activate(entry)
+            self._on_event("key.create", kind=kind, count=len(created),
+                           master_key_id=new.wrap.master_key_id)
+            return len(created)
 
     def rotate(self, kind: str = "dek", scope: str = "default") -> int:
         """Create a new active key; the previous one becomes decrypt-only."""
@@ -411,6 +502,30 @@ class KeyManager:
         """Crypto-shred: erase the wrapped key; data under it can never be read again."""
         self.set_state(key_id, DESTROYED, expect=(ACTIVE, DECRYPT_ONLY, RETIRED))
         self._on_event("key.destroy", key_id=key_id)
+
+    def erase_scope(self, scope: str) -> tuple[list[KeyRow], int]:
+        """Erase ``scope``: destroy every key of it and leave a tombstone in each kind's
+        active slot (one transaction), so that no process creates a key for it again
+        until :meth:`reopen_scope`. Returns the keys destroyed now and the id of the KEK
+        whose destruction (the next erasure epoch) makes older copies of the key table
+        unreadable too."""
+        kek = self.hierarchy.active_kek()
+        victims = self.store.erase_scope(scope, KEY_KINDS, kek.id, self._wall())
+        with self._lock:
+            for row in victims:
+                self.cache.forget(row.id)
+            self.cache.index_sets.pop(scope, None)
+        for row in victims:
+            self._on_event("key.destroy", key_id=row.id, kind=row.kind, scope=scope)
+        return victims, kek.id
+
+    def reopen_scope(self, scope: str) -> int:
+        """Re-open an erased scope on purpose (audited ``scope.reopen``): its tombstones
+        free the active slots, and the next write creates a fresh key. Data under the
+        destroyed keys stays unreadable. Returns how many tombstones were lifted."""
+        n = self.store.reopen_scope(scope, self._wall())
+        self._on_event("scope.reopen", scope=scope, count=n)
+        return n
 
     def rewrap(self, dest_master_key_id: str, *, batch: int = 100,
                progress: Callable[[int], None] | None = None) -> int:
