@@ -38,6 +38,10 @@ def _measure(fn: Callable[[], object], number: int, repeat: int) -> tuple[float,
 ADDRESS = "ATATÜRK MAH. CUMHURİYET CAD. GÜL SOK. NO:5 D:3 KAT:2, 34710 KADIKÖY/İSTANBUL"
 ADDRESS_FREE = "Atatürk Mah. Cumhuriyet Cad.  Gül Sok. No:5 D:3 Kat:2,34710 Kadıköy/istanbul"
 EMAIL = "ali.veli@example.com.tr"
+ADDRESS_TYPED = ("Cumhuriyet Mah. Atatürk Cad. Ihlamur Sok. No:71 D:16 Şahinbey/Gaziantep "
+                 "27228")
+ADDRESS_TYPED_2 = "Atatürk Mah. İnönü Cad. Gazi Sok. No:12 Kat:3 D:7, 34710 Kadıköy/İstanbul"
+PHONE_PLUS = "+90 532 123 4567"
 
 
 def _cases() -> list[tuple[str, Callable[[], object]]]:
@@ -65,6 +69,15 @@ def _cases() -> list[tuple[str, Callable[[], object]]]:
         ("phonenumbers parse+is_valid (national formatted)", pn(PHONE_FORMATTED)),
         ("piiguard address.validate (canonical, 76 ch)", lambda: address.validate(ADDRESS)),
         ("piiguard address.validate (free text)", lambda: address.validate(ADDRESS_FREE)),
+        # what an EncryptedAddress column (strict) runs per value, on hand-typed input
+        ("piiguard address.as_written (hand-typed, district/province postal)",
+         lambda: address.as_written(ADDRESS_TYPED)),
+        ("piiguard address.as_written (hand-typed, postal district/province)",
+         lambda: address.as_written(ADDRESS_TYPED_2)),
+        ("piiguard phone.validate (national, 0532 123 45 67)",
+         lambda: phone.validate(PHONE_FORMATTED)),
+        ("piiguard phone.validate (national, +90 532 123 4567)",
+         lambda: phone.validate(PHONE_PLUS)),
         ("piiguard email.validate (canonical)", lambda: email.validate(EMAIL)),
         ("email-validator validate_email (canonical)",
          lambda: email_validator.validate_email(EMAIL, check_deliverability=False)),

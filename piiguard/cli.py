@@ -30,17 +30,23 @@ from typing import Annotated, Any
 import typer
 
 from piiguard._console import (
+    JsonGroup,
     Output,
     ProgressBar,
+    db_error_text,
     failed,
+    is_db_error,
     print_migrate,
     print_reencrypt,
     print_rewrap,
     print_shred,
     print_status,
     print_verify,
+    reporting,
     usage_error,
 )
+from piiguard.cli_jobs import jobs_app, run_queued
+from piiguard.cli_keys import add_key_commands
 from piiguard.errors import ConfigurationError, PIIGuardError
 
 __all__ = ["ProgressBar", "app", "load_app", "main", "print_status"]
@@ -48,12 +54,13 @@ __all__ = ["ProgressBar", "app", "load_app", "main", "print_status"]
 DEFAULT_KEY_FILE = ".piiguard/master.key"
 
 app = typer.Typer(
-    name="piiguard", no_args_is_help=True, add_completion=False,
+    name="piiguard", cls=JsonGroup, no_args_is_help=True, add_completion=False,
     pretty_exceptions_enable=False,
     help="Operate piiguard: keys, rotation, re-encryption, erasure, verification.")
 keys_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                        help="Inspect, rotate, retire and destroy keys.")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 
 
 # ---------------------------------------------------------------------------------------
@@ -81,6 +88,13 @@ def load_app(spec: str) -> Any:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise usage_error(f"cannot import {module_name!r} ({type(exc).__name__}: {exc})",
+                          "--app") from None
+    except PIIGuardError as exc:
+        raise usage_error(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}",
+                          "--app") from None
+    except Exception as exc:  # noqa: BLE001 - named by class: its message may hold values
+        what = "the database is unreachable or refused: " if is_db_error(exc) else ""
+        raise usage_error(f"cannot import {module_name!r}: {what}{db_error_text(exc)}",
                           "--app") from None
     for part in attr.split("."):
         try:
@@ -123,11 +137,20 @@ class State(Output):
                 raise usage_error(f"no --app and no key file at {path!r}: pass --app "
                                   "module:guard, or --key-file (run `piiguard init`)", "--app")
             guard = Guard(kms=LocalKMS.from_file(path))
-        if self.database_url:
-            guard.bind(create_engine(self.database_url))
-        elif guard.engine is None:
-            raise usage_error("no database: pass --database-url (or PIIGUARD_DATABASE_URL), "
-                              "or bind the Guard in the --app module", "--database-url")
+        try:
+            if self.database_url:
+                guard.bind(create_engine(self.database_url))
+            elif guard.engine is None:
+                raise usage_error("no database: pass --database-url (or "
+                                  "PIIGUARD_DATABASE_URL), or bind the Guard in the --app "
+                                  "module", "--database-url")
+            with guard.engine.connect():
+                pass
+        except Exception as exc:
+            if not is_db_error(exc):
+                raise
+            raise usage_error(f"the database is unreachable or refused: "
+                              f"{db_error_text(exc)}", "--database-url") from None
         self._guard = guard
         return guard
 
@@ -143,12 +166,7 @@ def command(fn: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         ctx = kwargs.get("ctx") or args[0]
-        st = _state(ctx)
-        try:
-            fn(*args, **kwargs)
-        except PIIGuardError as exc:
-            st.error(exc)
-            raise failed() from None
+        reporting(_state(ctx), ctx.command.name, lambda: fn(*args, **kwargs))
 
     return wrapper
 
@@ -238,8 +256,13 @@ def demo(ctx: typer.Context,
     from piiguard.demo import run
 
     st = _state(ctx)
-    run(directory, console=st.out, progress_console=st.err, json_out=st.json,
-        extra_rows=rows)
+    try:
+        run(directory, console=st.out, progress_console=st.err, json_out=st.json,
+            extra_rows=rows)
+    except OSError as exc:
+        # e.g. --dir under a regular file: a message, not a traceback
+        raise ConfigurationError(f"cannot use --dir {str(directory)!r} "
+                                 f"({type(exc).__name__})", operation="demo") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,7 +298,8 @@ def keys_rotate(ctx: typer.Context,
                     "--kind", help="dek (data keys) or index (blind-index keys).")] = "dek",
                 ) -> None:
     """Create a new active key; the previous one becomes decrypt-only. New writes use
-    the new key at once (other processes within the key cache's soft TTL)."""
+    the new key at once (other processes within the change bound: 1 s on PostgreSQL,
+    2 s elsewhere). Run reencrypt right after: no need to wait."""
     if kind not in ("dek", "index"):
         raise usage_error("must be dek or index", "--kind")
     st = _state(ctx)
@@ -301,7 +325,8 @@ def keys_rotate(ctx: typer.Context,
         prev = d["previous_key_id"]
         st.out.print(f"{kind} key for scope {d['scope']!r}: new key {d['key_id']}"
                      + (f", key {prev} is now decrypt-only" if prev else ""))
-    st.out.print("next: `piiguard reencrypt` moves the rows, then `piiguard keys retire ID`")
+    st.out.print("next: `piiguard reencrypt` moves the rows (now: it waits itself until every "
+                 "process heard of the rotation), then `piiguard keys retire ID`")
 
 
 @keys_app.command("rotate-master")
@@ -330,76 +355,7 @@ def keys_rotate_master(ctx: typer.Context,
         raise failed()
 
 
-@keys_app.command("adopt-kek")
-@command
-def keys_adopt_kek(ctx: typer.Context) -> None:
-    """Move every key still wrapped by the KMS directly (key-table format 1), or under an
-    older KEK, under the active KEK: one KMS call per format-1 key, once. Resumable."""
-    st = _state(ctx)
-    guard = st.guard()
-    with st.progress() as bar:
-        bar.start("adopt keys", None)
-        moved = guard.keys.hierarchy.adopt(progress=bar.advance)
-    if st.json:
-        st.emit({"ok": True, "moved": moved})
-    else:
-        st.out.print(f"{moved:,} key(s) moved under the active KEK")
-
-
-@keys_app.command("epoch")
-@command
-def keys_epoch(ctx: typer.Context,
-               new_master_key: Annotated[str | None, typer.Option(
-                   "--new-master-key", help="AWS KMS: the (existing) key the new KEK is "
-                                            "wrapped under. LocalKMS creates one.")] = None,
-               pending_days: Annotated[int, typer.Option(
-                   "--pending-days", min=7, max=30,
-                   help="AWS KMS: deletion waiting period of the old master keys.")] = 30,
-               yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False
-               ) -> None:
-    """Close the erasure epoch: new KEK under a new master key, every key rewrapped,
-    old KEKs destroyed, old master keys retired. Afterwards no copy of the database taken
-    before it (backups, dumps, WAL) can decrypt the scopes erased before it."""
-    from piiguard.rotation.epoch import close_epoch
-
-    st = _state(ctx)
-    guard = st.guard()
-    st.confirm(yes, "Close the erasure epoch? Old master keys are retired for good: "
-                    "copies of the database taken before now can no longer be decrypted.")
-    with st.progress() as bar:
-        report = close_epoch(guard, new_master_key=new_master_key,
-                             pending_days=pending_days, progress=bar)
-    if st.json:
-        st.emit(report.to_dict())
-        return
-    st.out.print(f"epoch {report.epoch} open under master key {report.master_key_id}; "
-                 f"{report.rewrapped:,} key(s) rewrapped; KEK(s) "
-                 f"{', '.join(map(str, report.destroyed_keks)) or '-'} destroyed")
-    for m in report.retired_master_keys:
-        st.out.print(f"master key {m['key_id']}: {m.get('state', '')} "
-                     f"{m.get('deletion_date', '')}".rstrip())
-    for done in report.completed:
-        st.out.print(f"erasure of {done['scope']} complete (copies before "
-                     f"{done['erased_at']} no longer decrypt)")
-
-
-@keys_app.command("reopen")
-@command
-def keys_reopen(ctx: typer.Context,
-                scope: Annotated[str, typer.Option("--scope", help="The erased scope.")],
-                yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False
-                ) -> None:
-    """Re-open an erased scope: writes for it may create a fresh key again (audited)."""
-    from piiguard.rotation.shred import reopen_scope
-
-    st = _state(ctx)
-    guard = st.guard()
-    st.confirm(yes, f"Re-open erased scope {scope!r}? New data may be written for it.")
-    n = reopen_scope(guard, scope)
-    if st.json:
-        st.emit({"ok": True, "scope": scope, "reopened": n})
-    else:
-        st.out.print(f"scope {scope!r} re-opened")
+add_key_commands(keys_app, _state, command)
 
 
 @keys_app.command("retire")
@@ -465,11 +421,42 @@ def shred(ctx: typer.Context,
 BatchSize = Annotated[int | None, typer.Option(
     "--batch-size", min=1, help="Rows per batch, one transaction each (default 5000 on "
                                 "SQLite, 1000 elsewhere).")]
-Workers = Annotated[int, typer.Option("--workers", min=1,
-                                      help="Worker threads, each on a primary key range.")]
+Workers = Annotated[int, typer.Option(
+    "--workers", min=1, help="Worker processes, each with its own connections and key "
+                             "cache, on primary key ranges (needs --app).")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Count, write nothing.")]
 MaxRate = Annotated[float | None, typer.Option(
     "--max-rate", min=1, help="At most this many rows a second.")]
+Queue = Annotated[bool, typer.Option(
+    "--queue", help="Run on Celery workers (piiguard[celery], docs/workers.md).")]
+Ranges = Annotated[int | None, typer.Option(
+    "--ranges", min=1, help="With --queue: ranges a table (default: one per 50,000 rows).")]
+Wait = Annotated[bool, typer.Option(
+    "--wait/--no-wait", help="With --queue: follow the job to its end, or print its id.")]
+
+
+def _job_args(kind: str, **options: Any) -> dict[str, Any]:
+    """A job's options as the CLI collected them (the app and database are added by
+    :func:`_spec`)."""
+    return {"kind": kind, **options}
+
+
+def _spec(st: State, args: dict[str, Any]) -> Any:
+    """The job as plain data for workers: ``--app`` and ``--database-url`` (workers load
+    the Guard themselves)."""
+    from piiguard.rotation.jobs import JobSpec
+
+    if not st.app_spec:
+        raise usage_error("worker processes and queued jobs load the Guard themselves: "
+                          "pass --app (or PIIGUARD_APP)", "--app")
+    return JobSpec(app=st.app_spec, database_url=st.database_url, **args)
+
+
+def _in_processes(st: State, guard: Any, workers: int, bar: Any,
+                  args: dict[str, Any]) -> Any:
+    from piiguard.rotation.workers import run_job
+
+    return run_job(_spec(st, args), workers=workers, progress=bar, guard=guard)
 
 
 @app.command()
@@ -479,7 +466,8 @@ def reencrypt(ctx: typer.Context,
                                                            help="Only this table.")] = None,
               batch_size: BatchSize = None, dry_run: DryRun = False, workers: Workers = 1,
               max_passes: Annotated[int, typer.Option("--max-passes", min=1)] = 5,
-              max_rate: MaxRate = None) -> None:
+              max_rate: MaxRate = None, queue: Queue = False, ranges: Ranges = None,
+              wait: Wait = True) -> None:
     """Move rows from decrypt-only keys to the active ones (compare-and-swap, resumable)
     and recompute blind indexes made with an old index key."""
     from piiguard.rotation.reencrypt import reencrypt as run
@@ -487,10 +475,18 @@ def reencrypt(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     _need_columns(guard, "reencrypt")
+    if queue:
+        return run_queued(st, guard, _spec(st, _job_args(
+            "reencrypt", table=table, batch_size=batch_size, dry_run=dry_run,
+            max_passes=max_passes, max_rate=max_rate)), ranges=ranges, wait=wait)
     with st.progress() as bar:
-        report = run(guard, table=table, batch_size=batch_size, dry_run=dry_run,
-                     workers=workers, progress=bar, max_passes=max_passes,
-                     max_rate=max_rate)
+        if workers > 1:
+            report = _in_processes(st, guard, workers, bar, _job_args(
+                "reencrypt", table=table, batch_size=batch_size, dry_run=dry_run,
+                max_passes=max_passes, max_rate=max_rate))
+        else:
+            report = run(guard, table=table, batch_size=batch_size, dry_run=dry_run,
+                         progress=bar, max_passes=max_passes, max_rate=max_rate)
     if st.json:
         st.emit(report.to_dict())
     else:
@@ -505,7 +501,8 @@ def encrypt_existing(ctx: typer.Context,
                      table: Annotated[str, typer.Option("--table", help="Table name.")],
                      column: Annotated[str, typer.Option("--column", help="Column name.")],
                      batch_size: BatchSize = None, dry_run: DryRun = False,
-                     workers: Workers = 1, max_rate: MaxRate = None) -> None:
+                     workers: Workers = 1, max_rate: MaxRate = None, queue: Queue = False,
+                     ranges: Ranges = None, wait: Wait = True) -> None:
     """Encrypt the plaintext values of a column declared with allow_plaintext=True
     (compare-and-swap, resumable); then run verify."""
     from piiguard.rotation.migrate import encrypt_existing as run
@@ -513,9 +510,18 @@ def encrypt_existing(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     _need_columns(guard, "encrypt-existing")
+    if queue:
+        return run_queued(st, guard, _spec(st, _job_args(
+            "encrypt-existing", table=table, column=column, batch_size=batch_size,
+            dry_run=dry_run, max_rate=max_rate)), ranges=ranges, wait=wait)
     with st.progress() as bar:
-        report = run(guard, table, column, batch_size=batch_size, dry_run=dry_run,
-                     workers=workers, progress=bar, max_rate=max_rate)
+        if workers > 1:
+            report = _in_processes(st, guard, workers, bar, _job_args(
+                "encrypt-existing", table=table, column=column, batch_size=batch_size,
+                dry_run=dry_run, max_rate=max_rate))
+        else:
+            report = run(guard, table, column, batch_size=batch_size, dry_run=dry_run,
+                         progress=bar, max_rate=max_rate)
     if st.json:
         st.emit(report.to_dict())
     else:
@@ -529,7 +535,8 @@ def encrypt_existing(ctx: typer.Context,
 def verify(ctx: typer.Context,
            table: Annotated[str | None, typer.Option("--table",
                                                         help="Only this table.")] = None,
-           batch_size: BatchSize = None) -> None:
+           batch_size: BatchSize = None, workers: Workers = 1, queue: Queue = False,
+           ranges: Ranges = None, wait: Wait = True) -> None:
     """Decrypt every encrypted value (streaming) and check every blind index; report
     failures by table.column and row key; exit 1 on any failure."""
     from piiguard.rotation.verify import verify as run
@@ -537,8 +544,15 @@ def verify(ctx: typer.Context,
     st = _state(ctx)
     guard = st.guard()
     _need_columns(guard, "verify")
+    if queue:
+        return run_queued(st, guard, _spec(st, _job_args(
+            "verify", table=table, batch_size=batch_size)), ranges=ranges, wait=wait)
     with st.progress() as bar:
-        report = run(guard, table=table, batch_size=batch_size or 1000, progress=bar)
+        if workers > 1:
+            report = _in_processes(st, guard, workers, bar, _job_args(
+                "verify", table=table, batch_size=batch_size))
+        else:
+            report = run(guard, table=table, batch_size=batch_size or 1000, progress=bar)
     if st.json:
         st.emit(report.to_dict())
     else:

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Mapped
 
-from piiguard._console import ProgressBar, print_status
+from piiguard._console import Output, ProgressBar, print_status
 
 __all__ = ["POLICY", "DemoModels", "demo_customers", "make_models", "run"]
 
@@ -223,7 +223,7 @@ def run(directory: str | Path = ".piiguard/demo", *, console: Console | None = N
     doc["audit"] = counts
     say("audit trail: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
     if json_out:
-        print(json.dumps(doc, default=str, ensure_ascii=False))
+        Output.emit_doc(doc)
     guard.close()
     engine.dispose()
     return doc

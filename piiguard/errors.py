@@ -28,6 +28,7 @@ bytes, so they are safe to log::
     └── KMSError
         ├── KMSUnavailableError                  KMS unreachable, timed out or throttled
         └── KMSAccessError                       KMS refused: disabled key, access denied …
+            └── KMSConfigurationError (also ConfigurationError) no credentials …
 
 Validation errors are ``ValueError`` so that pydantic turns them into its own
 ``ValidationError``; piiguard never defines a class named ``ValidationError``.
@@ -81,6 +82,7 @@ __all__ = [
     "KMSError",
     "KMSUnavailableError",
     "KMSAccessError",
+    "KMSConfigurationError",
     "scrub_frames",
 ]
 
@@ -332,6 +334,11 @@ class KMSUnavailableError(KMSError):
 
 class KMSAccessError(KMSError):
     """The KMS answered but refused: disabled or missing key, access denied, bad context."""
+
+
+class KMSConfigurationError(KMSAccessError, ConfigurationError):
+    """The KMS client is mis-set (no credentials …): a ConfigurationError whose message
+    names the fix, and a KMSError, so jobs stop instead of failing row by row."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from piiguard.errors import (
 from piiguard.keys.cache import Entry
 from piiguard.keys.manager import KeyManager
 
-__all__ = ["FieldCipher", "FieldIndex", "unencodable", "utf8"]
+__all__ = ["FieldCipher", "FieldIndex", "FormIndex", "unencodable", "utf8"]
 
 
 def unencodable(label: str | None, operation: str = "encrypt") -> InvalidFormatError:
@@ -141,6 +141,12 @@ class FieldCipher:
                 _refuse_envelope(plaintext, self._keys, self.label)
             return self._encrypt_in(scope, plaintext)
         return self._seal(plaintext)
+
+    def is_envelope(self, data: bytes) -> bool:
+        """True if ``data`` is a text envelope, or a binary envelope naming a data key
+        of this key table (the header shape alone matches 1 in 128 random byte strings:
+        too weak a test for arbitrary bytes)."""
+        return _is_envelope(data, self._keys)
 
     def encryptor(self, prepare: Callable[[Any], str] | None = None, *,
                   check_envelope: bool = True,
@@ -401,3 +407,40 @@ class FieldIndex:
     def with_key(self, key_id: int, canonical: str) -> bytes:
         return self._keys.index_key(key_id).compute(
             self._ctx, utf8(canonical, self.label, "index"), self.bits)
+
+
+class FormIndex(FieldIndex):
+    """A :class:`FieldIndex` of one form of a value: ``form(value)`` is indexed, so every
+    spelling with the same form finds the same rows (addresses are stored as written
+    and indexed by their canonical text). The same keys and context as ``inner``.
+
+    >>> from sqlalchemy import create_engine
+    >>> from piiguard import Guard, LocalKMS
+    >>> guard = Guard(kms=LocalKMS.generate()).bind(create_engine("sqlite://"))
+    >>> inner = guard.blind_index("c", "city")
+    >>> folded = FormIndex(inner, str.upper)
+    >>> folded.compute("ankara") == folded.compute("ANKARA") == inner.compute("ANKARA")
+    True
+    """
+
+    __slots__ = ("form",)
+
+    def __init__(self, inner: FieldIndex, form: Callable[[str], str]) -> None:
+        self._keys = inner._keys
+        self.scope = inner.scope
+        self.bits = inner.bits
+        self.label = inner.label
+        self._ctx = inner._ctx
+        self.form = form
+
+    def __repr__(self) -> str:
+        return f"FormIndex({self.label!r}, scope={self.scope!r}, bits={self.bits})"
+
+    def compute(self, canonical: str) -> bytes:
+        return super().compute(self.form(canonical))
+
+    def candidates(self, canonical: str) -> list[bytes]:
+        return super().candidates(self.form(canonical))
+
+    def with_key(self, key_id: int, canonical: str) -> bytes:
+        return super().with_key(key_id, self.form(canonical))

@@ -20,6 +20,7 @@ share nothing::
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -56,6 +57,11 @@ _SYNC_DRIVERS = {
 }
 
 
+#: The package (and piiguard extra) that brings each sync driver.
+_SYNC_PACKAGES = {"psycopg": ("'psycopg[binary]'", "postgresql"),
+                  "pymysql": ("pymysql", "mysql")}
+
+
 def _sync_engine_for(async_engine: Any) -> Engine:
     from sqlalchemy import create_engine
 
@@ -66,7 +72,17 @@ def _sync_engine_for(async_engine: Any) -> Engine:
             f"cannot derive a sync engine for the key table from the async driver "
             f"{url.get_backend_name()}+{url.get_driver_name()}: pass "
             "guard.bind(async_engine, key_engine=create_engine(...))")
-    return create_engine(url.set(drivername=f"{url.get_backend_name()}+{driver}"))
+    try:
+        return create_engine(url.set(drivername=f"{url.get_backend_name()}+{driver}"))
+    except ModuleNotFoundError as exc:
+        package, extra = _SYNC_PACKAGES.get(driver, (driver, None))
+        install = f"pip install 'piiguard[{extra}]' (or {package})" if extra \
+            else f"pip install {package}"
+        raise ConfigurationError(
+            f"the key table is reached through a sync engine, and its driver "
+            f"{url.get_backend_name()}+{driver} is not installed ({exc.name}): "
+            f"{install}, or pass guard.bind(async_engine, key_engine=create_engine(...)) "
+            "with a sync driver you have") from None
 
 
 class Guard:
@@ -151,7 +167,8 @@ class Guard:
             for scope in sorted(scopes()):
                 self.register_scope("pseudonym", scope)
 
-    def bind(self, engine: Any, *, key_engine: Engine | None = None) -> "Guard":
+    def bind(self, engine: Any, *, key_engine: Engine | None = None,
+             create_tables: bool = True) -> "Guard":
         """Use ``engine``'s database for the key table (created if missing) and make sure
         every registered field has its keys.
 
@@ -162,6 +179,12 @@ class Guard:
         URL (``sqlite+aiosqlite`` -> ``sqlite``, ``postgresql+asyncpg`` ->
         ``postgresql+psycopg``, ``mysql+aiomysql``/``asyncmy`` -> ``mysql+pymysql``;
         ``postgresql+psycopg`` serves both).
+
+        ``create_tables=False``: piiguard's tables (key table, its generation table, the
+        audit table if the trail has one) must exist already, made by a migration
+        (:func:`piiguard.sqlalchemy.alembic.create_piiguard_tables`); a missing one is a
+        :class:`~piiguard.errors.ConfigurationError` instead of a ``CREATE TABLE``, so
+        the application runs without DDL rights.
         """
         if key_engine is not None:
             sync = key_engine
@@ -171,14 +194,46 @@ class Guard:
             sync = engine
         if not isinstance(sync, Engine):
             raise ConfigurationError("guard.bind() needs a SQLAlchemy Engine")
-        self.keys.bind(sync)
-        self.audit.bind(sync)
+        self.keys.bind(sync, create=create_tables)
+        self._check_master_keys()
+        self.audit.bind(sync, create=create_tables)
         for kind, scope in sorted(self._scopes):
             self.keys.ensure_active(kind, scope)
         if self.policy is not None:
             self.policy.check_columns(self.column_kinds())
         self._warn_if_audit_goes_nowhere()
         return self
+
+    def _check_master_keys(self) -> None:
+        """Refuse a key table that names master keys the key source lacks: every value
+        under them would be unreadable, and new keys would go under another master key
+        (a key file created afresh from a relative path in another directory). Only a
+        provider that can tell (``has_master_key``, as LocalKMS) is checked."""
+        has = getattr(self.kms, "has_master_key", None)
+        if not callable(has):
+            return
+        from sqlalchemy import select
+
+        t = self.keys.table
+        with self.keys.engine.connect() as conn:   # type: ignore[union-attr]  # bound
+            named = sorted(conn.execute(select(t.c.master_key_id).where(
+                t.c.wrapped_key.is_not(None), t.c.master_key_id.not_like("kek:%"))
+                .distinct()).scalars())   # "kek:<id>": wrapped under a KEK, not the KMS
+        missing = [m for m in named if not has(m)]
+        if not missing:
+            return
+        path = getattr(self.kms, "path", None)
+        where = f"key file {str(path.resolve())!r}" if path is not None else "the KMS"
+        held = ", ".join(getattr(self.kms, "key_ids", None) or ["?"])
+        new = ""
+        if getattr(self.kms, "created", False):
+            new = (" That key file was just created: a relative path is resolved against "
+                   f"the working directory ({os.getcwd()}).")
+        raise ConfigurationError(
+            f"the key table {t.name} names master key(s) {', '.join(missing)} that "
+            f"{where} lacks (it holds {held}): values under them could not be read.{new} "
+            "Load the key file they were made with, by an absolute path (docs/kms.md, "
+            "'Key file custody')", operation="bind")
 
     def _warn_if_audit_goes_nowhere(self) -> None:
         if self._warned_audit or not self.audit.goes_nowhere():
@@ -254,6 +309,7 @@ class Guard:
         """Write pending audit events, record use counts and drop every plaintext key
         from memory."""
         self.audit.flush()
+        self.keys.stop_background()
         if self.keys.engine is not None:
             self.keys.clear_cache()
 

@@ -8,7 +8,7 @@ a new kind is one entry in :data:`KINDS` (plus its validator module).
 
 >>> kind("national_id").validate("100 000 001 46")
 '10000000146'
->>> kind("phone").max_bytes, kind("address").padded, kind("name").validator
+>>> kind("phone").max_bytes, kind("address").padded, kind("text").validator
 (16, True, None)
 >>> kind("passport")
 Traceback (most recent call last):
@@ -53,7 +53,15 @@ class Kind:
     - ``canonical_never_envelope``: no canonical value can parse as an envelope (digits,
       E.164, upper-case addresses), so encryption may skip that check;
     - ``default_mask``: what a policy shows for it when no rule names the role;
-    - ``error_prefix`` and ``json_*``: how pydantic names its errors and describes it.
+    - ``error_prefix`` and ``json_*``: how pydantic names its errors and describes it;
+    - ``function``: the validator module's function that gives the stored form
+      (``validate``; addresses: ``as_written``, the user's text);
+    - ``search``: the validator module's function that gives the form blind indexes,
+      masks and comparisons use, when it is not the stored form (addresses:
+      ``search_form``, the canonical text); None: the stored form itself;
+    - ``decoder``: the validator module's function that turns the stored text back
+      into a Python value (typed kinds: ``date_value`` …); None: the text itself;
+    - ``searchable``: whether a column of the kind may keep a blind index.
     """
 
     name: str
@@ -67,6 +75,10 @@ class Kind:
     json_pattern: str | None = None
     json_example: str = ""
     description: str = ""
+    function: str = "validate"
+    search: str | None = None
+    decoder: str | None = None
+    searchable: bool = True
     _validate: list[Callable[..., str]] = field(default_factory=list, repr=False,
                                                 compare=False)
 
@@ -77,10 +89,35 @@ class Kind:
             if self.validator is None:
                 fn: Callable[..., str] = text_canonical
             else:
-                mod = importlib.import_module(f"piiguard.validators.{self.validator}")
-                fn = mod.validate
+                fn = self._function(self.function)
             self._validate.append(fn)
         return self._validate[0]
+
+    @property
+    def search_form(self) -> Callable[[str], str] | None:
+        """``search_form(stored) -> str``: the form searched and masked by (None: the
+        stored form itself).
+
+        >>> kind("address").search_form("moda cad. no:5 kadıköy/istanbul")
+        'MODA CAD. NO:5, KADIKÖY/İSTANBUL'
+        >>> kind("phone").search_form is None
+        True
+        """
+        return None if self.search is None else self._function(self.search)
+
+    @property
+    def decode(self) -> Callable[[str], Any] | None:
+        """``decode(stored text) -> value`` of a typed kind (None: text kinds).
+
+        >>> kind("date").decode("1990-01-31")
+        datetime.date(1990, 1, 31)
+        """
+        return None if self.decoder is None else self._function(self.decoder)
+
+    def _function(self, name: str) -> Callable[..., Any]:
+        mod = importlib.import_module(f"piiguard.validators.{self.validator}")
+        fn: Callable[..., str] = getattr(mod, name)
+        return fn
 
 
 KINDS: Mapping[str, Kind] = {k.name: k for k in (
@@ -95,16 +132,33 @@ KINDS: Mapping[str, Kind] = {k.name: k for k in (
     Kind("phone", "phone", max_bytes=16, canonical_never_envelope=True,
          error_prefix="phone", json_format="phone", json_pattern=r"^\+[1-9][0-9]{6,14}$",
          json_example="+905321234567", description="Phone number, stored in E.164"),
+    # Stored as the user wrote it (NFC, whitespace collapsed), so it may be any text,
+    # an envelope's too: not canonical_never_envelope. Searched by its canonical text.
     Kind("address", "address", max_bytes=500 * 4, padded=True,
-         canonical_never_envelope=True, error_prefix="address", json_format="tr-address",
-         json_example="BAĞDAT CAD. NO:1, 34728 KADIKÖY/İSTANBUL",
+         error_prefix="address", json_format="tr-address",
+         json_example="Bağdat Cad. No:1, 34728 Kadıköy/İstanbul",
          description="Turkish postal address ending with [postal code] "
-                     "[district/]province"),
+                     "[district/]province, kept as written",
+         function="as_written", search="search_form"),
     Kind("email", "email", max_bytes=254 * 4, padded=True, error_prefix="email",
          json_format="email", json_example="ali.veli@example.com",
          description="E-mail address"),
-    Kind("name", padded=True, description="A person's name"),
+    Kind("name", "name", padded=True, error_prefix="name",
+         description="A person's name"),
     Kind("text", padded=True, description="Free text"),
+    # Typed values (piiguard.validators.typed): written as one canonical text each.
+    Kind("date", "typed", max_bytes=10, function="date_text", decoder="date_value",
+         description="A calendar date"),
+    Kind("datetime", "typed", max_bytes=32, function="datetime_text",
+         decoder="datetime_value", description="An instant (aware datetime, in UTC)"),
+    Kind("integer", "typed", max_bytes=41, padded=True, function="integer_text",
+         decoder="integer_value", description="An integer"),
+    Kind("decimal", "typed", max_bytes=80, padded=True, function="decimal_text",
+         decoder="decimal_value", search="decimal_search", description="A decimal number"),
+    Kind("json", "typed", padded=True, function="json_text", decoder="json_value",
+         searchable=False, description="A JSON document"),
+    Kind("bytes", "typed", padded=True, function="bytes_text", decoder="bytes_value",
+         description="Binary data"),
 )}
 
 

@@ -30,7 +30,7 @@ CANON = {
     "tax_id": "1234567890",
     "phone": "+905321234567",
     "email": "şükrü.öztürk@örnek.com.tr",
-    "address": "ÇİÇEK MAH. GÜL SK. NO:7 D:2, 34394 ŞİŞLİ/İSTANBUL",
+    "address": "Çiçek Mah. Gül Sk. No:7 D:2, 34394 Şişli/İstanbul",  # as written
     "note": "İğdır'da ılık bir gün; ÇĞİÖŞÜ",
 }
 KIND = {"name": "name", "national_id": "national_id", "tax_id": "tax_id", "phone": "phone",

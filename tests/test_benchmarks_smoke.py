@@ -174,7 +174,16 @@ def test_synthetic_data_doctests_and_validity():
     assert doctest.testmod(data).failed == 0
     from piiguard.validators import address, phone, tckn
 
-    for row in data.make_rows(300, seed=2):
+    typed_rows = data.make_rows(300, seed=2)                 # the default input set
+    for row, typed in zip(data.make_rows(300, seed=2, input="canonical"), typed_rows,
+                          strict=True):
         assert tckn.validate(row["national_id"]) == row["national_id"]
         assert phone.validate(row["phone"]) == row["phone"]
         assert address.validate(row["address"]) == row["address"]
+        # the typed set: the same people as people type them
+        assert typed["national_id"] != row["national_id"]
+        assert tckn.validate(typed["national_id"]) == row["national_id"]
+        assert phone.validate(typed["phone"]) == row["phone"]
+        assert address.validate(typed["address"]) == row["address"]
+        assert address.as_written(typed["address"]) == typed["address"] != row["address"]
+    assert len({r["phone"][:4] for r in typed_rows}) > 1             # several spellings

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import column, create_engine, insert, inspect, select, table, update
 from typer.testing import CliRunner
 
+from jobs_world import pg_url_of
 from piiguard.cli import app
 from piiguard.validators import tckn
 
@@ -303,8 +304,8 @@ def test_encrypt_existing_through_the_cli(tmp_path, monkeypatch):
 
 
 def test_reencrypt_on_postgresql_with_workers(pg_engine, tmp_path, monkeypatch):
-    # The app binds the fixture's engine (it carries the per-test schema).
-    a = App(tmp_path, monkeypatch, "", bind=False, engine=pg_engine)
+    # The app module binds the test's schema by URL: worker processes import it.
+    a = App(tmp_path, monkeypatch, pg_url_of(pg_engine))
     a.run("keys", "rotate")
     doc = a.json("reencrypt", "--workers", "3", "--batch-size", "10")
     assert doc["updated"] == N and doc["workers"] == 3 and doc["ok"]

@@ -9,7 +9,10 @@ import hmac
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from piiguard.crypto.blind_index import BlindIndexKey, truncate
+import pytest
+
+from piiguard.crypto.blind_index import BlindIndexKey, recommend_bits, truncate
+from piiguard.errors import ConfigurationError
 
 KEY = bytes(range(32))
 
@@ -51,3 +54,20 @@ def test_dotted_names_do_not_share_an_index_context(local_kms, sqlite_engine):
     plain = guard.blind_index("customers", "national_id")
     key = guard.keys.active_index_key(plain.scope)
     assert plain.compute("10000000146") == key.compute(b"customers.national_id", b"10000000146")
+
+
+# --- recommend_bits says when a table is too small for its own rule (issue 16) ---------
+
+
+@given(st.integers(min_value=512, max_value=10**15))
+def test_recommend_bits_keeps_its_rule(rows):
+    bits = recommend_bits(rows)
+    assert 8 <= bits <= 256
+    assert 2 <= rows / 2**bits
+
+
+@given(st.integers(min_value=-5, max_value=511))
+def test_recommend_bits_refuses_tables_too_small_for_the_rule(rows):
+    with pytest.raises(ConfigurationError) as info:
+        recommend_bits(rows)
+    assert "too small for the rule 2 <= rows / 2**bits" in str(info.value)

@@ -25,7 +25,7 @@ AYSE = {"name": "Ayşe Yılmaz", "national_id": "100 000 001 46",
         "address": "Moda Cad. No:5, 34710 Kadıköy/İstanbul"}
 CANON = {"name": "Ayşe Yılmaz", "national_id": "10000000146", "phone": "+905321234567",
          "email": "ayşe.yılmaz@örnek.com.tr",
-         "address": "MODA CAD. NO:5, 34710 KADIKÖY/İSTANBUL"}
+         "address": "Moda Cad. No:5, 34710 Kadıköy/İstanbul"}
 SUPPORT = {"name": "A**********", "national_id": "1********46", "phone": "+90********67",
            "email": "a***@örnek.com.tr", "address": "KADIKÖY/İSTANBUL"}
 REDACTED = dict.fromkeys(CANON, "[REDACTED]")

@@ -169,11 +169,16 @@ def test_sqlite_refresh_keeps_the_cached_key_while_the_database_is_exclusively_l
         clock.advance(SOFT)
         blob, took = timed(cipher.encrypt, b"+905321234567")  # write path
         assert key_id(blob) == kid and took < NO_WAIT
-        assert len(warnings_of_keys()) == 1
+        # The check for key changes made elsewhere (the generation) cannot read either:
+        # it says so once per streak, and does not wait either.
+        def busy():
+            return [w for w in warnings_of_keys() if "generation" not in w]
+        assert len(busy()) == 1
         clock.advance(SOFT)
         value, took = timed(cipher.decrypt, old)       # read path
         assert value == b"+905321234567" and took < NO_WAIT
-        assert len(warnings_of_keys()) == 2            # one per refresh, not per value
+        assert len(busy()) == 2                        # one per refresh, not per value
+        assert len(warnings_of_keys()) == 3
         sql = SQLCounter(sqlite_engine)
         for _ in range(5):
             cipher.decrypt(cipher.encrypt(b"+905321234567"))

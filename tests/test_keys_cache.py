@@ -37,7 +37,9 @@ def clock():
 
 def make_guard(engine, master, clock, **limits):
     spy = SpyKMS(master)
-    limits = {"soft_ttl": SOFT, "hard_ttl": HARD, **limits}
+    # Change notifications off: these tests pin the soft/hard TTL rules alone (what
+    # serves when nothing is heard); test_keys_notify.py tests them with notifications.
+    limits = {"soft_ttl": SOFT, "hard_ttl": HARD, "watch_changes": False, **limits}
     guard = Guard(kms=spy, cache=CacheLimits(**limits), clock=clock).bind(engine)
     return guard, spy
 

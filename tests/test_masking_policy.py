@@ -39,7 +39,7 @@ def spec(policy, kind, column, role):
 def test_public_name():
     assert piiguard.MaskingPolicy is MaskingPolicy
     assert set(KINDS) == {"national_id", "tax_id", "phone", "address", "email", "name",
-                          "text"}
+                          "text", "date", "datetime", "integer", "decimal", "json", "bytes"}
 
 
 def test_design_example():
@@ -156,7 +156,8 @@ def test_custom_masks_are_per_policy():
 @pytest.mark.parametrize("rules, message", [
     ({"nationalid": {"admin": "reveal"}},
      ("policy['nationalid']: unknown kind 'nationalid' (kinds: national_id, tax_id, "
-      "phone, address, email, name, text; or a table.column)")),
+      "phone, address, email, name, text, date, datetime, integer, decimal, json, bytes; "
+      "or a table.column)")),
     ({"national_id": {"support": "blur"}},
      "policy['national_id']['support']: unknown mask 'blur'"),
     ({"national_id": {"support": "partial:1"}},

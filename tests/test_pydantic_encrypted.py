@@ -43,7 +43,7 @@ RAW = {"national_id": "100 000 001 46", "tax_id": "1234567890", "phone": "0532 1
        "email": "Şükrü.Öz@Örnek.com.tr", "address": "Moda Cad. No:5, 34710 Kadıköy/İstanbul",
        "note": "Gizli not: İğdır'da çalışıyor"}
 CANON = {"national_id": "10000000146", "tax_id": "1234567890", "phone": "+905321234567",
-         "email": "Şükrü.Öz@örnek.com.tr", "address": "MODA CAD. NO:5, 34710 KADIKÖY/İSTANBUL",
+         "email": "Şükrü.Öz@örnek.com.tr", "address": "Moda Cad. No:5, 34710 Kadıköy/İstanbul",
          "note": "Gizli not: İğdır'da çalışıyor"}
 ENVELOPE = re.compile(penc.ENVELOPE_PATTERN)
 

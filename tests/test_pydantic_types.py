@@ -27,7 +27,8 @@ from piiguard.pydantic import (
 GOOD = {"national_id": "100 000 001 46", "tax_id": "1234567890", "phone": "0532 123 45 67",
         "address": "Bağdat Cad. No:1, 34728 Kadıköy/İstanbul", "email": "Ali@Example.COM"}
 CANON = {"national_id": "10000000146", "tax_id": "1234567890", "phone": "+905321234567",
-         "address": "BAĞDAT CAD. NO:1, 34728 KADIKÖY/İSTANBUL", "email": "Ali@example.com"}
+         "address": "Bağdat Cad. No:1, 34728 Kadıköy/İstanbul",    # as written (issue 16)
+         "email": "Ali@example.com"}
 
 
 class Customer(BaseModel):

@@ -205,9 +205,10 @@ def test_encrypt_existing_with_per_tenant_key_scopes(pg_engine):
 
 
 def test_a_column_too_narrow_for_envelopes_fails_without_showing_values(pg_engine):
-    """PostgreSQL refuses an envelope longer than VARCHAR(40): the job stops with a
-    value-free ConfigurationError (SQLAlchemy's own message would list the plaintext
-    parameters), and the batch is rolled back."""
+    """An envelope longer than VARCHAR(40) is not written: the job checks the declared
+    width first and reports the row, value-free, naming the width (before that check,
+    PostgreSQL's refusal, whose SQLAlchemy message would list the plaintext parameters,
+    became a value-free ConfigurationError)."""
     md = MetaData()
     t = Table("customers", md, Column("id", Integer, primary_key=True, autoincrement=False),
               Column("phone", String(40)))
@@ -226,9 +227,9 @@ def test_a_column_too_narrow_for_envelopes_fails_without_showing_values(pg_engin
                                                           allow_plaintext=True))
 
     guard.bind(pg_engine)
-    with pytest.raises(ConfigurationError) as err:
-        encrypt_existing(guard, "customers", "phone")
-    text = str(err.value)
-    assert "wide enough" in text and "765" not in text and err.value.__cause__ is None
+    report = encrypt_existing(guard, "customers", "phone")
+    assert report.updated == 0 and [f.row for f in report.failures] == ["id=1"]
+    text = report.failures[0].error
+    assert "customers.phone holds 40" in text and "765" not in text
     with pg_engine.connect() as conn:
         assert conn.execute(select(t.c.phone)).scalar_one() == "0532 765 43 21"

@@ -41,7 +41,7 @@ def person(i: int, tenant: str = "t1") -> dict:
 
 
 def canonical_address(i: int) -> str:
-    return f"MODA CAD. NO:{i % 90 + 1}, 34710 KADIKÖY/İSTANBUL"
+    return f"Moda Cad. No:{i % 90 + 1}, 34710 Kadıköy/İstanbul"   # kept as written
 
 
 def make_model(guard, *, text=False, key_scope=None):

@@ -53,7 +53,7 @@ def test_insert_then_read_10000_rows_through_fresh_guards_costs_at_most_3_kms_ca
         got = s.scalars(select(C2).order_by(C2.id)).all()
         assert len(got) == 10000
         assert (got[41].national_id, got[41].phone) == (tc(42), "+905320000042")
-        assert got[9999].address == "BAĞDAT CAD. NO:10000, İSTANBUL"
+        assert got[9999].address == "Bağdat Cad. No:10000, İstanbul"
     assert counter.total <= 2, dict(counter.calls)
     assert counter.calls["GenerateDataKey"] == 1 and counter.calls["Decrypt"] == 1
     # a blind-index lookup through the reader unwraps the index key locally (KEK cached)

@@ -109,7 +109,8 @@ def test_multi_word_district_after_comma_or_postal():
     ("İstanbul", "street"),
     ("Kadıköy/İstanbul", "street"),
     (", , İstanbul", "street"),
-    ("", "province"),
+    ("", "empty"),
+    (" ,  , ", "empty"),
 ])
 def test_refused(bad, rule):
     with pytest.raises(errors.InvalidInputError) as info:

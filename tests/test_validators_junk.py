@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 from piiguard import errors
-from piiguard.validators import address, email, phone, tckn, vkn
+from piiguard.validators import address, email, name, phone, tckn, vkn
 
 JUNK = [None, "", " ", 0, 1, 10000000146, 3.5, b"10000000146", bytearray(b"1"), object(),
         [], {}, ("1",), "٣", "３", "²", "⑤", "Ⅻ", "\x00", "1" * 10**6, "10000000146\x00",
@@ -24,6 +24,18 @@ VALIDATORS = {
     "address": (address.validate, address.is_valid),
     "email": (email.validate, email.is_valid),
 }
+# Names are free text: most junk strings ('@', 'İ', '٣') are someone's name as far as a
+# validator can tell, so only the junk no name can be is fed to them.
+NAME_JUNK = [j for j in JUNK if not isinstance(j, str) or not j.strip() or "\x00" in j
+             or "\ud800" in j or len(j) > 300 or "\u200b" in j]
+
+
+@pytest.mark.parametrize("junk", NAME_JUNK, ids=lambda j: f"{type(j).__name__}:{str(j)[:12]!r}")
+def test_junk_names(junk):
+    assert name.is_valid(junk) is False
+    with pytest.raises(errors.PIIGuardError) as info:
+        name.validate(junk)
+    assert isinstance(info.value, ValueError)
 
 
 @pytest.mark.parametrize("name", sorted(VALIDATORS))
@@ -57,6 +69,7 @@ def test_junk_helpers(name):
 @pytest.mark.parametrize("name", ["piiguard.validators", "piiguard.validators.tckn",
                                   "piiguard.validators.vkn", "piiguard.validators.phone",
                                   "piiguard.validators.address", "piiguard.validators.email",
+                                  "piiguard.validators.name",
                                   "piiguard.pydantic", "piiguard.pydantic.types",
                                   "piiguard.pydantic.serialization",
                                   "piiguard.pydantic.encryption"])
@@ -73,5 +86,5 @@ def test_all_is_exact(name):
 
 def test_package_exports_modules():
     import piiguard.validators as v
-    assert sorted(v.__all__) == ["address", "email", "phone", "tckn", "vkn"]
+    assert sorted(v.__all__) == ["address", "email", "name", "phone", "tckn", "vkn"]
     assert v.tckn is tckn and v.phone is phone

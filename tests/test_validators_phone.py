@@ -199,3 +199,52 @@ def test_hot_path_takes_only_ten_ascii_digits(s):
     assert phone._E164_TR(s) is None
     assert _outcome(phone.validate, s) == _outcome(lambda: phone._apply_options(
         phone._slow(s, "TR"), None, False))
+
+
+# Every separator the module accepts, tab and the no-break spaces included (issue 16: the
+# fast path took '0501\t2345678' while the full parse refused '0900\t123 45 67').
+SEPARATORS = ["", " ", "\t", "\u00a0", "\u202f", "\u2007", "-", ".", "(", ")", "/", "  ",
+              " - ", "\t\t"]
+
+
+def _as_spaces(s: str) -> str:
+    return s.replace("\t", " ").replace("\u00a0", " ").replace("\u202f", " ").replace(
+        "\u2007", " ")
+
+
+@given(nsn=st.from_regex(r"\A[0-9]{10}\Z"),
+       seps=st.lists(st.sampled_from(SEPARATORS), min_size=11, max_size=11),
+       lead=st.sampled_from(["+90", "0", "", "90", "0090", "+90 ", "0 ", "\t+90"]))
+def test_fast_path_agrees_with_full_rules_on_every_separator(nsn, seps, lead):
+    s = lead + "".join(seps[i] + c for i, c in enumerate(nsn)) + seps[10]
+    slow = _outcome(phone._slow, s, "TR")
+    fast = phone._fast(s, "TR")
+    if fast is not None:
+        assert fast == slow, repr(s)
+    assert _outcome(_fast_or_slow, s) == slow, repr(s)
+    got = _outcome(phone.validate, s)
+    # and both say what phonenumbers says of the text with its separators as spaces
+    assert (got if isinstance(got, str) else None) == reference(_as_spaces(s)), repr(s)
+
+
+@given(s=st.text(alphabet="0123456789+ \t\u00a0-.()/*9", max_size=24))
+def test_fast_path_agrees_with_full_rules_on_any_text_of_the_alphabet(s):
+    fast = phone._fast(s, "TR")
+    slow = _outcome(phone._slow, s, "TR")
+    if fast is not None:
+        assert fast == slow, repr(s)
+    assert _outcome(_fast_or_slow, s) == slow, repr(s)
+
+
+@pytest.mark.parametrize("s", ["0501\t2345678", "0900\t123 45 67", "0532\u00a0123\u00a045\u00a067",
+                               "+90\t532\t123\t45\t67", "0532\u202f123 45 67"])
+def test_tab_and_no_break_space_are_separators_on_both_paths(s):
+    assert phone.validate(s) == reference(_as_spaces(s)) is not None
+    assert phone._slow(s, "TR").e164 == phone.validate(s)
+
+
+@pytest.mark.parametrize("s", ["", " ", "\t", "\u00a0 "])
+def test_empty_input_has_its_own_rule(s):
+    with pytest.raises(errors.InvalidLengthError) as info:
+        phone.validate(s)
+    assert info.value.rule == "empty"

@@ -66,7 +66,7 @@ def run(ctx: Context) -> list[dict]:
     from piiguard.masking.view import MaskedStr
 
     n = ctx.rows
-    rows = make_rows(n, seed=6)
+    rows = make_rows(n, seed=6, input="canonical")  # values compared as stored
     engine = ctx.engine("mask")
     batched = AuditTrail()
     durable = AuditTrail(durable=True, table=True, table_name="bench_mask_audit",

@@ -54,7 +54,7 @@ def run(ctx: Context) -> list[dict]:
     from piiguard.rotation import reencrypt
 
     n = ctx.rows
-    rows = make_rows(n, seed=8)
+    rows = make_rows(n, seed=8, input="canonical")  # values compared as stored
     engine = ctx.engine("reenc")
     guard = Guard(kms=LocalKMS.generate())
     model = schema.piiguard_model(guard, "customers_re")

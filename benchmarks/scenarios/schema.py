@@ -1,4 +1,5 @@
-"""The benchmark table in its three forms: plaintext, piiguard, sqlalchemy-utils.
+"""The benchmark table in its forms: plaintext, piiguard, a hand-written AES-GCM
+TypeDecorator (the floor), sqlalchemy-utils.
 
 Three PII columns (national ID, phone, ~80-character address) and two plain ones
 (segment, score), with the id given by the data (no sequence round trips). Each call
@@ -37,6 +38,46 @@ def plaintext_model(table: str = "customers_plain", *, index: bool = False):
         "phone": mapped_column(String(16)),
         "address": mapped_column(String(255)),
     })
+
+
+class AesGcmText:
+    """The floor: a hand-written AES-GCM ``TypeDecorator`` (random 12-byte nonce from
+    ``os.urandom``, the key schedule built once, no validation, no key management),
+    what an application would write by hand in a few lines."""
+
+    def __new__(cls):
+        import os
+
+        from sqlalchemy import LargeBinary
+        from sqlalchemy.types import TypeDecorator
+
+        from benchmarks.scenarios.peers import aesgcm
+
+        aead = aesgcm()
+        urandom = os.urandom
+
+        class AesGcm(TypeDecorator):
+            impl = LargeBinary
+            cache_ok = True
+
+            def process_bind_param(self, value, dialect):
+                if value is None:
+                    return None
+                nonce = urandom(12)
+                return nonce + aead.encrypt(nonce, value.encode(), None)
+
+            def process_result_value(self, value, dialect):
+                if value is None:
+                    return None
+                value = bytes(value)
+                return aead.decrypt(value[:12], value[12:], None).decode()
+        return AesGcm()
+
+
+def aesgcm_model(table: str = "customers_aes"):
+    """The table with the hand-written AES-GCM TypeDecorator (the floor) on the three
+    PII columns."""
+    return _model("AesCustomer", table, {c: mapped_column(AesGcmText()) for c in PII})
 
 
 def sqlalchemy_utils_model(table: str = "customers_sau"):

@@ -118,9 +118,29 @@ def recommend_bits(expected_rows: int) -> int:
     Chooses the largest size at which every index value is still expected to be shared
     by at least 2 rows, and never so small that a lookup returns more than
     ``sqrt(rows)`` candidates: ``2 <= rows / 2**bits < sqrt(rows)``.
+
+    The narrowest index is 8 bits, so the rule has no answer below 512 rows: there a
+    :class:`~piiguard.errors.ConfigurationError` says so rather than return a size that
+    breaks the rule (an 8-bit index over 300 rows singles most rows out anyway, so it
+    would leak what a full index leaks; keep the full index, ``index_bits=256``, or
+    plan with the row count the table will grow to).
+
+    >>> recommend_bits(512), recommend_bits(10_000)
+    (8, 12)
+    >>> recommend_bits(511)
+    Traceback (most recent call last):
+        ...
+    piiguard.errors.ConfigurationError: a table of 511 rows is too small for the rule
+        2 <= rows / 2**bits (the narrowest index, 8 bits, needs 512 rows): keep the full
+        index (index_bits=256) or plan with the row count the table will grow to
     """
-    if expected_rows < 16:
-        raise ConfigurationError("recommend_bits needs at least 16 expected rows")
+    if not isinstance(expected_rows, int) or isinstance(expected_rows, bool):
+        raise ConfigurationError("recommend_bits takes the expected number of rows (int)")
+    if expected_rows < 2 * 2**8:
+        raise ConfigurationError(
+            f"a table of {expected_rows} rows is too small for the rule 2 <= rows / "
+            "2**bits (the narrowest index, 8 bits, needs 512 rows): keep the full index "
+            "(index_bits=256) or plan with the row count the table will grow to")
     bits = int(math.floor(math.log2(expected_rows / 2)))
     while bits < FULL_BITS and expected_rows / 2**bits >= math.sqrt(expected_rows):
         bits += 1

@@ -58,12 +58,24 @@ class CacheLimits:
       key-table read, no KMS call. The default, 20,000 keys, keeps a process's cached
       keys within :data:`MEMORY_BUDGET` (about 1 KiB each: the key schedule, the entry
       and the maps); KEKs are cached apart and never evicted.
+    - ``change_bound``: seconds within which a key change made by any process (rotate,
+      retire, destroy, shred, rewrap) reaches this one; ``None``: 1 s on PostgreSQL
+      (``LISTEN``/``NOTIFY``), 2 s elsewhere (a generation counter read on use). See
+      :mod:`piiguard.keys.notify`.
+    - ``watch_changes``: False turns change notifications off (only the soft TTL then
+      refreshes keys; for benchmark comparisons, never in production).
+    - ``flush_interval``: seconds between writes of use counts to the key table (also
+      written at normal exit and ``close()``); a killed process loses at most the
+      encryptions of one interval from ``encryption_count``. 0 turns the timer off.
     """
 
     soft_ttl: float = 300.0
     hard_ttl: float = 3600.0
     max_uses: int = 2**30
     capacity: int = 20_000
+    change_bound: float | None = None
+    watch_changes: bool = True
+    flush_interval: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.soft_ttl > 0:
@@ -72,6 +84,10 @@ class CacheLimits:
             raise ConfigurationError("hard_ttl must be at least soft_ttl")
         if not 1 <= self.max_uses <= 2**32:
             raise ConfigurationError("max_uses must be between 1 and 2**32")
+        if self.change_bound is not None and not self.change_bound > 0:
+            raise ConfigurationError("change_bound must be positive")
+        if not self.flush_interval >= 0:
+            raise ConfigurationError("flush_interval must be 0 (off) or positive")
         if self.capacity < 16:
             raise ConfigurationError("capacity must be at least 16 keys")
 
@@ -88,11 +104,12 @@ class Entry:
     :class:`~piiguard.crypto.blind_index.BlindIndexKey` (``index``, ``pseudonym``).
     ``uses`` counts every encryption under this key known here (the key table's count
     when loaded, plus ours), so ``max_uses`` holds across reloads and restarts;
-    ``flushed_uses`` is how many of them the key table has recorded.
+    ``flushed_uses`` is how many of them the key table has recorded. ``gen`` is the key
+    table's generation (:mod:`piiguard.keys.notify`) when ``state`` was read.
     """
 
     __slots__ = ("key", "id", "kind", "scope", "state", "loaded", "checked", "uses",
-                 "flushed_uses", "expires", "wexpires", "_limits")
+                 "flushed_uses", "expires", "wexpires", "gen", "_limits")
 
     def __init__(self, key: Any, kind: str, scope: str, state: str, now: float,
                  limits: CacheLimits, recorded_uses: int = 0) -> None:
@@ -105,13 +122,22 @@ class Entry:
         self.loaded = now
         self.uses = recorded_uses
         self.flushed_uses = recorded_uses
+        self.gen = 0
         self.touch(now)
 
-    def touch(self, now: float) -> None:
-        """The key table was consulted at ``now``: the entry is fresh until ``expires``
-        (the earlier of the soft TTL from now and the hard TTL from loading)."""
+    def touch(self, now: float, until: float = float("inf"), gen: int | None = None) -> None:
+        """The key table was consulted at ``now`` (at generation ``gen``): the entry is
+        fresh until ``expires`` (the earliest of the soft TTL from now, the hard TTL from
+        loading and ``until``, when key changes must be checked again)."""
         self.checked = now
-        self.expires = min(now + self._limits.soft_ttl, self.loaded + self._limits.hard_ttl)
+        if gen is not None:
+            self.gen = gen
+        self.extend(until)
+
+    def extend(self, until: float) -> None:
+        """Fresh until ``until`` (key changes were checked) within the soft and hard TTL."""
+        self.expires = min(self.checked + self._limits.soft_ttl,
+                           self.loaded + self._limits.hard_ttl, until)
         self.wexpires = self.expires if self.state == ACTIVE else float("-inf")
 
     def set_state(self, state: str) -> None:
@@ -130,8 +156,9 @@ class Entry:
 
     def may_encrypt(self, now: float) -> bool:
         """True while this key may keep encrypting if the key table or the KMS cannot be
-        asked: within the hard TTL and below ``max_uses``."""
-        return self.uses < self._limits.max_uses and self.within_hard_ttl(now)
+        asked: active as last read, within the hard TTL and below ``max_uses``."""
+        return self.state == ACTIVE and self.uses < self._limits.max_uses \
+            and self.within_hard_ttl(now)
 
     def recently_checked(self, now: float) -> bool:
         """True if the key table was consulted less than ``soft_ttl`` ago."""
@@ -151,16 +178,18 @@ class IndexKeySet:
     """The index keys lookups in one scope consult: the active one first, then every
     decrypt-only one (the blind-index rotation window), as read at one refresh.
 
-    The set serves while ``active`` is still the cached active index key and the soft TTL
-    since it was read (``fresh_until``) has not passed."""
+    The set serves while ``active`` is still the cached active index key, the soft TTL
+    since it was read (``fresh_until``) has not passed and the key table's generation
+    is still ``gen`` (no key changed since)."""
 
     active: Entry
     fresh_until: float
     keys: list[BlindIndexKey]
+    gen: int = 0
 
-    def serves(self, active: Entry, now: float) -> bool:
+    def serves(self, active: Entry, now: float, gen: int = 0) -> bool:
         """True if lookups may use this set at ``now`` with ``active`` the active key."""
-        return self.active is active and now < self.fresh_until
+        return self.active is active and now < self.fresh_until and gen == self.gen
 
 
 class KeyCache:
@@ -229,6 +258,14 @@ class KeyCache:
                 del self.active[(entry.kind, entry.scope)]
             if entry.kind == "index":
                 self.index_sets.pop(entry.scope, None)
+
+    def recheck_all(self) -> None:
+        """A key changed somewhere: every entry re-reads its state before its next use
+        (its plaintext stays: no KMS call); index key sets are read again."""
+        for entry in list(self.by_id.values()):
+            entry.gen = -1
+            entry.expires = entry.wexpires = float("-inf")
+        self.index_sets.clear()
 
     def clear(self) -> None:
         """Drop every plaintext key, index key sets included."""

@@ -22,16 +22,19 @@ import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from piiguard.crypto.keywrap import KeyEncryptionKey
-from piiguard.errors import DecryptionError, KeyDestroyedError, UnknownKeyError
+from piiguard.errors import (DecryptionError, KeyDestroyedError, ScopeErasedError,
+                             UnknownKeyError)
 from piiguard.keys.cache import CacheLimits
-from piiguard.keys.store import KeyRow, KeyStore, LocalWrap
+from piiguard.keys.store import KeyRow, KeyStore, LocalWrap, StaleKekError
 from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, KEK, KEK_PREFIX, KEK_SCOPE
 from piiguard.kms.base import KeyProvider
 
-__all__ = ["KeyHierarchy", "NewKeys", "kek_id_of", "kms_context"]
+__all__ = ["KeyHierarchy", "NewKeys", "kek_id_of", "kms_context", "scope_erased"]
+
+_T = TypeVar("_T")
 
 
 def kms_context(kind: str, scope: str) -> dict[str, str]:
@@ -41,6 +44,13 @@ def kms_context(kind: str, scope: str) -> dict[str, str]:
     {'piiguard:kind': 'dek', 'piiguard:scope': 'customers'}
     """
     return {"piiguard:kind": kind, "piiguard:scope": scope}
+
+
+def scope_erased(kind: str, scope: str, operation: str = "create key") -> ScopeErasedError:
+    """The error of a write (a key creation) for an erased scope: names the scope."""
+    return ScopeErasedError("key scope was erased; re-open it explicitly (piiguard keys "
+                            "reopen) before writing to it again",
+                            scope=scope, operation=f"{operation} ({kind})")
 
 
 def kek_id_of(master_key_id: str) -> int | None:
@@ -164,6 +174,21 @@ class KeyHierarchy:
         def wrap(key_id: int, scope: str) -> bytes:
             return kek.wrap(key_id, kind, scope, material[scope])
         return NewKeys(LocalWrap(kek.id, wrap), material)
+
+    def fresh_keys(self, kind: str, scopes: list[str],
+                   write: Callable[[LocalWrap], _T]) -> tuple[NewKeys, _T]:
+        """New key material for ``scopes``, written by ``write`` wrapped under the active
+        KEK; once more under the new KEK if an erasure epoch replaced it meanwhile."""
+        for attempt in (0, 1):
+            new = self.new_keys(kind, scopes)
+            try:
+                return new, write(new.wrap)
+            except StaleKekError:
+                self.forget()
+                if attempt:
+                    raise UnknownKeyError("the active KEK changed twice while a key was "
+                                          "being created", operation="create key") from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def unwrap(self, row: KeyRow) -> bytes:
         """The plaintext of ``row``'s key: locally under its KEK (format 2), or through

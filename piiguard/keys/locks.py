@@ -34,9 +34,9 @@ BRIEF_LOCK_WAIT_MS = 50
 
 
 @contextmanager
-def brief_lock_waits(conn: Connection) -> Iterator[Connection]:
+def brief_lock_waits(conn: Connection, ms: int = BRIEF_LOCK_WAIT_MS) -> Iterator[Connection]:
     """A transaction on ``conn`` in which waiting for a lock held by another connection
-    ends after about :data:`BRIEF_LOCK_WAIT_MS` with an ``OperationalError``, instead of
+    ends after about ``ms`` (:data:`BRIEF_LOCK_WAIT_MS`) with an ``OperationalError``, instead of
     after the connection's usual wait (SQLite: the busy timeout; PostgreSQL:
     ``lock_timeout``, none by default; MariaDB/MySQL: ``innodb_lock_wait_timeout``, 50 s
     by default).
@@ -49,11 +49,11 @@ def brief_lock_waits(conn: Connection) -> Iterator[Connection]:
     dialect = conn.dialect
     if dialect.name == "postgresql":
         with conn.begin():
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{BRIEF_LOCK_WAIT_MS}ms'")
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{max(ms, 1)}ms'")
             yield conn
         return
     if dialect.name == "sqlite":
-        get, put, brief = "PRAGMA busy_timeout", "PRAGMA busy_timeout = {}", BRIEF_LOCK_WAIT_MS
+        get, put, brief = "PRAGMA busy_timeout", "PRAGMA busy_timeout = {}", ms
     elif dialect.name in ("mysql", "mariadb"):
         get = "SELECT @@SESSION.innodb_lock_wait_timeout"
         put = "SET SESSION innodb_lock_wait_timeout = {}"

@@ -1,9 +1,7 @@
 """KeyManager: serves plaintext keys from the cache and runs the key lifecycle.
 
-The KMS is called per key-encryption key, never per value or per subject: data, index and
-pseudonym keys are wrapped locally under a KEK (:mod:`~piiguard.keys.hierarchy`), unwrapped
-once and then served from memory within :class:`~piiguard.keys.cache.CacheLimits`
-(a bounded, least-recently-used cache). The hot paths
+The KMS is called per KEK (:mod:`~piiguard.keys.hierarchy`), never per key or value: a key
+is unwrapped once and then served from a bounded cache (:class:`~.cache.CacheLimits`). The hot paths
 (:meth:`KeyManager.write_entry` / :meth:`~KeyManager.active_dek` for writes,
 :meth:`~KeyManager.read_entry` for reads) are a dict lookup and a clock read; everything
 else takes a lock and may touch the key table (:class:`~piiguard.keys.store.KeyStore`)
@@ -26,12 +24,12 @@ waits as long as the connection usually would, and fails closed.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
@@ -40,10 +38,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from piiguard.crypto.aead import DataKey
 from piiguard.crypto.blind_index import BlindIndexKey
 from piiguard.errors import (ConfigurationError, KeyDestroyedError, KMSUnavailableError,
-                             ScopeErasedError, UnknownKeyError)
+                             UnknownKeyError)
 from piiguard.keys.cache import CacheLimits, Entry, IndexKeySet, KeyCache
-from piiguard.keys.hierarchy import KeyHierarchy, NewKeys, kms_context
-from piiguard.keys.store import KeyInfo, KeyRow, KeyStore, LocalWrap, StaleKekError
+from piiguard.keys.bulk import BulkKeys
+from piiguard.keys.hierarchy import KeyHierarchy, kms_context, scope_erased
+from piiguard.keys.notify import (POLL_BOUND, ChangeWatch, Flusher, default_bound,
+                                  exit_flush)
+from piiguard.keys.store import KeyInfo, KeyRow, KeyStore
 from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTROYED, ERASED,
                                  KEY_KINDS, RETIRED, key_table)
 from piiguard.kms.base import KeyProvider
@@ -51,13 +52,6 @@ from piiguard.kms.base import KeyProvider
 __all__ = ["KeyManager", "KeyInfo", "kms_context", "utcnow"]
 
 log = logging.getLogger("piiguard.keys")
-_T = TypeVar("_T")
-
-
-def _erased(kind: str, scope: str, operation: str = "create key") -> ScopeErasedError:
-    return ScopeErasedError("key scope was erased; re-open it explicitly (piiguard keys "
-                            "reopen) before writing to it again",
-                            scope=scope, operation=f"{operation} ({kind})")
 
 
 def utcnow() -> datetime:
@@ -79,18 +73,30 @@ class KeyManager:
         #: Monotonic seconds; what the cache's TTLs are measured in (readers share it).
         self.clock = clock
         self._wall = wall_clock
-        #: the key table's wall clock (UTC datetimes; injectable in tests)
-        self.wall_clock = wall_clock
         self._nonce = nonce_source
         self.store = KeyStore(key_table(table_name))
         self.cache = KeyCache(self.limits.capacity)
+        # Lifecycle operations (rotate, flush, clear) take this lock; loads and refreshes
+        # never do: they take a per-key single-flight lock (_flight), so that a slow KMS
+        # or database call for one key never blocks readers of the others.
         self._lock = threading.RLock()
+        self._flights: dict[tuple[object, ...], threading.Lock] = {}
+        self._counting = threading.Lock()   # one writer of use counts at a time
+        #: key changes made by other processes (set by bind; None: soft TTL only)
+        self.watch: ChangeWatch | None = None
+        self._flusher: Flusher | None = None
+        self._at_exit: Callable[[], None] | None = None
         # ids of keys whose use count could not be written at the last try (warned once)
         self._unrecorded: set[int] = set()
         self._on_event = on_event or (lambda *a, **k: None)
         #: KEKs, and the local wrapping of every other key
         self.hierarchy = KeyHierarchy(kms, self.store, self.limits, clock, wall_clock,
                                       self._on_event)
+        #: bulk key loading and creation (many new subjects in one write)
+        self.bulk = BulkKeys(self.store, self.cache, self.hierarchy, self.limits, clock,
+                             wall_clock, self._on_event, lock=self._lock,
+                             unwrap=self._unwrap, make_key=self._make_key, stamp=self._stamp,
+                             generation=self._generation)
 
     def __repr__(self) -> str:
         return (f"KeyManager(table={self.table.name!r}, cached={len(self.cache)}, "
@@ -111,9 +117,75 @@ class KeyManager:
     def engine(self, engine: Engine | None) -> None:
         self.store.engine = engine
 
-    def bind(self, engine: Engine) -> None:
-        """Use ``engine``'s database for the key table, creating the table if missing."""
-        self.store.bind(engine)
+    def bind(self, engine: Engine, *, create: bool = True) -> None:
+        """Use ``engine``'s database for the key table, creating the table if missing
+        (``create=False``: refuse a database without it); start hearing key changes
+        (:mod:`piiguard.keys.notify`) and recording use counts on a timer and at normal
+        exit."""
+        self.store.bind(engine, create=create)
+        self.stop_background()
+        self.watch = ChangeWatch(engine, self.store.generation, self.cache.recheck_all,
+                                 clock=self.clock, bound=self.limits.change_bound,
+                                 enabled=self.limits.watch_changes)
+        if self.limits.flush_interval > 0:
+            self._flusher = Flusher(self.flush_pending, self.limits.flush_interval)
+        self._at_exit = exit_flush(self.flush_pending)
+
+    def stop_background(self) -> None:
+        """Stop the change listener and the use-count timer (``Guard.close()``)."""
+        if self.watch is not None:
+            self.watch.stop()
+        if self._flusher is not None:
+            self._flusher.stop()
+            self._flusher = None
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
+            self._at_exit = None
+
+    def wall_now(self) -> datetime:
+        """The wall clock the key table's timestamps are written with, now."""
+        return self._wall()
+
+    @property
+    def change_bound(self) -> float:
+        """Seconds within which a key change reaches every process sharing the key table
+        (``CacheLimits.change_bound``, else the database's default)."""
+        if self.watch is not None:
+            return self.watch.bound
+        if self.limits.change_bound is not None:
+            return self.limits.change_bound
+        return default_bound(self.engine) if self.engine is not None else POLL_BOUND
+
+    def _generation(self) -> int:
+        """The key table generation last heard (0 without a watch)."""
+        return 0 if self.watch is None else self.watch.generation
+
+    def _until(self) -> float:
+        """Until when the cached key states are known current (inf without a watch)."""
+        return float("inf") if self.watch is None else self.watch.deadline
+
+    def _confirm(self, now: float) -> None:
+        if self.watch is not None:
+            self.watch.check(now)
+            if self._flusher is not None and not self._flusher.thread.is_alive():
+                # a forked child (a pre-forking server) inherits no threads
+                self._flusher = Flusher(self.flush_pending, self.limits.flush_interval)
+
+    def _flight(self, *key: object) -> threading.Lock:
+        """The single-flight lock of one key (or one kind/scope's active key)."""
+        lock = self._flights.get(key)
+        if lock is None:
+            lock = self._flights.setdefault(key, threading.Lock())
+        return lock
+
+    def _stamp(self, entry: Entry, now: float, gen: int) -> Entry:
+        """``entry``'s state was read at ``now`` and generation ``gen``; if a change was
+        heard meanwhile it is checked again at its next use."""
+        entry.touch(now, self._until(), gen)
+        if gen != self._generation():
+            entry.gen = -1
+            entry.invalidate()
+        return entry
 
     # -- hot paths -------------------------------------------------------------------------
     # An entry is fresh while clock() < entry.expires; entry.wexpires is the same for
@@ -157,7 +229,8 @@ class KeyManager:
         active = self.write_entry(scope, "index")
         cached = self.cache.index_sets.get(scope)
         now = self.clock()
-        if cached is not None and cached.serves(active, now):
+        gen = self._generation()
+        if cached is not None and cached.serves(active, now, gen):
             return cached.keys
         try:
             # With a set to fall back on, never wait for another connection's lock
@@ -170,7 +243,8 @@ class KeyManager:
                         "keys of scope %s until the next refresh", scope)
             ids = [k.id for k in cached.keys if k.id != active.key.id]
         keys = [active.key, *(self.index_key(i) for i in ids)]
-        self.cache.index_sets[scope] = IndexKeySet(active, now + self.limits.soft_ttl, keys)
+        self.cache.index_sets[scope] = IndexKeySet(active, now + self.limits.soft_ttl, keys,
+                                                   gen)
         return keys
 
     def cached_index_key_count(self, scope: str) -> int | None:
@@ -180,7 +254,7 @@ class KeyManager:
         cached = self.cache.index_sets.get(scope)
         now = self.clock()
         if active is None or cached is None or now >= active.wexpires \
-                or not cached.serves(active, now):
+                or not cached.serves(active, now, self._generation()):
             return None
         return len(cached.keys)
 
@@ -211,103 +285,147 @@ class KeyManager:
         return self.cache.put(entry)
 
     def _load(self, key_id: int, kind: str) -> Entry:
-        with self._lock:
-            cached = self.cache.by_id.get(key_id)
-            now = self.clock()
-            # Within the hard TTL the cached key may serve if the key table is busy.
-            can_wait_less = cached is not None and cached.within_hard_ttl(now)
-            try:
-                row = self.store.row(key_id, brief=can_wait_less)
-            except SQLAlchemyError:
-                if cached is not None and can_wait_less and cached.kind == kind:
-                    log.warning("key table busy or unreachable; using cached key id=%s "
-                                "until the next refresh", key_id)
-                    cached.touch(now)  # retry after the soft TTL, not on every read
-                    return cached
-                raise
-            if row is None or row.kind != kind:
-                self.cache.forget(key_id)
-                raise UnknownKeyError(f"no {kind} key with this id", key_id=key_id,
-                                      operation="decrypt")
-            if row.state == DESTROYED:
-                self.cache.forget(key_id)
-                raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=key_id,
-                                        operation="decrypt")
-            if cached is not None and cached.within_hard_ttl(now):
-                cached.set_state(row.state)
-                cached.touch(now)
+        now = self.clock()
+        self._confirm(now)
+        cached = self.cache.by_id.get(key_id)
+        if cached is not None and cached.kind == kind and cached.gen == self._generation() \
+                and cached.state != DESTROYED and cached.within_hard_ttl(now):
+            if cached.recently_checked(now):
+                cached.extend(self._until())  # no key changed: fresh again
                 return cached
+            # The routine re-check: one thread reads the key table, the others serve
+            # the cached key meanwhile (no change was heard: it may still serve).
+            flight = self._flight("id", key_id)
+            if not flight.acquire(blocking=False):
+                return cached
+            try:
+                return self._load_now(key_id, kind)
+            finally:
+                flight.release()
+        # A change was heard, the key is not cached or its hard TTL passed: nothing
+        # may serve until the key table (and maybe the KMS) answered; one thread asks.
+        with self._flight("id", key_id):
+            return self._load_now(key_id, kind)
+
+    def _load_now(self, key_id: int, kind: str) -> Entry:
+        cached = self.cache.by_id.get(key_id)
+        now = self.clock()
+        gen = self._generation()
+        if cached is not None and cached.kind == kind and cached.gen == gen \
+                and now < cached.expires:
+            return cached  # another thread loaded it while we waited
+        # Within the hard TTL the cached key may serve if the key table is busy.
+        can_wait_less = cached is not None and cached.within_hard_ttl(now)
+        try:
+            row = self.store.row(key_id, brief=can_wait_less)
+        except SQLAlchemyError:
+            if cached is not None and can_wait_less and cached.kind == kind:
+                log.warning("key table busy or unreachable; using cached key id=%s "
+                            "until the next refresh", key_id)
+                cached.touch(now, self._until())  # retry after the soft TTL
+                return cached
+            raise
+        if row is None or row.kind != kind:
             self.cache.forget(key_id)
-            return self._unwrap(row, cached)
+            raise UnknownKeyError(f"no {kind} key with this id", key_id=key_id,
+                                  operation="decrypt")
+        if row.state == DESTROYED:
+            self.cache.forget(key_id)
+            raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=key_id,
+                                    operation="decrypt")
+        if cached is not None and cached.within_hard_ttl(now):
+            cached.set_state(row.state)
+            return self._stamp(cached, now, gen)
+        self.cache.forget(key_id)
+        return self._stamp(self._unwrap(row, cached), now, gen)
 
     def _refresh_active(self, kind: str, scope: str) -> Entry:
-        with self._lock:
-            old = self.cache.active.get((kind, scope))
-            now = self.clock()
-            if old is not None and old.recently_checked(now) and old.may_encrypt(now):
-                return old  # another thread refreshed it while we waited
-            # While the cached key may still encrypt, a busy key table is no reason to
-            # wait: read it briefly, or keep the cached key until the next refresh.
+        now = self.clock()
+        self._confirm(now)
+        old = self.cache.active.get((kind, scope))
+        if old is not None and old.gen == self._generation() and old.may_encrypt(now):
+            if old.recently_checked(now):
+                old.extend(self._until())  # no key changed: fresh again
+                return old
+            flight = self._flight("active", kind, scope)
+            if not flight.acquire(blocking=False):
+                return old  # another thread re-checks it; it still is the active key
             try:
-                row = self.store.active_row(kind, scope,
-                                            brief=old is not None and old.may_encrypt(now))
-                if row is not None and row.state == ERASED:
-                    self._flush_uses(old, brief=True)
-                    if old is not None:
-                        self.cache.forget(old.id)
-                    raise _erased(kind, scope, "encrypt")
-                if row is not None and kind == "dek":
-                    used = row.encryption_count
-                    if old is not None and row.id == old.id:
-                        if used > old.flushed_uses:  # other Guards/processes count too
-                            old.uses += used - old.flushed_uses
-                            old.flushed_uses = used
-                        used = old.uses
-                    self._flush_uses(old, brief=True)  # before a rotation: its final count
-                    if used >= self.limits.max_uses:
-                        row = self._rotate(kind, scope, expect_id=row.id, reason="max_uses")
-                elif row is None:
-                    self._flush_uses(old, brief=True)
-                    row = self._create_active(kind, scope)
-            except SQLAlchemyError:
+                return self._refresh_now(kind, scope)
+            finally:
+                flight.release()
+        with self._flight("active", kind, scope):
+            return self._refresh_now(kind, scope)
+
+    def _refresh_now(self, kind: str, scope: str) -> Entry:
+        old = self.cache.active.get((kind, scope))
+        now = self.clock()
+        gen = self._generation()
+        if old is not None and old.gen == gen and old.recently_checked(now) \
+                and old.may_encrypt(now) and now < old.wexpires:
+            return old  # another thread refreshed it while we waited
+        # While the cached key may still encrypt, a busy key table is no reason to
+        # wait: read it briefly, or keep the cached key until the next refresh.
+        try:
+            row = self.store.active_row(kind, scope,
+                                        brief=old is not None and old.may_encrypt(now))
+            if row is not None and row.state == ERASED:
+                self._flush_uses(old, brief=True)
+                if old is not None:
+                    self.cache.forget(old.id)
+                raise scope_erased(kind, scope, "encrypt")
+            if row is not None and kind == "dek":
+                used = row.encryption_count
+                if old is not None and row.id == old.id:
+                    if used > old.flushed_uses:  # other Guards/processes count too
+                        old.uses += used - old.flushed_uses
+                        old.flushed_uses = used
+                    used = old.uses
+                self._flush_uses(old, brief=True)  # before a rotation: its final count
+                if used >= self.limits.max_uses:
+                    row = self._rotate(kind, scope, expect_id=row.id, reason="max_uses")
+            elif row is None:
+                self._flush_uses(old, brief=True)
+                row = self._create_active(kind, scope)
+        except SQLAlchemyError:
+            if old is not None and old.may_encrypt(now):
+                log.warning("key table busy or unreachable; keeping cached %s key id=%s "
+                            "until the next refresh", kind, old.id)
+                old.touch(now, self._until())
+                return old
+            raise
+        if old is not None and row.id == old.id and old.within_hard_ttl(now):
+            old.set_state(ACTIVE)
+            return self._stamp(old, now, gen)
+        entry = self.cache.by_id.get(row.id)
+        if entry is None or not entry.within_hard_ttl(now):
+            try:
+                entry = self._unwrap(row, entry)
+            except KMSUnavailableError:
+                # A new active key we cannot unwrap yet: keep writing under the
+                # previous key (still decryptable) until the hard TTL.
                 if old is not None and old.may_encrypt(now):
-                    log.warning("key table busy or unreachable; keeping cached %s key id=%s "
-                                "until the next refresh", kind, old.id)
-                    old.touch(now)
+                    log.warning("KMS unavailable; still encrypting under key id=%s",
+                                old.id)
+                    old.touch(now, self._until())  # retry after the soft TTL
                     return old
                 raise
-            if old is not None and row.id == old.id and old.within_hard_ttl(now):
-                old.touch(now)
-                return old
-            entry = self.cache.by_id.get(row.id)
-            if entry is None or not entry.within_hard_ttl(now):
-                try:
-                    entry = self._unwrap(row, entry)
-                except KMSUnavailableError:
-                    # A new active key we cannot unwrap yet: keep writing under the
-                    # previous key (still decryptable) until the hard TTL.
-                    if old is not None and old.may_encrypt(now):
-                        log.warning("KMS unavailable; still encrypting under key id=%s",
-                                    old.id)
-                        old.touch(now)  # retry after the soft TTL, not on every write
-                        return old
-                    raise
-            if old is not None and old is not entry:
-                old.set_state(DECRYPT_ONLY)
-            entry.set_state(ACTIVE)
-            entry.touch(now)
-            self.cache.activate(entry)
-            return entry
+        if old is not None and old is not entry:
+            old.set_state(DECRYPT_ONLY)
+        entry.set_state(ACTIVE)
+        self._stamp(entry, now, gen)
+        self.cache.activate(entry)
+        return entry
 
     def _create_active(self, kind: str, scope: str) -> KeyRow:
         """Make a new active key for ``kind``/``scope``; on a race, use the winner's."""
         if kind not in KEY_KINDS:
             raise ConfigurationError(f"unknown key kind {kind!r}")
-        new, added = self._fresh_keys(kind, [scope], lambda wrap: self.store.insert_active(
-            kind, scope, wrap, self._wall()))
+        new, added = self.hierarchy.fresh_keys(
+            kind, [scope], lambda w: self.store.insert_active(kind, scope, w, self._wall()))
         if not added.created:
             if added.row.state == ERASED:
-                raise _erased(kind, scope)
+                raise scope_erased(kind, scope)
             return added.row
         self._on_event("key.create", key_id=added.row.id, kind=kind, scope=scope,
                        master_key_id=new.wrap.master_key_id)
@@ -321,15 +439,16 @@ class KeyManager:
         """A new active key for ``kind``/``scope``; the active one (``expect_id`` if given)
         becomes decrypt-only. If another process rotated ``expect_id`` first, theirs."""
         try:
-            new, row = self._fresh_keys(kind, [scope], lambda wrap: self.store.replace_active(
-                kind, scope, wrap, self._wall(), expect_id=expect_id))
+            new, row = self.hierarchy.fresh_keys(kind, [scope], lambda w: self.store
+                                                 .replace_active(kind, scope, w, self._wall(),
+                                                                 expect_id=expect_id))
         except IntegrityError:
             row = None   # the slot is taken: another process's key, or a tombstone
         if row is None:
             # Someone else rotated first: use theirs (or make one if theirs is gone too).
             theirs = self.store.active_row(kind, scope)
             if theirs is not None and theirs.state == ERASED:
-                raise _erased(kind, scope, "rotate")
+                raise scope_erased(kind, scope, "rotate")
             return theirs or self._create_active(kind, scope)
         self.cache.demote_others(kind, scope, row.id)
         entry = self.cache.put(Entry(self._make_key(kind, row.id, new.material[scope]), kind,
@@ -339,31 +458,26 @@ class KeyManager:
                        previous_key_id=expect_id, reason=reason)
         return row
 
-    def _fresh_keys(self, kind: str, scopes: list[str],
-                    write: Callable[[LocalWrap], _T]) -> tuple[NewKeys, _T]:
-        """New key material for ``scopes``, written by ``write`` wrapped under the active
-        KEK; once more under the new KEK if an erasure epoch replaced it meanwhile."""
-        for attempt in (0, 1):
-            new = self.hierarchy.new_keys(kind, scopes)
-            try:
-                return new, write(new.wrap)
-            except StaleKekError:
-                self.hierarchy.forget()
-                if attempt:
-                    raise UnknownKeyError("the active KEK changed twice while a key was "
-                                          "being created", operation="create key") from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
     # -- use counts ------------------------------------------------------------------------
-    def _flush_uses(self, entry: Entry | None, *, brief: bool = False) -> bool:
+    def _flush_uses(self, entry: Entry | None, *, brief: bool = False,
+                    quiet: bool = False) -> bool:
         """Add the encryptions counted in ``entry`` but not yet in the key table to its
         row's ``encryption_count``. True once they are there.
 
         With ``brief`` (a refresh on the hot path) the write gives up after a short wait
         for a lock held elsewhere and returns False: the count stays pending in memory
         (``entry.pending_uses``) for the next refresh. Otherwise errors propagate."""
-        if entry is None or entry.kind != "dek":
+        if entry is None or entry.kind != "dek" or entry.pending_uses <= 0:
             return True
+        # One writer at a time, or two would both add the same pending uses.
+        if not self._counting.acquire(blocking=not brief):
+            return False  # another thread is writing counts right now
+        try:
+            return self._flush_counted(entry, brief, quiet)
+        finally:
+            self._counting.release()
+
+    def _flush_counted(self, entry: Entry, brief: bool, quiet: bool) -> bool:
         delta = entry.pending_uses
         if delta <= 0:
             return True
@@ -373,7 +487,8 @@ class KeyManager:
             if not brief:
                 raise
             # Once per streak: a long transaction would repeat it every soft TTL.
-            level = logging.DEBUG if entry.id in self._unrecorded else logging.WARNING
+            level = logging.DEBUG if quiet or entry.id in self._unrecorded \
+                else logging.WARNING
             self._unrecorded.add(entry.id)
             log.log(level, "could not write the use count of key id=%s without waiting "
                     "(key table busy?); %d uses stay counted in memory and are written "
@@ -388,19 +503,18 @@ class KeyManager:
         """Record in the key table how many encryptions each cached DEK has done (and
         each DEK evicted from the cache, in one statement)."""
         with self._lock:
-            evicted = dict(self.cache.evicted_uses)
-            try:
-                self.store.add_uses_many(evicted)
-                for key_id in evicted:
-                    self.cache.evicted_uses.pop(key_id, None)
-            except SQLAlchemyError:
-                log.warning("could not record the use counts of %d evicted keys",
-                            len(evicted))
+            self.bulk.flush_evicted()
             for entry in list(self.cache.by_id.values()):
                 try:
                     self._flush_uses(entry)
                 except SQLAlchemyError:
                     log.warning("could not record the use count of key id=%s", entry.id)
+
+    def flush_pending(self) -> None:
+        """Record pending use counts without waiting for locks (the timer's flush: what
+        cannot be written now is written at the next tick, without a warning)."""
+        for entry in list(self.cache.by_id.values()):
+            self._flush_uses(entry, brief=True, quiet=True)
 
     def clear_cache(self) -> None:
         """Drop every plaintext key from memory (next use unwraps through the KMS)."""
@@ -424,55 +538,11 @@ class KeyManager:
             row = self.store.active_row(kind, scope)
             if row is None:
                 row = self._create_active(kind, scope)
-            elif row.state == ERASED:
-                log.warning("scope %s was erased: no %s key is created for it", scope, kind)
             return row.id
 
     def prepare(self, kind: str, scopes: Iterable[str]) -> int:
-        """Cache the active key of ``kind`` in each of ``scopes`` in a few statements: one
-        SELECT per 500 scopes, and the missing keys created in one transaction (one
-        multi-row INSERT and one UPDATE per 500). What a bulk write for many new subjects
-        calls first, so that it does not make two round trips per subject. Erased scopes
-        and keys at ``max_uses`` are left to the per-value path. Returns how many keys
-        were created."""
-        now = self.clock()
-        want = []
-        for s in dict.fromkeys(scopes):
-            e = self.cache.active.get((kind, s))
-            if e is None or not now < e.wexpires:
-                want.append(s)
-        if len(want) < 2 or len(want) > self.limits.capacity // 2:
-            return 0
-        with self._lock:
-            rows = self.store.active_rows(kind, want)
-            for row in rows.values():
-                if row.state != ACTIVE or (kind == "dek" and
-                                           row.encryption_count >= self.limits.max_uses):
-                    continue
-                entry = self.cache.by_id.get(row.id)
-                if entry is None or not entry.within_hard_ttl(now):
-                    entry = self._unwrap(row, entry)
-                entry.set_state(ACTIVE)
-                entry.touch(now)
-                self.cache.activate(entry)
-            missing = [s for s in want if s not in rows]
-            if not missing:
-                return 0
-            if kind not in KEY_KINDS:
-                raise ConfigurationError(f"unknown key kind {kind!r}")
-            new, created = self._fresh_keys(kind, missing, lambda wrap: self.store.insert_many(
-                kind, missing, wrap, self._wall()))
-            if created is None:
-                return 0   # another process took a slot meanwhile: one scope at a time
-            for row in created:
-                entry = self.cache.put(Entry(self._make_key(kind, row.id,
-                                                            new.material[row.scope]),
-                                             kind, row.scope, ACTIVE, self.clock(),
-                                             self.limits))
-                self.cache.activate(entry)
-            self._on_event("key.create", kind=kind, count=len(created),
-                           master_key_id=new.wrap.master_key_id)
-            return len(created)
+        """:meth:`~piiguard.keys.bulk.BulkKeys.prepare`: many scopes' keys at once."""
+        return self.bulk.prepare(kind, scopes)
 
     def rotate(self, kind: str = "dek", scope: str = "default") -> int:
         """Create a new active key; the previous one becomes decrypt-only."""
@@ -503,29 +573,13 @@ class KeyManager:
         self.set_state(key_id, DESTROYED, expect=(ACTIVE, DECRYPT_ONLY, RETIRED))
         self._on_event("key.destroy", key_id=key_id)
 
-    def erase_scope(self, scope: str) -> tuple[list[KeyRow], int]:
-        """Erase ``scope``: destroy every key of it and leave a tombstone in each kind's
-        active slot (one transaction), so that no process creates a key for it again
-        until :meth:`reopen_scope`. Returns the keys destroyed now and the id of the KEK
-        whose destruction (the next erasure epoch) makes older copies of the key table
-        unreadable too."""
-        kek = self.hierarchy.active_kek()
-        victims = self.store.erase_scope(scope, KEY_KINDS, kek.id, self._wall())
+    def forget(self, key_ids: Iterable[int], scope: str | None = None) -> None:
+        """Drop keys ``key_ids`` (destroyed elsewhere: an erasure) from the cache."""
         with self._lock:
-            for row in victims:
-                self.cache.forget(row.id)
-            self.cache.index_sets.pop(scope, None)
-        for row in victims:
-            self._on_event("key.destroy", key_id=row.id, kind=row.kind, scope=scope)
-        return victims, kek.id
-
-    def reopen_scope(self, scope: str) -> int:
-        """Re-open an erased scope on purpose (audited ``scope.reopen``): its tombstones
-        free the active slots, and the next write creates a fresh key. Data under the
-        destroyed keys stays unreadable. Returns how many tombstones were lifted."""
-        n = self.store.reopen_scope(scope, self._wall())
-        self._on_event("scope.reopen", scope=scope, count=n)
-        return n
+            for key_id in key_ids:
+                self.cache.forget(key_id)
+            if scope is not None:
+                self.cache.index_sets.pop(scope, None)
 
     def rewrap(self, dest_master_key_id: str, *, batch: int = 100,
                progress: Callable[[int], None] | None = None) -> int:

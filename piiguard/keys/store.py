@@ -35,6 +35,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from piiguard.errors import ConfigurationError, KeyInUseError, UnknownKeyError
 from piiguard.keys.locks import brief_lock_waits
+from piiguard.keys.notify import create_generation, generation_table, key_table_changed
 from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DESTROYED, ERASED, KEK, KEK_PREFIX,
                                  REOPENED, key_table)
 from piiguard.kms.base import DataKeyPair
@@ -140,11 +141,26 @@ class KeyStore:
 
     def __init__(self, table: Table | None = None) -> None:
         self.table = table if table is not None else key_table()
+        #: the one-row generation counter of key changes (:mod:`piiguard.keys.notify`)
+        self.generation = generation_table(self.table)
         self.engine: Engine | None = None
 
     # -- connections ---------------------------------------------------------------------
-    def bind(self, engine: Engine) -> None:
-        """Use ``engine``'s database, creating the key table if it is missing."""
+    def bind(self, engine: Engine, *, create: bool = True) -> None:
+        """Use ``engine``'s database, creating the key table if it is missing; with
+        ``create=False`` refuse (``ConfigurationError``) a database without it (tables
+        made by a migration: the application needs no DDL rights)."""
+        if not create:
+            with engine.connect() as conn:
+                missing = [t.name for t in (self.table, self.generation)
+                           if not engine.dialect.has_table(conn, t.name, schema=t.schema)]
+            if missing:
+                raise ConfigurationError(
+                    f"piiguard table(s) {', '.join(missing)} missing and create_tables="
+                    "False: create them in a migration (piiguard.sqlalchemy.alembic."
+                    "create_piiguard_tables(op); docs/alembic.md)", operation="bind")
+            self.engine = engine
+            return
         try:
             self.table.create(engine, checkfirst=True)
         except (OperationalError, ProgrammingError, IntegrityError):
@@ -152,7 +168,14 @@ class KeyStore:
             with engine.connect() as conn:
                 if not engine.dialect.has_table(conn, self.table.name):
                     raise
+        create_generation(engine, self.generation)
         self.engine = engine
+
+    def changed(self, conn: Connection) -> None:
+        """Every process sharing the key table hears of a key change made in ``conn``'s
+        transaction (call it in every transaction that changes a key's state or wrapped
+        key: :func:`~piiguard.keys.notify.key_table_changed`)."""
+        key_table_changed(conn, self.generation)
 
     def _engine(self) -> Engine:
         if self.engine is None:
@@ -289,6 +312,7 @@ class KeyStore:
             if expect_id is not None and demoted == 0:
                 return None
             new_id = self._insert(conn, values, pair)
+            self.changed(conn)
         return self._row_of(new_id, values)
 
     def set_state(self, key_id: int, state: str, now: datetime, *,
@@ -310,6 +334,7 @@ class KeyStore:
                                           operation=f"set state {state}")
                 raise KeyInUseError(f"key is {row.state}; cannot become {state}",
                                     key_id=key_id, operation=f"set state {state}")
+            self.changed(conn)
 
     def add_uses(self, key_id: int, n: int, *, brief: bool = False) -> None:
         """Add ``n`` encryptions to the recorded ``encryption_count`` of key ``key_id``."""
@@ -331,6 +356,7 @@ class KeyStore:
         with self._engine().begin() as conn:
             conn.execute(update(t).where(t.c.id == key_id, t.c.master_key_id == source_key_id)
                          .values(wrapped_key=wrapped, master_key_id=dest_key_id))
+            self.changed(conn)
 
     def set_wrapped_many(self, changes: Sequence[tuple[int, str, bytes, str]]) -> int:
         """:meth:`set_wrapped` for many keys in one transaction (one ``executemany``):
@@ -345,6 +371,7 @@ class KeyStore:
         with self._engine().begin() as conn:
             result = conn.execute(stmt, [{"_id": i, "_src": s, "_w": w, "_dst": d}
                                          for i, s, w, d in changes])
+            self.changed(conn)
         return int(result.rowcount)
 
     def add_uses_many(self, counts: dict[int, int]) -> None:
@@ -439,6 +466,7 @@ class KeyStore:
                         kind=kind, scope=scope, state=ERASED, active_slot=_slot(kind, scope),
                         wrapped_key=None, master_key_id=marker, created_at=now,
                         encryption_count=0))
+            self.changed(conn)
         return victims
 
     def tombstones(self, scope: str | None = None) -> list[KeyRow]:
@@ -469,11 +497,14 @@ class KeyStore:
         ``reopened``, kept for the record). Returns how many."""
         t = self.table
         with self._engine().begin() as conn:
-            return int(conn.execute(update(t).where(t.c.scope == scope, t.c.state == ERASED)
-                                    .values(state=REOPENED, active_slot=None,
-                                            state_changed_at=now)).rowcount)
+            n = int(conn.execute(update(t).where(t.c.scope == scope, t.c.state == ERASED)
+                                 .values(state=REOPENED, active_slot=None,
+                                         state_changed_at=now)).rowcount)
+            self.changed(conn)
+        return n
 
     def delete_row(self, key_id: int) -> None:
         """Delete key row ``key_id`` (a destroyed KEK: nothing of it stays in the table)."""
         with self._engine().begin() as conn:
             conn.execute(delete(self.table).where(self.table.c.id == key_id))
+            self.changed(conn)

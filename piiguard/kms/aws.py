@@ -11,7 +11,10 @@ budget, because boto3's defaults can hang a request for minutes::
 botocore errors are translated at this boundary: unreachable, timed out or throttled
 becomes :class:`~piiguard.errors.KMSUnavailableError`; refused (disabled key, access
 denied, wrong context) becomes :class:`~piiguard.errors.KMSAccessError`; both name the
-key id and the operation and chain the original with ``from``.
+key id and the operation and chain the original with ``from``. A configuration mistake
+(no region, an endpoint that is not a URL, an unknown profile, no credentials) becomes
+:class:`~piiguard.errors.ConfigurationError` naming the fix. ``docs/kms.md`` has every
+option, the IAM actions and a moto recipe.
 """
 
 from __future__ import annotations
@@ -22,9 +25,21 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+)
 
-from piiguard.errors import ConfigurationError, KMSAccessError, KMSUnavailableError
+from piiguard.errors import (
+    ConfigurationError,
+    KMSAccessError,
+    KMSConfigurationError,
+    KMSUnavailableError,
+)
 from piiguard.kms.base import Context, DataKeyPair, KeyProvider
 
 #: Error codes that mean "try again later" rather than "no".
@@ -35,14 +50,49 @@ _TRANSIENT = frozenset({
 })
 
 
+_NO_CREDENTIALS = ("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                   "or AWS_PROFILE, or run with an IAM role (instance profile, ECS task "
+                   "role, IRSA), or pass client=boto3.client('kms', ...)")
+
+
+def _client(region_name: str | None, config: Config, endpoint_url: str | None) -> Any:
+    """A KMS client, with configuration mistakes as ConfigurationError naming the fix."""
+    try:
+        return boto3.client("kms", region_name=region_name, config=config,
+                            endpoint_url=endpoint_url)
+    except NoRegionError:
+        raise ConfigurationError(
+            "AwsKMS has no AWS region: pass AwsKMS(..., region_name='eu-central-1') or "
+            "set AWS_REGION / AWS_DEFAULT_REGION") from None
+    except ProfileNotFound:
+        raise ConfigurationError("the AWS profile named by AWS_PROFILE does not exist: "
+                                 "fix AWS_PROFILE or ~/.aws/config") from None
+    except ValueError as exc:
+        if "endpoint" not in str(exc).lower():
+            raise
+        raise ConfigurationError(
+            "AwsKMS endpoint_url is not a URL: pass e.g. "
+            "endpoint_url='https://kms.eu-central-1.amazonaws.com' or "
+            "'http://127.0.0.1:5000' (a moto server), or leave it out") from None
+
+
 class AwsKMS:
     """AWS KMS as a :class:`~piiguard.kms.KeyProvider`.
 
-    ``client`` may be injected (tests, custom sessions); otherwise one is built with
-    ``connect_timeout`` / ``read_timeout`` seconds and ``max_attempts`` tries in total
-    (botocore's ``total_max_attempts``; its ``max_attempts`` would count retries only),
-    so a KMS that accepts connections and never answers fails in about
-    ``max_attempts * read_timeout`` seconds plus a short backoff.
+    - ``key_id``: the master key (key id, key ARN, ``alias/...`` or alias ARN) under
+      which new data keys are generated.
+    - ``region_name``: the AWS region (default: ``AWS_REGION`` / ``AWS_DEFAULT_REGION``
+      / the profile's).
+    - ``endpoint_url``: another endpoint (a VPC endpoint, FIPS, or a moto server).
+    - ``client``: a ready ``boto3.client("kms")`` (tests, custom sessions); the
+      options below are then not used.
+    - ``connect_timeout`` / ``read_timeout``: seconds (2 and 3), and ``max_attempts``
+      tries in total (3: botocore's ``total_max_attempts``; its ``max_attempts`` would
+      count retries only), so a KMS that accepts connections and never answers fails in
+      about ``max_attempts * read_timeout`` seconds plus a short backoff.
+
+    >>> AwsKMS(key_id="alias/app-pii", region_name="eu-central-1")
+    AwsKMS(key_id='alias/app-pii')
     """
 
     def __init__(self, key_id: str, *, client: Any = None, region_name: str | None = None,
@@ -57,8 +107,7 @@ class AwsKMS:
             config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
                             retries={"total_max_attempts": max_attempts,
                                      "mode": "standard"})
-            client = boto3.client("kms", region_name=region_name, config=config,
-                                  endpoint_url=endpoint_url)
+            client = _client(region_name, config, endpoint_url)
         self.client = client
 
     def __repr__(self) -> str:
@@ -76,6 +125,9 @@ class AwsKMS:
                                           operation=operation) from exc
             raise KMSAccessError(f"KMS refused the request ({code or 'unknown'})",
                                  key_id=key_id, operation=operation) from exc
+        except (NoCredentialsError, PartialCredentialsError):
+            raise KMSConfigurationError(_NO_CREDENTIALS, key_id=key_id,
+                                     operation=operation) from None
         except (BotoConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
             raise KMSUnavailableError("KMS could not be reached in time", key_id=key_id,
                                       operation=operation) from exc

@@ -41,7 +41,12 @@ except ImportError:  # not POSIX: no advisory locks (one writer at a time is the
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from piiguard.errors import ConfigurationError, KMSAccessError, UnknownKeyError
+from piiguard.errors import (
+    ConfigurationError,
+    KMSAccessError,
+    KMSConfigurationError,
+    UnknownKeyError,
+)
 from piiguard.kms.base import Context, DataKeyPair, KeyProvider
 
 _WRAP_VERSION = 1
@@ -104,6 +109,8 @@ class LocalKMS:
         #: ids of master keys removed for good (erasure epochs); never merged back
         self.retired: set[str] = set()
         self._version: FileVersion | None = None   # of the key file we know
+        #: True when :meth:`from_file` created the key file (``create=True``).
+        self.created = False
         self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -129,6 +136,7 @@ class LocalKMS:
                     "create=True)")
             kms = cls.generate()
             kms.path = p
+            kms.created = True
             try:
                 kms._write(exclusive=True)
             except FileExistsError:
@@ -136,10 +144,6 @@ class LocalKMS:
                 # wrapped under our master key would be lost when its file replaced ours.
                 return cls.from_file(p)
             return kms
-        mode = p.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigurationError(
-                f"key file {str(p)!r} is readable by others (mode {oct(mode)}); chmod 600 it")
         doc = _read_file(p)
         kms = cls(doc.keys, doc.current, path=p, disabled=doc.disabled)
         kms.retired = set(doc.retired)
@@ -176,7 +180,7 @@ class LocalKMS:
             return
         with self._locked(), self._sync_lock:
             if self.path.exists():
-                self._merge(_read_file(self.path))
+                self._merge(_read_file(self.path, changed=True))
             change()
             self._write(exclusive=False)
 
@@ -192,7 +196,7 @@ class LocalKMS:
             return
         with self._sync_lock:
             if version != self._version:
-                self._merge(_read_file(self.path))
+                self._merge(_read_file(self.path, changed=True))
 
     def _merge(self, doc: _KeyFile) -> None:
         # A master key retired by any process is gone for every process: never written
@@ -248,6 +252,12 @@ class LocalKMS:
     @property
     def key_ids(self) -> list[str]:
         return sorted(self._keys)
+
+    def has_master_key(self, key_id: str) -> bool:
+        """Whether this key file holds ``key_id`` (disabled or not); ``Guard.bind``
+        refuses a key table naming a master key the file lacks."""
+        self._sync()
+        return key_id in self._keys
 
     def add_master_key(self, *, make_current: bool = False) -> str:
         """Create a new master key; returns its id (saved if the KMS has a file)."""
@@ -364,11 +374,37 @@ def _file_version(path: Path) -> FileVersion:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _read_file(p: Path) -> _KeyFile:
-    """Keys, current id, disabled ids and version of a key file."""
+def _check_custody(p: Path, st: os.stat_result) -> str | None:
+    """Why a key file must not be used: readable or writable by group or others, or
+    owned by another user than this process's (whoever controls the file chooses the
+    master key new data keys are wrapped under). None if it is safe."""
+    mode = st.st_mode & 0o777
+    if mode & 0o077:
+        return (f"key file {str(p)!r} is readable or writable by group or others (mode "
+                f"{oct(mode)}); chmod 600 it")
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    if euid is not None and st.st_uid != euid:
+        return (f"key file {str(p)!r} is owned by uid {st.st_uid}, not by this process's "
+                f"user (uid {euid}); chown it")
+    return None
+
+
+def _read_file(p: Path, *, changed: bool = False) -> _KeyFile:
+    """Keys, current id, disabled ids and version of a key file, refused if its mode or
+    owner is unsafe (checked on the open file: no swap between the check and the read).
+    ``changed``: a running process re-reading a file that changed under it."""
     try:
-        version = _file_version(p)
-        doc = json.loads(p.read_text("utf-8"))
+        with open(p, encoding="utf-8") as fh:
+            st = os.fstat(fh.fileno())
+            unsafe = _check_custody(p, st)
+            if unsafe is not None:
+                if changed:
+                    raise KMSConfigurationError(
+                        "the key file changed and is not adopted: " + unsafe,
+                        operation="key file")
+                raise ConfigurationError(unsafe)
+            version = (st.st_ino, st.st_mtime_ns, st.st_size)
+            doc = json.loads(fh.read())
         keys = {kid: base64.b64decode(entry["material"], validate=True)
                 for kid, entry in doc["keys"].items()}
         disabled = {kid for kid, entry in doc["keys"].items()

@@ -364,13 +364,25 @@ class AuditTrail:
             "first_at": b.first_at.isoformat()})
 
     # -- destinations ----------------------------------------------------------------------
-    def bind(self, engine: Engine) -> None:
+    def bind(self, engine: Engine, *, create: bool = True) -> None:
         """Use ``engine`` for the audit table (unless the trail was given its own), and
-        create the table if it is missing."""
+        create the table if it is missing (``create=False``: refuse a database without
+        it, :class:`~piiguard.errors.ConfigurationError`)."""
         if not self._own_engine:
             self.engine = engine
-        if self.table is not None and self.engine is not None:
+        if self.table is None or self.engine is None:
+            return
+        if create:
             self.table.create(self.engine, checkfirst=True)
+            return
+        with self.engine.connect() as conn:
+            if not self.engine.dialect.has_table(conn, self.table.name,
+                                                 schema=self.table.schema):
+                raise ConfigurationError(
+                    f"piiguard table {self.table.name} missing and create_tables=False: "
+                    "create it in a migration (piiguard.sqlalchemy.alembic."
+                    "create_piiguard_tables(op, audit_table=True); docs/alembic.md)",
+                    operation="bind")
 
     def goes_nowhere(self) -> bool:
         """True when events would be dropped silently: no sink, no table, and no

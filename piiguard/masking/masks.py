@@ -16,6 +16,7 @@ name               result                                                   plai
                    the province only)
 ``pseudonym``      ``psn_`` + 26 base32 characters of a keyed HMAC          yes
                    (``pseudonym:SCOPE`` picks the key scope)
+``year``           the year of a date or datetime (``1990``)                yes
 =================  =======================================================  ============
 
 ``partial`` counts Unicode characters (code points after NFC normalisation) of the
@@ -60,6 +61,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from piiguard.errors import ConfigurationError, PolicyError
+from piiguard.kinds import KINDS
 from piiguard.masking.masked import MaskedStr
 
 if TYPE_CHECKING:
@@ -86,7 +88,8 @@ PSEUDONYM_PREFIX = "psn_"
 #: The largest ``F`` or ``L`` a ``partial`` mask accepts.
 MAX_PARTIAL = 256
 #: Built-in mask names.
-BUILTIN_MASKS = ("reveal", "redact", "null", "partial", "email", "city", "pseudonym")
+BUILTIN_MASKS = ("reveal", "redact", "null", "partial", "email", "city", "pseudonym",
+                 "year")
 #: Masks that only make sense for one kind of value (checked when a policy names them
 #: under another kind; under ``default`` and ``table.column`` rules they fail closed).
 KIND_SPECIFIC = {"email": "email", "city": "address"}
@@ -162,6 +165,8 @@ class Mask:
             plaintext = None      # such a mask never sees the value, even if it is at hand
         elif plaintext is None:
             return None
+        else:
+            plaintext = _masked_form(plaintext, kind)
         out = self._fn(plaintext, kind, guard, column)
         if out is None:
             return None
@@ -169,6 +174,19 @@ class Mask:
             raise ConfigurationError(f"mask {self.spec!r} returned a {type(out).__name__}, "
                                      "not a str or None", column=column, operation="mask")
         return out if type(out) is MaskedStr else MaskedStr(out)
+
+
+def _masked_form(value: str, kind: str) -> str:
+    """The form a mask sees: a kind stored as written (addresses) is masked by its
+    canonical text, so every spelling of one value gets the same view and pseudonym."""
+    facts = KINDS.get(kind)
+    form = None if facts is None or facts.search is None else facts.search_form
+    if form is None:
+        return value
+    try:
+        return form(value)
+    except ValueError:
+        return value       # not the kind's text at all: the mask decides (city redacts)
 
 
 def reveal_plaintext(value: str | None) -> str | None:
@@ -236,6 +254,14 @@ def _city_fn(district: bool) -> Callable[..., str]:
     return fn
 
 
+_YEAR = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T|\Z)")
+
+
+def _year(value: str) -> str:
+    """The year of a stored date or datetime (ISO text); anything else fails closed."""
+    return value[:4] if _YEAR.match(value) else REDACTED
+
+
 def _pseudonym_fn(scope: str) -> Callable[..., str]:
     def fn(value: str, kind: str, guard: PseudonymKeys | None, column: str | None) -> str:
         if guard is None:
@@ -260,6 +286,7 @@ _SIMPLE = {
     "city:province": Mask("city", _city_fn(False), args=("province",), spec="city:province"),
     "pseudonym": Mask("pseudonym", _pseudonym_fn("default"), args=("default",),
                       spec="pseudonym"),
+    "year": Mask("year", lambda value, kind, guard, column: _year(value)),
 }
 
 
@@ -285,7 +312,7 @@ def parse_spec(spec: object, custom: Mapping[str, Mask] | None = None) -> Mask:
     Traceback (most recent call last):
         ...
     piiguard.errors.PolicyError: unknown mask 'blur' (built-in masks: reveal, redact, null,
-    partial:F:L, email, city, city:province, pseudonym, pseudonym:SCOPE)
+    partial:F:L, email, city, city:province, pseudonym, pseudonym:SCOPE, year)
     >>> parse_spec('partial:-1:x')
     Traceback (most recent call last):
         ...
@@ -320,7 +347,8 @@ def parse_spec(spec: object, custom: Mapping[str, Mask] | None = None) -> Mask:
     if name in BUILTIN_MASKS:
         raise PolicyError(f"bad mask {s!r}: {name} takes no arguments")
     raise PolicyError(f"unknown mask {s!r} (built-in masks: reveal, redact, null, "
-                      "partial:F:L, email, city, city:province, pseudonym, pseudonym:SCOPE"
+                      "partial:F:L, email, city, city:province, pseudonym, pseudonym:SCOPE, "
+                      "year"
                       + (f"; custom: {', '.join(sorted(custom))}" if custom else "") + ")")
 
 

@@ -57,7 +57,8 @@ takes two numbers, partial:FIRST:LAST (e.g. partial:1:2)
 Traceback (most recent call last):
     ...
 piiguard.errors.PolicyError: policy['nationalid']: unknown kind 'nationalid' (kinds: national_id,
-tax_id, phone, address, email, name, text; or a table.column)
+tax_id, phone, address, email, name, text, date, datetime, integer, decimal, json, bytes; or a
+table.column)
 """
 
 from __future__ import annotations

@@ -32,6 +32,11 @@ pydantic ignores field metadata on a member of a union, so for optional fields u
 types (no field metadata) are for containers and ``TypeAdapter``
 (``list[PhoneValue]``); ``TypeAdapter(NationalId)`` warns that ``repr`` has no effect.
 
+An ``Address`` is kept as the user wrote it (NFC, whitespace collapsed) once it passes
+the strict rules; :data:`LenientAddress` (``AddressRules(level="lenient")``) accepts any
+address with a recognisable province (:func:`piiguard.validators.address.check` tells
+what it could not check).
+
 Options are annotations: ``Annotated[Phone, PhoneOptions(mobile_only=True)]`` (a later
 piiguard annotation replaces the earlier one of the same type, so options are not
 applied twice); :data:`MobilePhone` is Turkish mobiles only. Options are checked when
@@ -83,6 +88,7 @@ from piiguard.pydantic.types import (
     Email,
     EmailOptions,
     EmailValue,
+    LenientAddress,
     MobilePhone,
     NationalId,
     NationalIdRules,
@@ -104,6 +110,7 @@ __all__ = [
     "Email",
     "EmailOptions",
     "EmailValue",
+    "LenientAddress",
     "MobilePhone",
     "NationalId",
     "NationalIdRules",

@@ -43,6 +43,7 @@ __all__ = [
     "Email",
     "EmailOptions",
     "EmailValue",
+    "LenientAddress",
     "MobilePhone",
     "NationalId",
     "NationalIdRules",
@@ -181,9 +182,32 @@ class PhoneOptions(PIIAnnotation):
 
 @dataclass(frozen=True, repr=False)
 class AddressRules(PIIAnnotation):
-    """Turkish postal address to canonical text (:mod:`piiguard.validators.address`)."""
+    """Turkish postal address, kept as written (NFC, whitespace collapsed) once it
+    passes the rules of ``level`` (:func:`piiguard.validators.address.check`):
+    ``"strict"`` (the default, :data:`Address`) or ``"lenient"``
+    (:data:`LenientAddress`: a recognisable province is enough).
+
+    >>> from pydantic import TypeAdapter
+    >>> TypeAdapter(LenientAddress).validate_python('Moda Cad. No:5, 06710 Kadıköy/İstanbul')
+    'Moda Cad. No:5, 06710 Kadıköy/İstanbul'
+    """
+
+    level: str = "strict"
 
     kind: ClassVar[str] = "address"
+
+    def __post_init__(self) -> None:
+        if self.level not in ("strict", "lenient"):
+            raise ConfigurationError(f"unknown address validation level {self.level!r}; "
+                                     "expected 'strict' or 'lenient'")
+
+    def check(self, value: str) -> str:
+        if self.level == "strict":
+            return self.validator(value)
+        return self.validator(value, self.level)
+
+    def __repr__(self) -> str:
+        return f"AddressRules(level={self.level!r})"
 
 
 @dataclass(frozen=True, repr=False)
@@ -214,6 +238,7 @@ TaxId = Annotated[str, TaxIdRules(), Field(repr=False)]
 Phone = Annotated[str, PhoneOptions(), Field(repr=False)]
 MobilePhone = Annotated[str, PhoneOptions(only_region="TR", mobile_only=True), Field(repr=False)]
 Address = Annotated[str, AddressRules(), Field(repr=False)]
+LenientAddress = Annotated[str, AddressRules(level="lenient"), Field(repr=False)]
 Email = Annotated[str, EmailOptions(), Field(repr=False)]
 
 

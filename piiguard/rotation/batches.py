@@ -25,6 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
@@ -39,11 +40,14 @@ __all__ = [
     "Counts",
     "Failure",
     "KeyRange",
+    "RangeRunner",
     "RowUpdate",
     "TableReport",
     "default_batch_size",
     "describe",
+    "run_in_threads",
     "run_passes",
+    "split",
 ]
 
 
@@ -169,6 +173,26 @@ class Counts:
         self.failures.extend(other.failures)
         self.stuck |= other.stuck
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (what a worker process or a queued task sends back).
+
+        >>> c = Counts(); c.updated = 3; Counts.from_dict(c.to_dict()).updated
+        3
+        """
+        d: dict[str, Any] = {name: getattr(self, name) for name in self._NUMBERS}
+        d["failures"] = [f.to_dict() for f in self.failures]
+        d["stuck"] = sorted(self.stuck)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Counts:
+        c = cls()
+        for name in cls._NUMBERS:
+            setattr(c, name, int(d.get(name, 0)))
+        c.failures = [Failure(**f) for f in d.get("failures", ())]
+        c.stuck = set(d.get("stuck", ()))
+        return c
+
 
 class BatchJob:
     """One table's job: subclasses set :attr:`where` and implement :meth:`work`.
@@ -192,6 +216,11 @@ class BatchJob:
         self.stop = stop
         self.names: list[str] = []
         self.where: Any = None
+        #: Called inside each batch's transaction with the connection and the batch's
+        #: counts, after its compare-and-swap updates and before the commit: a queued job
+        #: adds the counts to its job row there, so they commit exactly when the rows do
+        #: (a killed worker's lost batch counts nothing).
+        self.on_batch: Callable[[Any, Counts], None] | None = None
 
     def select(self, name: str) -> int:
         """Add ``name`` to the selected columns; returns its position in a row."""
@@ -204,6 +233,7 @@ class BatchJob:
 
     def begin_batch(self) -> None:
         """Called before each batch's rows are worked on (refresh per-batch caches)."""
+
 
     def fail(self, counts: Counts, ec: EncryptedColumn, row: Any, why: str) -> None:
         rk = row_key(self.target.pk, row[:self.npk])
@@ -301,6 +331,8 @@ class BatchJob:
                     changed += lite.run_cas(conn, shape.sets, shape.checks, group_params)
                 counts.updated += changed
                 counts.conflicts += attempted - changed
+            if self.on_batch is not None:
+                self.on_batch(conn, counts)
         return _Page(len(rows), tuple(rows[-1][:npk]))
 
     def partitions(self, workers: int) -> list[KeyRange]:
@@ -309,19 +341,55 @@ class BatchJob:
         if workers <= 1 or not self.target.int_pk:
             return [KeyRange(None, None)]
         with self.engine.connect() as conn:
-            lo, hi = conn.execute(self.lite.pk_bounds(self.where)).one()
-        if lo is None:
-            return [KeyRange(None, None)]
-        step = -(-(hi - lo + 1) // workers)
-        return [KeyRange(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
+            return split(conn.execute(self.lite.pk_bounds(self.where)).one(), workers)
 
     def todo(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(self.lite.count(self.where)).scalar_one()
 
 
+def split(bounds: Any, workers: int) -> list[KeyRange]:
+    """``workers`` primary key ranges covering ``bounds`` = (min, max) (one unbounded
+    range without bounds or with one worker).
+
+    >>> split((1, 10), 3)
+    [KeyRange(lo=1, hi=4), KeyRange(lo=5, hi=8), KeyRange(lo=9, hi=10)]
+    >>> split((None, None), 3), split((1, 10), 1)
+    ([KeyRange(lo=None, hi=None)], [KeyRange(lo=None, hi=None)])
+    """
+    if workers <= 1 or bounds is None or bounds[0] is None:
+        return [KeyRange(None, None)]
+    lo, hi = bounds
+    step = -(-(hi - lo + 1) // workers)
+    return [KeyRange(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
+
+
+#: Runs one pass's primary key ranges of a job and returns their merged counts (threads
+#: in this process by default; :mod:`piiguard.rotation.workers` passes one that sends
+#: the ranges to worker processes).
+RangeRunner = Callable[[BatchJob, list[KeyRange]], Counts]
+
+
+def run_in_threads(job: BatchJob, parts: list[KeyRange]) -> Counts:
+    """The default :data:`RangeRunner`: one thread a range (one range: this thread)."""
+    out = Counts()
+    if len(parts) == 1:
+        out.add(job.run_range(parts[0].lo, parts[0].hi))
+        return out
+    with ThreadPoolExecutor(max_workers=len(parts),
+                            thread_name_prefix="piiguard-job") as pool:
+        futures = [pool.submit(job.run_range, part.lo, part.hi) for part in parts]
+        try:
+            for fut in futures:
+                out.add(fut.result())
+        except BaseException:
+            job.stop.set()
+            raise
+    return out
+
+
 def run_passes(job: BatchJob, *, workers: int, max_passes: int,
-               progress: Progress) -> TableReport:
+               progress: Progress, runner: RangeRunner | None = None) -> TableReport:
     """Run ``job`` pass after pass until nothing is left that a pass can change."""
     rep = TableReport(job.target.name)
     total = Counts()
@@ -334,20 +402,7 @@ def run_passes(job: BatchJob, *, workers: int, max_passes: int,
         verb = "count" if job.dry_run else job.verb
         suffix = f" (pass {rep.passes})" if rep.passes > 1 else ""
         progress.start(f"{verb} {job.target.name}{suffix}", todo)
-        parts = job.partitions(workers)
-        last_pass = Counts()
-        if len(parts) == 1:
-            last_pass.add(job.run_range(parts[0].lo, parts[0].hi))
-        else:
-            with ThreadPoolExecutor(max_workers=len(parts),
-                                    thread_name_prefix="piiguard-job") as pool:
-                futures = [pool.submit(job.run_range, part.lo, part.hi) for part in parts]
-                try:
-                    for fut in futures:
-                        last_pass.add(fut.result())
-                except BaseException:
-                    job.stop.set()
-                    raise
+        last_pass = (runner or run_in_threads)(job, job.partitions(workers))
         total.add(last_pass)
         if job.dry_run or (last_pass.updated == 0 and last_pass.conflicts == 0):
             break

@@ -121,7 +121,7 @@ def close_epoch(guard: Any, *, new_master_key: str | None = None, pending_days: 
     keys.hierarchy.forget()
     for master in sorted(old_masters - {dest}):
         report.retired_master_keys.append(_retire(guard, master, pending_days))
-    now = keys.wall_clock()
+    now = keys.wall_now()
     for tomb in store.complete_tombstones(report.destroyed_keks, now):
         if tomb.kind != "dek":
             continue        # one receipt a scope (its tombstones share the epoch)

@@ -54,11 +54,13 @@ from piiguard.errors import (
     UnknownKeyError,
 )
 from piiguard.keys.cache import Entry
+from piiguard.keys.notify import settle_wait
 from piiguard.keys.table import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED
 from piiguard.rotation.batches import (
     BatchJob,
     Counts,
     Failure,
+    RangeRunner,
     RowUpdate,
     TableReport,
     default_batch_size,
@@ -69,7 +71,7 @@ from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.sql import or_all
 from piiguard.rotation.targets import EncryptedColumn, TableTarget, discover
 
-__all__ = ["KeyPlan", "ReencryptReport", "reencrypt"]
+__all__ = ["KeyPlan", "ReencryptReport", "reencrypt", "reencrypt_job"]
 
 
 @dataclass
@@ -141,6 +143,9 @@ class KeyPlan:
                                    and k.state != ACTIVE)
         self.destroyed_deks = frozenset(k.id for k in infos if k.kind == "dek"
                                         and k.state == DESTROYED)
+        #: when the newest of the old keys stopped being active (None: none did)
+        self.last_change = max((k.state_changed_at for k in infos
+                                if k.state == DECRYPT_ONLY and k.state_changed_at), default=None)
         # The same, keyed by the 4 id bytes as they appear in stored values (hot path).
         self.old_deks_b = key_id_bytes(self.old_deks)
         self.old_index_b = key_id_bytes(self.old_index)
@@ -190,7 +195,7 @@ class _Resealer:
 
     def begin_batch(self) -> None:
         """Drop cached keys whose cache entry expired: expiry is checked once a batch
-        (a batch takes well under a second; the soft TTL is minutes), and a key the
+        (a batch takes well under a second; the change bound is 1-2 s), and a key the
         key manager reloads or rotates is picked up at the next batch."""
         now = self.clock()
         for hdr, r in list(self.reads.items()):
@@ -380,7 +385,8 @@ class _ReencryptJob(BatchJob):
 
 def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = None,
               dry_run: bool = False, workers: int = 1, progress: Progress | None = None,
-              max_passes: int = 5, max_rate: float | None = None) -> ReencryptReport:
+              max_passes: int = 5, max_rate: float | None = None,
+              runner: RangeRunner | None = None) -> ReencryptReport:
     """Move every value under a decrypt-only DEK to the active DEK of its scope and
     recompute blind index values made with a non-active index key.
 
@@ -394,6 +400,8 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
       jobs on several hosts can run at once.
     - ``max_passes``: passes to pick up rows that lost a compare-and-swap.
     - ``max_rate``: at most this many rows a second (to spare a production database).
+    - ``runner``: who runs a pass's ranges (default: threads of this process;
+      :func:`piiguard.rotation.workers.run_job` runs them in worker processes).
 
     Emits one ``reencrypt`` audit event per table.
     """
@@ -412,6 +420,13 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
     progress = progress or NullProgress()
     targets = discover(guard, table=table)
     plan = KeyPlan(guard)
+    if not dry_run:
+        # Right after `keys rotate`, a process that has not heard of it yet may still
+        # write (or search) with the old key: wait until every process heard (the
+        # change bound), so that the passes below leave nothing behind and no lookup
+        # misses a row already moved to the new index key.
+        time.sleep(settle_wait(guard.keys.change_bound, plan.last_change,
+                               guard.keys.wall_now()))
     stop = threading.Event()
     reports: list[TableReport] = []
     started = time.perf_counter()
@@ -419,7 +434,8 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
         job = _ReencryptJob(guard, target, plan, batch_size=batch_size, dry_run=dry_run,
                             progress=progress, max_rate=max_rate and max_rate / workers,
                             stop=stop)
-        rep = run_passes(job, workers=workers, max_passes=max_passes, progress=progress)
+        rep = run_passes(job, workers=workers, max_passes=max_passes, progress=progress,
+                         runner=runner)
         rep.shredded = job.shredded_values()
         reports.append(rep)
         guard.audit.emit("reencrypt", outcome="error" if rep.failures else "ok",
@@ -430,3 +446,13 @@ def reencrypt(guard: Any, *, table: str | None = None, batch_size: int | None = 
     if not dry_run:
         guard.keys.flush()  # record the new DEK's use count in the key table
     return ReencryptReport(reports, dry_run, time.perf_counter() - started, workers)
+
+
+def reencrypt_job(guard: Any, table: str, *, batch_size: int, dry_run: bool,
+                  progress: Progress, max_rate: float | None,
+                  stop: threading.Event) -> BatchJob:
+    """The re-encryption job of one table, with the key plan as the key table says now
+    (what a worker process or a queued task runs a range of)."""
+    target = discover(guard, table=table)[0]
+    return _ReencryptJob(guard, target, KeyPlan(guard), batch_size=batch_size,
+                         dry_run=dry_run, progress=progress, max_rate=max_rate, stop=stop)

@@ -74,6 +74,22 @@ def _pending(guard: Any, dest: str) -> _Pending:
     return _Pending(n, sorted(masters))
 
 
+def _disable_unused(guard: Any, kms: Any, dest: str) -> list[str]:
+    """Disable every enabled master key of the key file other than ``dest`` that no key
+    row names (not only those this run moved away from: after an interrupted run, or
+    with ``--to`` the current key, those are none)."""
+    t = guard.keys.table
+    with guard.engine.connect() as conn:
+        used = set(conn.execute(select(t.c.master_key_id).where(
+            t.c.wrapped_key.is_not(None)).distinct()).scalars())
+    disabled = []
+    for kid in sorted(kms.key_ids):
+        if kid != dest and kid not in kms.disabled and kid not in used:
+            kms.disable(kid)
+            disabled.append(kid)
+    return disabled
+
+
 def rotate_master(guard: Any, to: str, *, disable_old: bool = False,
                   progress: Progress | None = None) -> RewrapReport:
     """Rewrap every wrapped key in the guard's key table under master key ``to``.
@@ -130,12 +146,12 @@ def rotate_master(guard: Any, to: str, *, disable_old: bool = False,
         if not local:
             notes.append("disable the previous master key in AWS KMS yourself "
                          "(piiguard never changes a KMS key's state)")
-        elif remaining == 0:
-            for kid in previous:
-                if kid in kms.key_ids and kid != dest:
-                    kms.disable(kid)
-                    disabled.append(kid)
-    if local and created:
-        notes.append("restart processes that loaded the key file before this rotation: "
-                     "they do not know the new master key yet")
+        elif remaining:
+            notes.append(f"--disable-old: nothing disabled, {remaining} key(s) are still "
+                         "under an old master key; run rotate-master again")
+        else:
+            disabled = _disable_unused(guard, kms, dest)
+            if not disabled:
+                notes.append("--disable-old: nothing to disable, the key file has no "
+                             f"enabled master key other than {dest}")
     return RewrapReport(dest, created, done, remaining, previous, disabled, notes)

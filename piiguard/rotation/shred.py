@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from piiguard.errors import ConfigurationError, KeyInUseError, UnknownKeyError
-from piiguard.keys.table import DESTROYED
+from piiguard.keys.table import DESTROYED, KEY_KINDS
 from piiguard.rotation.status import column_usage
 from piiguard.rotation.targets import discover
 
@@ -81,11 +81,11 @@ class ShredReport:
         return out
 
 
-def _info(guard: Any, key_id: int):
+def _info(guard: Any, key_id: int, operation: str):
     for info in guard.keys.keys():
         if info.id == key_id:
             return info
-    raise UnknownKeyError("no key with this id", key_id=key_id, operation="retire")
+    raise UnknownKeyError("no key with this id", key_id=key_id, operation=operation)
 
 
 def rows_using(guard: Any, key_ids: set[int], kind: str = "dek") -> dict[str, int]:
@@ -132,7 +132,7 @@ def retire_key(guard: Any, key_id: int) -> None:
     Raises :class:`~piiguard.errors.KeyInUseError` (naming the first column that still
     uses it) and :class:`~piiguard.errors.ConfigurationError` when the guard knows no
     encrypted column (usage cannot be counted: fail closed)."""
-    info = _info(guard, key_id)
+    info = _info(guard, key_id, "retire")
     if info.kind in ("dek", "index"):
         if not discover(guard):
             raise ConfigurationError("no encrypted column is registered, so usage cannot "
@@ -149,7 +149,7 @@ def retire_key(guard: Any, key_id: int) -> None:
 
 def destroy_key(guard: Any, key_id: int) -> ShredReport:
     """Crypto-shred one key; returns how many stored values became unreadable."""
-    info = _info(guard, key_id)
+    info = _info(guard, key_id, "destroy")
     report = ShredReport(None, [key_id])
     if info.state != DESTROYED:
         report.values = rows_using(guard, {key_id}, info.kind)
@@ -179,7 +179,12 @@ def shred_scope(guard: Any, scope: str) -> ShredReport:
         report.values.update(rows_using(guard, deks, "dek"))
     if idx and discover(guard):
         report.values.update(rows_using(guard, idx, "index"))
-    victims, report.epoch = guard.keys.erase_scope(scope)
+    kek = guard.keys.hierarchy.active_kek()
+    victims = guard.keys.store.erase_scope(scope, KEY_KINDS, kek.id, guard.keys.wall_now())
+    guard.keys.forget([row.id for row in victims], scope)
+    for row in victims:
+        guard.audit.emit("key.destroy", key_id=row.id, kind=row.kind, scope=scope)
+    report.epoch = kek.id
     report.keys = [row.id for row in victims]
     tomb = guard.keys.store.tombstones(scope)
     report.erased_at = tomb[0].created_at if tomb else None
@@ -199,4 +204,6 @@ def reopen_scope(guard: Any, scope: str) -> int:
     if the scope is not erased."""
     if not guard.keys.store.tombstones(scope):
         raise UnknownKeyError(f"scope {scope!r} is not erased", operation="reopen")
-    return int(guard.keys.reopen_scope(scope))
+    n = int(guard.keys.store.reopen_scope(scope, guard.keys.wall_now()))
+    guard.audit.emit("scope.reopen", scope=scope, count=n)
+    return n

@@ -24,6 +24,8 @@ row under that key would fail the same way.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,15 +39,19 @@ from piiguard.errors import (
     PIIGuardError,
     UnknownKeyError,
 )
-from piiguard.rotation.batches import Failure, describe
+from piiguard.rotation.batches import Failure, KeyRange, describe, split
 from piiguard.rotation.progress import NullProgress, Progress
 from piiguard.rotation.sql import Lite
 from piiguard.rotation.targets import EncryptedColumn, discover, row_key, to_blob
 
-__all__ = ["ColumnCheck", "VerifyReport", "verify"]
+__all__ = ["ColumnCheck", "VerifyReport", "VerifyRunner", "verify", "verify_range"]
 
 #: How many failures a report lists (all are counted).
 MAX_LISTED = 1000
+
+
+_NUMBERS = ("checked", "ok", "failed", "plaintext", "shredded", "unbound", "index_checked",
+            "index_failed")
 
 
 @dataclass
@@ -59,6 +65,10 @@ class ColumnCheck:
     unbound: int = 0        # read fine, but not bound to their row yet (reencrypt them)
     index_checked: int = 0
     index_failed: int = 0
+
+    def add(self, other: ColumnCheck) -> None:
+        for name in _NUMBERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_dict(self) -> dict[str, Any]:
         return dict(column=self.label, checked=self.checked, ok=self.ok, failed=self.failed,
@@ -100,6 +110,27 @@ class VerifyReport:
     def ok(self) -> bool:
         return self.failed == 0
 
+    def merge(self, other: VerifyReport) -> None:
+        """Add a partial report (another range, another table) to this one."""
+        mine = {c.label: c for c in self.columns}
+        for c in other.columns:
+            if c.label in mine:
+                mine[c.label].add(c)
+            else:
+                self.columns.append(c)
+                mine[c.label] = c
+        room = MAX_LISTED - len(self.failures)
+        self.failures.extend(other.failures[:max(0, room)])
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VerifyReport:
+        """The report :meth:`to_dict` gave (what a worker process or queued task sends)."""
+        cols = []
+        for c in d["columns"]:
+            c = dict(c)
+            cols.append(ColumnCheck(c.pop("column"), **c))
+        return cls(cols, [Failure(**f) for f in d["failures"]], d.get("elapsed", 0.0))
+
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checked": self.checked, "failed": self.failed,
                 "shredded": self.shredded, "elapsed": round(self.elapsed, 3),
@@ -107,53 +138,94 @@ class VerifyReport:
                 "failures": [f.to_dict() for f in self.failures]}
 
 
+#: Runs one table's primary key ranges and returns their merged partial report (ranges
+#: one after another by default; :mod:`piiguard.rotation.workers` passes one that sends
+#: them to worker processes).
+VerifyRunner = Callable[[str, list[KeyRange]], "VerifyReport"]
+
+
 def verify(guard: Any, *, table: str | None = None, batch_size: int = 1000,
-           progress: Progress | None = None) -> VerifyReport:
-    """Decrypt every encrypted value the guard knows about; see the module docstring."""
+           progress: Progress | None = None, workers: int = 1,
+           runner: VerifyRunner | None = None) -> VerifyReport:
+    """Decrypt every encrypted value the guard knows about; see the module docstring.
+
+    With ``workers`` > 1 (and an integer primary key) each table is split into that many
+    primary key ranges, run by ``runner`` (default: threads of this process)."""
     if guard.engine is None:
         raise ConfigurationError("the Guard is not bound to a database", operation="verify")
+    if batch_size < 1 or workers < 1:
+        raise ConfigurationError("batch_size and workers must be at least 1",
+                                 operation="verify")
     progress = progress or NullProgress()
     engine = guard.engine
     started = time.perf_counter()
     report = VerifyReport([])
     for target in discover(guard, table=table):
         lite = Lite(target, engine)
-        npk = len(target.pk)
-        names: list[str] = []
-        layout: list[_Layout] = []
-        for ec in target.columns:
-            names.append(ec.name)
-            ci = npk + len(names) - 1
-            ii = None
-            if ec.index_name:
-                names.append(ec.index_name)
-                ii = npk + len(names) - 1
-            bat = []
-            for n in ec.binding_names:
-                names.append(n)
-                bat.append(npk + len(names) - 1)
-            check = ColumnCheck(ec.label)
-            report.columns.append(check)
-            layout.append(_Layout(ec, ci, ii, check, target.pk, tuple(bat)))
         with engine.connect() as conn:
             total = conn.execute(lite.count(None)).scalar_one()
+            bounds = conn.execute(lite.pk_bounds(None)).one() if target.int_pk else None
         progress.start(f"verify {target.name}", total)
-        last = None
-        while True:
-            with engine.connect() as conn:
-                rows = conn.execute(lite.page(names, None, last=last,
-                                              limit=batch_size)).all()
-            if not rows:
-                break
-            last = tuple(rows[-1][:npk])
-            for row in rows:
-                for col in layout:
-                    _check(col, row, report)
-            progress.advance(len(rows))
+        parts = split(bounds, workers)
+        if runner is not None:
+            part = runner(target.name, parts)
+        elif len(parts) == 1:
+            part = verify_range(guard, target.name, None, None, batch_size=batch_size,
+                                progress=progress)
+        else:
+            with ThreadPoolExecutor(max_workers=len(parts),
+                                    thread_name_prefix="piiguard-verify") as pool:
+                part = VerifyReport([])
+                futures = [pool.submit(verify_range, guard, target.name, k.lo, k.hi,
+                                       batch_size=batch_size, progress=progress)
+                           for k in parts]
+                for fut in futures:
+                    part.merge(fut.result())
+        report.merge(part)
     report.elapsed = time.perf_counter() - started
     failed = report.failed
     guard.audit.emit("verify", outcome="error" if failed else "ok", count=report.checked,
                      table=table, error=f"{failed} value(s) failed" if failed else None)
+    return report
+
+
+def verify_range(guard: Any, table: str, lo: Any, hi: Any, *, batch_size: int,
+                 progress: Progress) -> VerifyReport:
+    """Check the rows of ``table`` with ``lo <= pk <= hi`` (``None``: unbounded): one
+    partial report (no audit event; :func:`verify` emits it for the whole run)."""
+    target = discover(guard, table=table)[0]
+    engine = guard.engine
+    lite = Lite(target, engine)
+    npk = len(target.pk)
+    names: list[str] = []
+    layout: list[_Layout] = []
+    report = VerifyReport([])
+    for ec in target.columns:
+        names.append(ec.name)
+        ci = npk + len(names) - 1
+        ii = None
+        if ec.index_name:
+            names.append(ec.index_name)
+            ii = npk + len(names) - 1
+        bat = []
+        for n in ec.binding_names:
+            names.append(n)
+            bat.append(npk + len(names) - 1)
+        check = ColumnCheck(ec.label)
+        report.columns.append(check)
+        layout.append(_Layout(ec, ci, ii, check, target.pk, tuple(bat)))
+    last = None if lo is None else (lo - 1,)
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(lite.page(names, None, last=last, upto=hi,
+                                          limit=batch_size)).all()
+        if not rows:
+            break
+        last = tuple(rows[-1][:npk])
+        for row in rows:
+            for col in layout:
+                _check(col, row, report)
+        progress.advance(len(rows))
     return report
 
 

@@ -56,6 +56,8 @@ The package, one concern per module (each imports only modules above it)::
     alembic      autogenerate support (imported only once Alembic is loaded)
     hooks        the process-wide listeners (Engine, Mapper, Alembic), documented there
     columns      EncryptedString and its kind subclasses
+    typed        the typed columns: EncryptedDate, EncryptedDateTime, EncryptedInteger,
+                 EncryptedDecimal, EncryptedJSON, EncryptedBytes
     lookup       lookup(), ensure_scope_key(), encrypted_columns()
 """
 
@@ -74,12 +76,26 @@ from piiguard.sqlalchemy.columns import (
 from piiguard.sqlalchemy.lookup import encrypted_columns, ensure_scope_key, lookup
 from piiguard.sqlalchemy.sealed import Sealed
 from piiguard.sqlalchemy.storage import BlindIndex, Ciphertext
+from piiguard.sqlalchemy.typed import (
+    EncryptedBytes,
+    EncryptedDate,
+    EncryptedDateTime,
+    EncryptedDecimal,
+    EncryptedInteger,
+    EncryptedJSON,
+)
 
 __all__ = [
     "BlindIndex",
     "Ciphertext",
     "EncryptedAddress",
+    "EncryptedBytes",
+    "EncryptedDate",
+    "EncryptedDateTime",
+    "EncryptedDecimal",
     "EncryptedEmail",
+    "EncryptedInteger",
+    "EncryptedJSON",
     "EncryptedNationalId",
     "EncryptedPhone",
     "EncryptedString",
@@ -95,7 +111,9 @@ __all__ = [
 # type as f"{type(t).__module__}.{t!r}", and existing migrations say
 # piiguard.sqlalchemy.Ciphertext(...) / piiguard.sqlalchemy.BlindIndex(...).
 for _public in (BlindIndex, Ciphertext, EncryptedAddress, EncryptedEmail, EncryptedNationalId,
-                EncryptedPhone, EncryptedString, EncryptedTaxId, Sealed):
+                EncryptedPhone, EncryptedString, EncryptedTaxId, Sealed, EncryptedBytes,
+                EncryptedDate, EncryptedDateTime, EncryptedDecimal, EncryptedInteger,
+                EncryptedJSON):
     _public.__module__ = __name__
 del _public
 

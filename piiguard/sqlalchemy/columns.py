@@ -110,6 +110,9 @@ class EncryptedString(TypeDecorator):
                 key_scope, "key") and not hasattr(key_scope, "column"):
             raise ConfigurationError("key_scope must name a sibling column")
         validating = kind_of(self._kind) if self._validates_kind else None
+        if searchable and validating is not None and not validating.searchable:
+            raise ConfigurationError(f"{type(self).__name__} cannot be searchable: equal "
+                                     f"{validating.name} values have no one text form")
         self._spec = ColumnSpec(
             guard=guard, kind=declared.name, text=bool(text),
             padded=declared.padded if padded is None else bool(padded),
@@ -118,7 +121,9 @@ class EncryptedString(TypeDecorator):
             validate=self._make_validator(),
             canonical_never_envelope=validating is not None
             and validating.canonical_never_envelope,
-            bound_to=bound, strict_binding=bool(strict_binding))
+            bound_to=bound, strict_binding=bool(strict_binding),
+            search_form=validating.search_form if validating is not None else None,
+            decode=validating.decode if validating is not None else None)
         self._max_plain_bytes = declared.max_bytes
         # The Column this instance was given (_set_parent), whether this instance (not a
         # copy sharing its __dict__) was the one given it, and the attached state.
@@ -465,11 +470,37 @@ class EncryptedPhone(EncryptedString):
 
 
 class EncryptedAddress(EncryptedString):
-    """A Turkish postal address, stored encrypted in its canonical text form (padded
-    to size buckets so the ciphertext length does not tell the address length)."""
+    """A Turkish postal address, stored encrypted as the user wrote it (NFC, whitespace
+    collapsed; padded to size buckets so the ciphertext length does not tell the
+    address length), searched by its canonical text (see
+    :func:`piiguard.validators.address.check`).
+
+    ``level``: ``"strict"`` (the default) refuses an address that breaks any rule of
+    :func:`~piiguard.validators.address.validate`; ``"lenient"`` accepts any address
+    with a recognisable province (``address.check(value, "lenient").unchecked`` tells
+    what could not be checked), for imports of real customer data.
+    """
 
     _kind = "address"
     _validates_kind = True
+
+    def __init__(self, guard: Any, *, level: str = "strict", **kw: Any) -> None:
+        from piiguard.validators.address import LEVELS
+        if level not in LEVELS:
+            raise ConfigurationError(f"unknown address validation level {level!r}; "
+                                     "expected 'strict' or 'lenient'")
+        self.level = level
+        super().__init__(guard, **kw)
+
+    def _make_validator(self) -> Callable[[Any], str]:
+        if self.level == "strict":
+            return kind_of("address").validate
+        from piiguard.validators.address import as_written_lenient
+        return as_written_lenient
+
+    @property
+    def _static_cache_key(self) -> Any:
+        return super()._static_cache_key + (self.level,)
 
 
 class EncryptedEmail(EncryptedString):

@@ -42,10 +42,10 @@ def lookup(executor: Any, column: Any, value: Any) -> list[Any]:
         if stored is None:
             return False
         if isinstance(stored, Sealed):
-            return unseal(stored) == canonical
+            return st.same_value(unseal(stored), canonical)
         if isinstance(stored, str):
-            return st.canonical(stored) == canonical
-        return st.decrypt(stored) == canonical
+            return st.same_value(st.canonical(stored), canonical)
+        return st.same_value(st.decrypt(stored), canonical)
 
     if is_orm:
         key = column.key

@@ -32,6 +32,8 @@ class SealedSource(Protocol):
     kind: str
     guard: Any
     on_destroyed: str
+    #: stored text -> Python value of a typed column (None: text columns)
+    decode: Any
 
     def decrypt(self, stored: Any) -> str: ...
 
@@ -104,18 +106,22 @@ class Sealed:
             return self._col.decrypt_in_row(self.stored, self._row)
         return self._col.decrypt(self.stored)
 
-    def view(self, *, row_key: Any = None) -> str | None:
-        """The value as the role in effect may see it (plaintext, a MaskedStr, or None)."""
+    def view(self, *, row_key: Any = None) -> Any:
+        """The value as the role in effect may see it (plaintext, a MaskedStr, or None;
+        a typed column's revealed value is its Python value: a ``date`` …)."""
         col = self._col
         guard = col.guard
         policy = guard.policy
+        decode = col.decode
         try:
             if policy is None:
-                return self._plaintext()
+                plain = self._plaintext()
+                return plain if decode is None else decode(plain)
             role = current_role()
             mask = policy.mask_for(kind=col.kind, column=col.label, role=role)
             if mask.is_reveal:
-                return self._reveal(guard, role, row_key)
+                revealed = self._reveal(guard, role, row_key)
+                return revealed if decode is None else decode(str(revealed))
             # what render() does for a mask, without looking the mask up again
             if not mask.needs_plaintext:
                 return mask(None, kind=col.kind, guard=guard, column=col.label)
@@ -159,7 +165,7 @@ class Sealed:
         v = self.view()
         if v is None:   # mask "null": an empty *masked* string, never storable
             return MaskedStr("")
-        return v
+        return v if isinstance(v, str) else str(v)      # a typed column's value
 
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)

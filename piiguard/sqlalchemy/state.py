@@ -39,7 +39,7 @@ from piiguard.errors import (
     MaskedValueError,
     PIIGuardError,
 )
-from piiguard.field import FieldCipher, FieldIndex, utf8
+from piiguard.field import FieldCipher, FieldIndex, FormIndex, utf8
 from piiguard.sqlalchemy.binding import RowBinding
 from piiguard.masking.view import MaskedStr
 from piiguard.sqlalchemy._sa_private import set_context_default
@@ -87,6 +87,11 @@ class ColumnSpec:
     bound_to: tuple[Any, ...] = ()
     #: refuse envelopes written before row binding (``strict_binding=True``)
     strict_binding: bool = False
+    #: ``form(stored) -> str`` the blind index and comparisons use when it is not the
+    #: stored form (addresses: stored as written, searched by canonical text)
+    search_form: Callable[[str], str] | None = None
+    #: ``decode(stored text) -> value`` of a typed column (None: text columns)
+    decode: Callable[[str], Any] | None = None
 
 
 class BoundRow(NamedTuple):
@@ -254,12 +259,15 @@ class AttachedColumn:
         self.on_destroyed = spec.on_destroyed
         self.key_scope = spec.key_scope
         self.validate = spec.validate
+        self.decode = spec.decode
         self.cipher: FieldCipher = guard.field(table.name, column.name, padded=spec.padded)
         guard.register_scope("dek", self.cipher.scope)
         self.search: BlindIndexColumn | None = None
         if spec.searchable:
             index = guard.blind_index(table.name, column.name, bits=spec.index_bits)
             guard.register_scope("index", index.scope)
+            if spec.search_form is not None:
+                index = FormIndex(index, spec.search_form)
             self.search = BlindIndexColumn(self, index, adopt=adopt_index)
         self.scope: KeyScope | None = None if spec.key_scope is None else \
             KeyScope(spec.key_scope, table, self.label)
@@ -462,6 +470,13 @@ class AttachedColumn:
             return key_id_of(stored)
         except EnvelopeFormatError as exc:
             raise exc.with_column(self.label) from None
+
+    def same_value(self, a: str, b: str) -> bool:
+        """True if two stored forms are the same value (compared by search form)."""
+        form = self.spec.search_form
+        if form is None or a == b:
+            return a == b
+        return form(a) == form(b)
 
     def index_for(self, canonical: str) -> bytes | None:
         return None if self.search is None else self.search.index.compute(canonical)

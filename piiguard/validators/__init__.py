@@ -10,12 +10,15 @@ Each module has ``validate(value) -> str`` (the canonical form, or a
 - :mod:`~piiguard.validators.phone` — phone numbers to E.164 (``phonenumbers``)
 - :mod:`~piiguard.validators.address` — Turkish postal addresses (81 provinces)
 - :mod:`~piiguard.validators.email` — e-mail addresses (``email-validator``)
+- :mod:`~piiguard.validators.name` — personal names (kept as written; never empty)
+
+Empty input (or whitespace only) fails the rule ``empty`` in every one of them.
 
 >>> from piiguard.validators import tckn, vkn, phone
 >>> tckn.validate('10000000146'), vkn.validate('1234567890'), phone.validate('0532 123 45 67')
 ('10000000146', '1234567890', '+905321234567')
 """
 
-from piiguard.validators import address, email, phone, tckn, vkn
+from piiguard.validators import address, email, name, phone, tckn, vkn
 
-__all__ = ["address", "email", "phone", "tckn", "vkn"]
+__all__ = ["address", "email", "name", "phone", "tckn", "vkn"]

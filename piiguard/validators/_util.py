@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from piiguard.errors import InvalidFormatError, InvalidLengthError, MaskedValueError
 
-__all__ = ["is_ascii_digits", "require_str", "strip_separators"]
+__all__ = ["empty", "is_ascii_digits", "is_blank", "require_str", "strip_separators"]
 
 #: Longest input any numeric validator looks at; longer input is refused before any work.
 MAX_INPUT = 64
@@ -34,6 +34,17 @@ def require_str(value: object, what: str, max_len: int = MAX_INPUT) -> str:
     if len(value) > max_len:
         raise InvalidLengthError("length", detail=f"{what} input is too long")
     return value
+
+
+def is_blank(s: str) -> bool:
+    """True when ``s`` is empty or whitespace only (what every validator calls empty)."""
+    return not s or s.isspace()
+
+
+def empty(what: str) -> InvalidLengthError:
+    """The error for empty input: its own rule, ``empty``, in every validator (rather
+    than whichever rule the empty string happens to fail first)."""
+    return InvalidLengthError("empty", detail=f"{what} is empty")
 
 
 _SEPARATORS = str.maketrans("", "", " -.")

@@ -57,12 +57,12 @@ piiguard.errors.InvalidComponentError: invalid value: street rule failed
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from piiguard.errors import (
+    ConfigurationError,
     InvalidComponentError,
     InvalidFormatError,
 )
@@ -77,139 +77,48 @@ from piiguard.validators._turkish import (  # the provinces and Turkish case, re
     tr_lower,
     tr_upper,
 )
-from piiguard.validators._util import require_str
+from piiguard.validators._address_text import (  # the text rules (tests read them here)
+    _ALNUM,
+    _BAD_CATEGORIES,  # noqa: F401
+    _DIGIT,
+    _NORMAL,
+    _POSTAL,
+    _POSTAL_WORD,
+    MAX_LENGTH,
+    _is_normal,  # noqa: F401
+    _TYPED_TEXT,
+    _typed_accepts,
+    normalize,
+    written,
+)
+from piiguard.validators._util import empty, require_str
 
 __all__ = [
+    "LEVELS",
     "MAX_LENGTH",
     "PROVINCES",
+    "AddressCheck",
     "Province",
     "TurkishAddress",
+    "as_written",
+    "as_written_lenient",
+    "check",
     "district_of",
     "is_valid",
     "normalize",
     "province_by_code",
     "province_by_name",
     "province_of",
+    "search_form",
     "tr_lower",
     "tr_upper",
     "validate",
+    "written",
 ]
 
-#: Longest address text accepted, in characters.
-MAX_LENGTH = 500
 _NAME = "address"
 
 
-# --------------------------------------------------------------------------- normalising
-
-_WS = re.compile(r"\s+")
-_COMMA = re.compile(r" ?,[ ,]*")
-_SLASH = re.compile(r" ?/ ?")
-_COLON = re.compile(r" ?: ?")
-_POSTAL = re.compile(r"[0-9]{5}")
-_DIGIT = re.compile(r"[0-9]")
-_ALNUM = re.compile(r"[^\W_]")                  # one character for which str.isalnum() is true
-_POSTAL_WORD = re.compile(r"(?:^| )([0-9]{5})(?= |$)")
-_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_BAD_CATEGORIES = frozenset(("Nd", "No", "Nl", "Cf", "Cc", "Cs", "Co", "Cn"))
-
-
-def _safe_ranges(lo: int, hi: int) -> str:
-    """Regex ranges of the code points in ``[lo, hi)`` that :func:`normalize` keeps as
-    they are (no digit from another script, no format or control character)."""
-    parts, start = [], None
-    for cp in range(lo, hi + 1):
-        ok = cp < hi and unicodedata.category(chr(cp)) not in _BAD_CATEGORIES
-        if ok and start is None:
-            start = cp
-        elif not ok and start is not None:
-            parts.append(f"\\u{start:04x}-\\u{cp - 1:04x}")
-            start = None
-    return "".join(parts)
-
-
-# Any non-ASCII character that needs a look by category (to be refused or dropped);
-# characters outside U+0080…U+2FFF are always looked at.
-_NEEDS_CHECK = re.compile("[^\\x00-\\x7f" + _safe_ranges(0x80, 0x3000) + "]")
-
-# Canonical text is made of printable ASCII without lower-case letters and of Turkish
-# upper-case letters: every such character is NFC, has no category to refuse or drop,
-# and is unchanged by tr_upper (tested for each character).
-_CANONICAL_CHARS = "\\x20-\\x60\\x7b-\\x7eÂÇÎÖÛÜĞİŞ"
-# The same without the four characters the spacing rules are about (space , / :).
-_WORD_CHARS = "\\x21-\\x2b\\x2d\\x2e\\x30-\\x39\\x3b-\\x60\\x7b-\\x7eÂÇÎÖÛÜĞİŞ"
-# Text that normalize() returns unchanged, as one regex (one pass, no Python loop): runs
-# of canonical characters joined by " " or ", ", each joint followed by a character of
-# _WORD_CHARS (so never a space before a space, a comma, "/" or ":"), a space never
-# right after "/" or ":", no space or comma first. Possessive quantifiers: no
-# backtracking, linear time on any input. The tests check it against the full rules.
-_RUN = f"[{_WORD_CHARS}/:]*+"
-_NORMAL = re.compile(f"(?![ ,]){_RUN}(?:(?:(?<![/:]) |, )(?=[{_WORD_CHARS}]){_RUN})*+")
-
-
-def _is_normal(text: str) -> bool:
-    """True when ``text`` is a str that :func:`normalize` returns unchanged, decided by
-    one regex (``_NORMAL``). False means "not known": use the full rules."""
-    if type(text) is not str:
-        return False
-    return _NORMAL.fullmatch(text) is not None
-
-
-def normalize(text: str) -> str:
-    """One spelling for one address text (no structure check; see :func:`validate`).
-
-    >>> normalize('  kızılay  mah. ,atatürk blv.\\tno : 1 / 2 ')
-    'KIZILAY MAH., ATATÜRK BLV. NO:1/2'
-    >>> normalize('No:٣')
-    Traceback (most recent call last):
-        ...
-    piiguard.errors.InvalidFormatError: invalid value: characters rule failed
-        (address has digits from another script)
-    """
-    text = require_str(text, _NAME, MAX_LENGTH)
-    if _is_normal(text):
-        return text
-    return _normalize_full(text)
-
-
-def _normalize_full(text: str) -> str:
-    """:func:`normalize` without the shortcut for text that is already normal."""
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text.replace("i\u0307", "i"))
-        if _NEEDS_CHECK.search(text) is not None:
-            kept = []
-            for ch in text:
-                if ch.isascii():
-                    kept.append(ch)
-                    continue
-                cat = unicodedata.category(ch)
-                if cat in ("Nd", "No", "Nl"):
-                    raise InvalidFormatError(
-                        "characters", detail=f"{_NAME} has digits from another script")
-                if cat == "Cf":
-                    continue        # zero-width spaces, soft hyphens, BOM, direction marks
-                if cat in ("Cc", "Cs", "Co", "Cn"):
-                    raise InvalidFormatError("characters", detail=f"{_NAME} has control characters")
-                kept.append(ch)
-            text = "".join(kept)
-    if _ASCII_CONTROL.search(text) is not None:
-        raise InvalidFormatError("characters", detail=f"{_NAME} has control characters")
-    # The rules are _WS.sub(" ", text).strip(), then _COMMA.sub(", ", …),
-    # _SLASH.sub("/", …), _COLON.sub(":", …) and .strip(" ,"); string methods do the
-    # same faster. str.split() splits at runs of the characters \s matches
-    # (str.isspace) and drops them at both ends, which leaves single spaces only. Then
-    # _COMMA turns each run of spaces and commas that has a comma into ", " (runs at
-    # either end are stripped at the end anyway, so dropping them is the same), and
-    # _SLASH/_COLON drop every space next to "/" or ":". Each step runs only when it
-    # would change something.
-    text = " ".join(tr_upper(text).split())
-    if " ," in text or ",," in text or text.count(",") != text.count(", "):
-        text = ", ".join([part for part in (p.strip(" ") for p in text.split(",")) if part])
-    if " /" in text or "/ " in text:
-        text = text.replace(" /", "/").replace("/ ", "/")
-    if " :" in text or ": " in text:
-        text = text.replace(" :", ":").replace(": ", ":")
-    return text.strip(" ,")
 
 
 # --------------------------------------------------------------------------- structure
@@ -298,6 +207,8 @@ class TurkishAddress:
 
     @classmethod
     def _from_text(cls, t: str) -> TurkishAddress:
+        if not t:
+            raise empty(_NAME)
         postal: str | None = None
         head, tok = _split_last(t)
         # Trailing country name and postal code after the province.
@@ -468,6 +379,134 @@ def _validate_full(value: str | TurkishAddress | Mapping[str, object]) -> str:
                 "structure", detail="address fields are street, district, province, postal_code")
         return TurkishAddress(**value).format()  # type: ignore[arg-type]
     return TurkishAddress.parse(value).format()
+
+
+# --------------------------------------------------------------------------- as written
+
+#: The validation levels of :func:`check` (``"strict"`` is every column's default).
+LEVELS = ("strict", "lenient")
+
+
+class AddressCheck(NamedTuple):
+    """What :func:`check` found out about an address.
+
+    - ``text``: the address as written (what a column stores and returns): NFC,
+      invisible format characters dropped, runs of whitespace collapsed to one space;
+    - ``canonical``: the one spelling of the address (what the blind index, masks and
+      comparisons use): :func:`validate`'s result when the strict rules hold, else the
+      normalised text (:func:`normalize`);
+    - ``province``: the province it is in (official upper-case name);
+    - ``unchecked``: the rules the lenient level could not check (empty when every
+      strict rule held): ``"province"`` (the text does not end with a province: one
+      was found elsewhere in it, so the street, district and postal code could not be
+      told apart), ``"postal_code"``, ``"street"``, ``"district"``.
+    """
+
+    text: str
+    canonical: str
+    province: str
+    unchecked: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return (f"AddressCheck(text=<redacted>, canonical=<redacted>, "
+                f"province={self.province!r}, unchecked={self.unchecked!r})")
+
+
+def check(value: str | TurkishAddress | Mapping[str, object],
+          level: str = "strict") -> AddressCheck:
+    """Validate an address at ``level`` and tell what was found (see :class:`AddressCheck`).
+
+    ``"strict"`` (the default) applies every rule of :func:`validate`. ``"lenient"``
+    needs a recognisable province anywhere in the text and reports in ``unchecked``
+    the rules it could not check instead of refusing the address; the character rules
+    (no control characters, no digits from other scripts), the length and ``empty``
+    still refuse. Structured input (a :class:`TurkishAddress` or a mapping) is written
+    as its canonical text.
+
+    >>> c = check('Moda Cad. No:5, Kadıköy, İstanbul 34710')
+    >>> c.text, c.canonical, c.unchecked
+    ('Moda Cad. No:5, Kadıköy, İstanbul 34710', 'MODA CAD. NO:5, KADIKÖY, 34710 İSTANBUL', ())
+    >>> c = check('Cumhuriyet Cad. No:5, 06710 Kadıköy/İstanbul', 'lenient')
+    >>> c.province, c.unchecked
+    ('İSTANBUL', ('postal_code',))
+    >>> check('Cumhuriyet Cad. No:5, Gotham', 'lenient')
+    Traceback (most recent call last):
+        ...
+    piiguard.errors.InvalidComponentError: invalid value: province rule failed
+        (address does not end with one of the 81 provinces)
+    """
+    if level not in LEVELS:
+        raise ConfigurationError(f"unknown address validation level {level!r}; "
+                                 "expected 'strict' or 'lenient'")
+    if not isinstance(value, str):
+        canonical = _validate_full(value)
+        return AddressCheck(canonical, canonical, province_of(canonical), ())
+    text = written(value)
+    try:
+        canonical = validate(text)
+    except InvalidComponentError as exc:
+        if level == "strict":
+            raise exc.detached() from None
+        return _lenient(text, exc.rule)
+    return AddressCheck(text, canonical, province_of(canonical), ())
+
+
+def _lenient(text: str, failed: str) -> AddressCheck:
+    """The lenient reading of ``text``, which failed the strict rule ``failed``."""
+    norm = normalize(text)
+    found: Province | None = None
+    for tok in reversed(_TOKENS.split(norm)):       # the province nearest the end wins
+        found = _BY_CANONICAL.get(tok) or _BY_KEY.get(_fold(tok.rstrip(".")))
+        if found is not None:
+            break
+    if found is None:
+        raise InvalidComponentError(
+            "province", detail=f"{_NAME} does not end with one of the 81 provinces")
+    return AddressCheck(text, norm, found.canonical, (failed,))
+
+
+_TOKENS = re.compile(r"[ ,/]+")
+
+
+def as_written(value: str | TurkishAddress | Mapping[str, object],
+               level: str = "strict") -> str:
+    """:func:`check`'s ``text``: what an address column stores (validated at ``level``).
+
+    >>> as_written('moda cad. no:5  kadıköy/istanbul')
+    'moda cad. no:5 kadıköy/istanbul'
+    """
+    if type(value) is str and level == "strict":
+        if len(value) <= MAX_LENGTH and _TYPED_TEXT(value) is not None:
+            text = value                         # the written form of such text
+            if "  " in value or "\t" in value or value[:1] == " " or value[-1:] == " ":
+                text = " ".join(value.split())
+            if _typed_accepts(text):
+                return text
+        text = written(value)
+        validate(text)
+        return text
+    return check(value, level).text
+
+
+def as_written_lenient(value: str | TurkishAddress | Mapping[str, object]) -> str:
+    """``as_written(value, "lenient")``."""
+    return check(value, "lenient").text
+
+
+def search_form(text: str) -> str:
+    """The spelling an address is searched and masked by: its canonical text when the
+    strict rules hold, else its normalised text. Every spelling of one address has the
+    same search form, and so has the canonical text stored by earlier releases.
+
+    >>> search_form('moda cad. no:5 kadıköy/istanbul 34710 Türkiye')
+    'MODA CAD. NO:5, 34710 KADIKÖY/İSTANBUL'
+    >>> search_form('Moda Cad. No:5, 34710 Kadıköy / İstanbul')
+    'MODA CAD. NO:5, 34710 KADIKÖY/İSTANBUL'
+    """
+    try:
+        return validate(text)
+    except InvalidComponentError:
+        return normalize(text)
 
 
 def is_valid(value: object) -> bool:

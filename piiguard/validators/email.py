@@ -35,7 +35,7 @@ from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from piiguard.errors import InvalidFormatError, InvalidLengthError, MaskedValueError
-from piiguard.validators._util import require_str
+from piiguard.validators._util import empty, require_str
 
 __all__ = ["MAX_LENGTH", "domain", "is_valid", "local_part", "validate"]
 
@@ -129,7 +129,7 @@ def _validate_full(address: str, *, lowercase_local: bool = False) -> str:
     if len(address) > MAX_LENGTH:
         raise InvalidLengthError("length", detail=f"{_NAME} is too long")
     if not address:
-        raise InvalidLengthError("length", detail=f"{_NAME} is empty")
+        raise empty(_NAME)
     if "*" in address and "@" in address and "***" in address:
         raise MaskedValueError("masked", detail=f"{_NAME} looks like a masked value")
     try:

@@ -7,9 +7,13 @@ the same number. A number must be *valid* (an assigned range of its country, rig
 length), not merely possible: ``+90 599 …`` is refused. Options restrict the accepted
 numbers to one region (``only_region='TR'``) or to mobiles (``mobile_only=True``).
 
-Only ASCII digits, one leading ``+`` and the separators space, ``-``, ``.``, ``(``,
-``)``, ``/`` are accepted: digits from other scripts, letters (vanity numbers) and
-extensions are refused, because E.164 could not keep them.
+Only ASCII digits, one leading ``+`` and the separators space, tab, no-break space
+(U+00A0, U+202F, U+2007: what text pasted from a web page or a word processor holds),
+``-``, ``.``, ``(``, ``)``, ``/`` are accepted; every separator means the same on the
+fast path and in the full parse (tabs and no-break spaces are read as spaces before
+``phonenumbers`` sees the text, which would otherwise refuse a tab). Empty input (or
+whitespace only) fails the rule ``empty``. Refused: digits from other scripts,
+letters (vanity numbers) and extensions, because E.164 could not keep them.
 
 Speed: ``phonenumbers.parse`` plus ``is_valid_number`` costs about 19 µs. Input that is
 already canonical for Türkiye (``+90`` and ten digits, and the common national
@@ -75,7 +79,7 @@ from piiguard.errors import (
     InvalidLengthError,
     MaskedValueError,
 )
-from piiguard.validators._util import require_str
+from piiguard.validators._util import empty, is_blank, require_str
 
 __all__ = [
     "TYPE_NAMES",
@@ -111,6 +115,8 @@ _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR
 # ASCII only: [0-9] is a literal range here, unlike \d.
 _ALLOWED = re.compile(r"[ \t]*\+?[0-9 \t\-./()]*\Z")
 _SEPARATORS = str.maketrans("", "", " \t-./()")
+# Separators read as a space before anything else looks at the text (both paths).
+_AS_SPACE = str.maketrans({"\t": " ", "\u00a0": " ", "\u202f": " ", "\u2007": " "})
 
 
 class _Checked(NamedTuple):
@@ -209,6 +215,16 @@ def _build_tr_fast_path() -> _TrFastPath | None:
 _FAST = _build_tr_fast_path()
 _E164_TR = _FAST.e164 if _FAST is not None else (lambda s: None)
 
+# The national spellings people type, as one regex: an optional +90 / 0 prefix, the
+# area code (in parentheses or not), then 3-2-2 or 3-4 digits separated by single
+# spaces or dashes. It only reads the ten-digit national number out of the text;
+# whether that number is valid (and its type) is still decided by _E164_TR, the TR
+# metadata. Without a prefix a number starting with 9 is left to the full parse (as
+# in _fast: "90…" may be a country code).
+_NATIONAL = re.compile(
+    r"(?:(\+90 ?|0)|(?=[1-8]))\(?([1-9][0-9]{2})\)?[ -]?([0-9]{3})[ -]?"
+    r"([0-9]{2})[ -]?([0-9]{2})\Z", re.ASCII).match
+
 
 def _tr_type(number: str, pos: int) -> int:
     """Type of the ten-digit TR national number ``number[pos:]`` (already checked to be
@@ -230,8 +246,19 @@ _NSN_FIRST = frozenset("123456789")
 
 def _fast(number: str, region: str | None) -> _Checked | None:
     """Accept canonical TR input quickly; None means "ask phonenumbers"."""
-    if _FAST is None or len(number) > 24 or not number.isascii():
+    if _FAST is None or len(number) > 24:
         return None
+    if region == "TR":
+        m = _NATIONAL(number)
+        if m is not None:
+            e164 = "+90" + "".join(m.groups("")[1:])
+            if _E164_TR(e164) is None:
+                return None
+            return _Checked(e164, _tr_type(e164, 3), "TR")
+    if not number.isascii():
+        number = number.translate(_AS_SPACE)     # no-break spaces are separators too
+        if not number.isascii():
+            return None
     if len(number) == 13 and number.startswith("+90") and number[1:].isdigit():
         nsn = number[3:]
     else:
@@ -263,10 +290,12 @@ def _fast(number: str, region: str | None) -> _Checked | None:
 # --------------------------------------------------------------------------- full path
 
 def _slow(number: object, region: str | None) -> _Checked:
-    number = require_str(number, _NAME, _MAX_LEN)
+    number = require_str(number, _NAME, _MAX_LEN).translate(_AS_SPACE)
     if "*" in number:
         raise MaskedValueError("masked", detail=f"{_NAME} looks like a masked value")
-    if not number.strip() or _ALLOWED.match(number) is None:
+    if is_blank(number):
+        raise empty(_NAME)
+    if _ALLOWED.match(number) is None:
         raise InvalidFormatError(
             "format", detail=f"{_NAME} has ASCII digits, a leading + and separators only")
     try:
@@ -343,9 +372,16 @@ def validate(number: str, region: str | None = "TR", *, only_region: str | None 
         check_region(region)
     if only_region is not None and only_region != "TR":
         check_region(only_region)
-    # Hot path: TR E.164 as stored and as most APIs send it.
+    # Hot paths: TR E.164 as stored and as most APIs send it, then the national
+    # spellings people type (0532 123 45 67, +90 532 123 4567).
     if type(number) is str:
         m = _E164_TR(number)
+        if m is None and region == "TR" and not mobile_only and only_region is None:
+            n = _NATIONAL(number)
+            if n is not None:
+                e164 = "+90" + "".join(n.groups("")[1:])
+                if _E164_TR(e164) is not None:
+                    return e164
         if m is not None:
             if not mobile_only and (only_region is None or only_region == "TR"):
                 return number

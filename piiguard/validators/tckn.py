@@ -52,7 +52,13 @@ piiguard.errors.MaskedValueError: invalid value: masked rule failed
 from __future__ import annotations
 
 from piiguard.errors import InvalidChecksumError, InvalidFormatError, InvalidLengthError
-from piiguard.validators._util import is_ascii_digits, require_str, strip_separators
+from piiguard.validators._util import (
+    empty,
+    is_ascii_digits,
+    is_blank,
+    require_str,
+    strip_separators,
+)
 
 __all__ = ["calc_check_digits", "compact", "format", "is_valid", "kind", "validate"]
 
@@ -130,6 +136,8 @@ def validate(number: str) -> str:
         raise InvalidChecksumError("checksum", detail=f"{_NAME} check digits do not match")
     number = compact(number)
     if not is_ascii_digits(number):
+        if is_blank(number):
+            raise empty(_NAME)
         raise InvalidFormatError("format", detail=f"{_NAME} has ASCII digits 0-9 only")
     if number[0] == "0":
         raise InvalidFormatError("format", detail=f"{_NAME} does not start with 0")

@@ -38,7 +38,13 @@ piiguard.errors.InvalidFormatError: invalid value: format rule failed
 from __future__ import annotations
 
 from piiguard.errors import InvalidChecksumError, InvalidFormatError, InvalidLengthError
-from piiguard.validators._util import is_ascii_digits, require_str, strip_separators
+from piiguard.validators._util import (
+    empty,
+    is_ascii_digits,
+    is_blank,
+    require_str,
+    strip_separators,
+)
 
 __all__ = ["calc_check_digit", "compact", "format", "is_valid", "validate"]
 
@@ -108,6 +114,8 @@ def validate(number: str) -> str:
     if not (type(number) is str and len(number) == 10 and number.isascii() and number.isdigit()):
         number = compact(number)
         if not is_ascii_digits(number):
+            if is_blank(number):
+                raise empty(_NAME)
             raise InvalidFormatError("format", detail=f"{_NAME} has ASCII digits 0-9 only")
         if len(number) != 10:
             raise InvalidLengthError("length", detail=f"{_NAME} has 10 digits")
