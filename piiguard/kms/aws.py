@@ -163,7 +163,9 @@ class AwsKMS:
         if not 7 <= pending_days <= 30:
             raise ConfigurationError("the pending window must be 7 to 30 days",
                                      key_id=key_id, operation="schedule_key_deletion")
-        resp = self._call("schedule_key_deletion", key_id, KeyId=key_id,
+        # the key id (the ARN's last part): some KMS look-alikes refuse an ARN here
+        kid = key_id.rsplit(":key/", 1)[-1]
+        resp = self._call("schedule_key_deletion", key_id, KeyId=kid,
                           PendingWindowInDays=pending_days)
         when = resp.get("DeletionDate")
         return {"key_id": resp.get("KeyId", key_id),
