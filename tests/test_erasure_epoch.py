@@ -102,6 +102,9 @@ def test_backup_copy_decrypts_until_the_epoch_then_never_local_kms(tmp_path):
     assert read_all(old_copy, LocalKMS.from_file(key_file))[7] == "+905330000007"
     old_copy.dispose()
 
+    key_file_copy = tmp_path / "master.key.bak"             # a key file backup
+    shutil.copyfile(key_file, key_file_copy)
+    key_file_copy.chmod(0o600)
     epoch = close_epoch(guard)
     assert epoch.destroyed_keks and epoch.retired_master_keys
     assert [c["scope"] for c in epoch.completed] == ["customers:S-7"]
@@ -121,7 +124,10 @@ def test_backup_copy_decrypts_until_the_epoch_then_never_local_kms(tmp_path):
     old_copy = create_engine(f"sqlite:///{backup}")
     with pytest.raises(PIIGuardError):
         read_all(old_copy, on_disk)
-    # (binding the backup refuses outright: its key table names the retired master key)
+    # ... but a copy of the key file from before the epoch still holds the old master
+    # key: with it, the old database copy still decrypts (docs/operations.md says so).
+    old_copy = create_engine(f"sqlite:///{backup}")
+    assert read_all(old_copy, LocalKMS.from_file(key_file_copy))[7] == "+905330000007"
 
 
 def test_backup_copy_with_aws_kms_shows_pending_deletion(aws_kms, tmp_path):
