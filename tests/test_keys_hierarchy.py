@@ -282,3 +282,30 @@ def test_threads_creating_keys_race_the_shred_and_never_resurrect(pg_engine):
     assert "erased" in outcomes or outcomes.count("wrote") >= 1
     with pytest.raises(ScopeErasedError):
         Guard(kms=kms).bind(pg_engine).field("t", "c").encrypt_str("x", scope="victim")
+
+
+def test_reencrypt_across_a_shred_never_resurrects_the_subject(sqlite_engine):
+    """A reencrypt whose Guard holds the scope's keys (a long job) runs after another
+    process shredded the scope and after its cache expired: no key is created for the
+    erased scope, its rows stay unreadable and its index unmatched; the others move."""
+    from piiguard.rotation import reencrypt
+
+    clock = ManualClock()
+    kms = LocalKMS.generate()
+    job, C1 = make(sqlite_engine, kms, clock=clock,
+                   cache=CacheLimits(soft_ttl=60, hard_ttl=600, watch_changes=False))
+    admin, C2 = make(sqlite_engine, kms)
+    with sqlite_engine.begin() as conn:
+        conn.execute(insert(C1.__table__), rows(1, 6))
+    for i in range(1, 6):                                  # work for reencrypt
+        job.keys.rotate("dek", f"customers:S-{i}")
+    shred_scope(admin, "customers:S-3")
+    clock.advance(61)                                      # the job's cache expires
+    report = reencrypt(job)
+    assert report.updated == 4 and report.shredded >= 1, report.to_dict()
+    assert {k.state for k in admin.keys.keys(scope="customers:S-3")} == {"destroyed"}
+    with Session(sqlite_engine) as s:
+        assert s.get(C2, 3).phone is None and s.get(C2, 3).national_id is None
+        assert s.get(C2, 4).phone == "+905320000004"
+        assert s.scalar(select(func.count()).where(C2.national_id == tc(3))) == 0
+        assert s.scalar(select(func.count()).where(C2.national_id == tc(4))) == 1
