@@ -472,6 +472,9 @@ def print_shred(console: Console, scope: str, report: ShredReport) -> None:
     console.print(f"scope {scope!r}: destroyed key(s) {', '.join(map(str, report.keys))}")
     for label, n in report.values.items():
         console.print(f"  {label}: {n:,} value(s) now unreadable")
+    if report.epoch is not None:
+        console.print(f"  copies taken before now still decrypt it until epoch "
+                      f"{report.epoch} is closed: piiguard keys epoch")
 
 
 # -- jobs ------------------------------------------------------------------------------------

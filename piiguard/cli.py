@@ -46,6 +46,7 @@ from piiguard._console import (
     usage_error,
 )
 from piiguard.cli_jobs import jobs_app, run_queued
+from piiguard.cli_keys import add_key_commands
 from piiguard.errors import ConfigurationError, PIIGuardError
 
 __all__ = ["ProgressBar", "app", "load_app", "main", "print_status"]
@@ -352,6 +353,9 @@ def keys_rotate_master(ctx: typer.Context,
         print_rewrap(st.out, report)
     if not report.ok:
         raise failed()
+
+
+add_key_commands(keys_app, _state, command)
 
 
 @keys_app.command("retire")

@@ -23,6 +23,7 @@ bytes, so they are safe to log::
     ├── KeyStateError
     │   ├── UnknownKeyError                      no such DEK / master key
     │   ├── KeyDestroyedError                    the key was crypto-shredded
+    │   ├── ScopeErasedError                     writing to an erased scope (tombstone)
     │   └── KeyInUseError                        retiring a key that rows still use
     └── KMSError
         ├── KMSUnavailableError                  KMS unreachable, timed out or throttled
@@ -76,6 +77,7 @@ __all__ = [
     "KeyStateError",
     "UnknownKeyError",
     "KeyDestroyedError",
+    "ScopeErasedError",
     "KeyInUseError",
     "KMSError",
     "KMSUnavailableError",
@@ -298,6 +300,24 @@ class UnknownKeyError(KeyStateError):
 
 class KeyDestroyedError(KeyStateError):
     """The key was destroyed (crypto-shredded): data under it is gone for good."""
+
+
+class ScopeErasedError(KeyStateError):
+    """A key scope was erased (``piiguard shred --scope``): no key is created for it
+    again until it is re-opened on purpose (``piiguard keys reopen``). Names the scope
+    (``scope``), never a value.
+
+    >>> str(ScopeErasedError("scope was erased", scope="customers:C-42", operation="encrypt"))
+    'scope was erased scope=customers:C-42 operation=encrypt'
+    """
+
+    def __init__(self, message: str, *, scope: str | None = None, column: str | None = None,
+                 key_id: str | int | None = None, operation: str | None = None) -> None:
+        self.scope = scope
+        super().__init__(message, column=column, key_id=key_id, operation=operation)
+
+    def _headline(self) -> str:
+        return f"{self.reason} scope={self.scope}"
 
 
 class KeyInUseError(KeyStateError):

@@ -217,7 +217,8 @@ class Guard:
         t = self.keys.table
         with self.keys.engine.connect() as conn:   # type: ignore[union-attr]  # bound
             named = sorted(conn.execute(select(t.c.master_key_id).where(
-                t.c.wrapped_key.is_not(None)).distinct()).scalars())
+                t.c.wrapped_key.is_not(None), t.c.master_key_id.not_like("kek:%"))
+                .distinct()).scalars())   # "kek:<id>": wrapped under a KEK, not the KMS
         missing = [m for m in named if not has(m)]
         if not missing:
             return

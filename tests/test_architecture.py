@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("piiguard.sqlalchemy", "piiguard.pydantic"),
     ("piiguard.fastapi", "piiguard.rotation"),
     ("piiguard._console",),
-    ("piiguard.demo", "piiguard.testing", "piiguard.cli_jobs"),
+    ("piiguard.demo", "piiguard.testing", "piiguard.cli_jobs", "piiguard.cli_keys"),
     ("piiguard.cli",),
 ]
 #: The package facade re-exports names from every layer; nothing inside imports it.

@@ -23,7 +23,7 @@ def test_demo_shows_ciphertext_beside_plaintext_masking_and_rotation(tmp_path, m
     assert res.exit_code == 0, res.output
     out = res.output
     # 1. the database side (hex of a binary envelope: format byte, DEK id; a text one)
-    assert "10 00000001 " in out and "pg1:" in out
+    assert "10 00000002 " in out and "pg1:" in out   # key 1 is the KEK
     # ... and the application side
     assert "10000000146" in out and "+905321234567" in out and "Ayşe Yılmaz" in out
     # 2. masking by role
@@ -55,7 +55,7 @@ def test_demo_json(tmp_path):
     doc = json.loads(res.stdout)
     first = {r["column"]: r for r in doc["rows"] if r["id"] == 1}
     assert first["national_id"]["read"] == "10000000146"
-    assert first["national_id"]["stored"].startswith("10 00000001")
+    assert first["national_id"]["stored"].startswith("10 00000002")
     assert first["email"]["stored"].startswith("pg1:")
     assert doc["masking"]["support"]["national_id"] == "1********46"
     assert doc["masking"]["intern"]["phone"] == "[REDACTED]"

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 
 import piiguard
 from piiguard import CacheLimits, Guard, LocalKMS, errors
@@ -29,6 +29,7 @@ from piiguard.errors import (
 from piiguard.guard import FieldCipher, FieldIndex
 from piiguard.keys.cache import Entry
 from piiguard.keys.manager import KeyManager
+from piiguard.keys.store import KeyRow
 from piiguard.kms.base import DataKeyPair
 
 PACKAGE_DIR = Path(piiguard.__file__).parent
@@ -73,9 +74,9 @@ def test_two_guards_with_different_kms_cannot_read_each_other(tmp_path):
     b = Guard(kms=LocalKMS.generate()).bind(create_engine(f"sqlite:///{tmp_path / 'b.db'}"))
     blob_a = a.field("customers", "national_id").encrypt_str("10000000146")
     blob_b = b.field("customers", "national_id").encrypt_str("10000000146")
-    # Same key id (1) in each database, different key material.
-    assert a.field("customers", "national_id").key_id_of(blob_a) == 1
-    assert b.field("customers", "national_id").key_id_of(blob_b) == 1
+    # Same key id (2: the KEK is 1) in each database, different key material.
+    assert a.field("customers", "national_id").key_id_of(blob_a) == 2
+    assert b.field("customers", "national_id").key_id_of(blob_b) == 2
     with pytest.raises(DecryptionError):
         b.field("customers", "national_id").decrypt_str(blob_a)
     with pytest.raises(DecryptionError):
@@ -159,6 +160,10 @@ def test_reprs_never_contain_key_material(sqlite_engine, caplog):
     shown = "\n".join(repr(o) + "\n" + str(o) for o in objects)
     shown += "\n" + caplog.text
     secrets = set(kms.plaintexts) | set(kms.inner._keys.values())
+    # data and index keys are wrapped locally under the KEK: their plaintexts too
+    with sqlite_engine.connect() as conn:
+        rows = [KeyRow.of(r) for r in conn.execute(select(guard.keys.table))]
+    secrets |= {guard.keys.hierarchy.unwrap(r) for r in rows if r.wrapped_key}
     assert len(secrets) >= 4
     for material in secrets:
         for enc in encodings(material):

@@ -44,12 +44,16 @@ def test_bind_creates_the_key_table(any_engine, local_kms):
     assert cipher.decrypt_str(blob) == "10000000146"
     (row,) = guard.keys.keys()
     assert (row.kind, row.scope, row.state) == ("dek", "customers", ACTIVE)
-    assert row.master_key_id == local_kms.master_key_id and row.created_at is not None
+    # Key-table format 2: the DEK is wrapped locally under the KEK, the KEK by the KMS.
+    (kek,) = guard.keys.keys(kind="kek")
+    assert row.master_key_id == f"kek:{kek.id}" and row.created_at is not None
+    assert kek.master_key_id == local_kms.master_key_id
     with any_engine.connect() as conn:
-        stored = conn.execute(text("SELECT wrapped_key FROM piiguard_data_keys")).scalar()
+        stored = conn.execute(text("SELECT wrapped_key FROM piiguard_data_keys "
+                                   "WHERE kind = 'kek'")).scalar()
     assert len(bytes(stored)) > 32 and local_kms.decrypt_data_key(
-        bytes(stored), row.master_key_id,
-        {"piiguard:kind": "dek", "piiguard:scope": "customers"}) is not None
+        bytes(stored), kek.master_key_id,
+        {"piiguard:kind": "kek", "piiguard:scope": "piiguard:keyring"}) is not None
 
 
 def test_custom_key_table_name(sqlite_engine, local_kms):
@@ -128,9 +132,10 @@ def test_master_key_rewrap_keeps_every_value_readable(any_engine, local_kms):
     blobs["a2"] = guard.field("a", "c").encrypt_str("value of a2")
     old_mk = local_kms.master_key_id
     new_mk = local_kms.add_master_key(make_current=True)
-    assert guard.keys.rewrap(new_mk) == 4
+    # Only the KEK is wrapped by the KMS: one key to rewrap, not one per data key.
+    assert guard.keys.rewrap(new_mk) == 1
     assert guard.keys.rewrap(new_mk) == 0  # resumable: nothing left to do
-    assert {k.master_key_id for k in guard.keys.keys()} == {new_mk}
+    assert {k.master_key_id for k in guard.keys.keys(kind="kek")} == {new_mk}
     local_kms.disable(old_mk)  # the old master key is no longer needed
     fresh = Guard(kms=local_kms).bind(any_engine)
     for s, blob in blobs.items():
@@ -180,7 +185,8 @@ def _check_table(engine, kms, results) -> None:
     guard = Guard(kms=kms).bind(engine)
     t = guard.keys.table
     with engine.connect() as conn:
-        active = conn.execute(select(t.c.scope, func.count()).where(t.c.state == ACTIVE)
+        active = conn.execute(select(t.c.scope, func.count())
+                              .where(t.c.state == ACTIVE, t.c.kind != "kek")
                               .group_by(t.c.scope)).all()
     assert sorted(active) == [(s, 1) for s in SCOPES]
     # No lost key: every value, whichever Guard/process wrote it, decrypts.

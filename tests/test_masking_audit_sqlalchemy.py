@@ -216,7 +216,7 @@ def test_durable_writes_one_record_per_query_result_before_the_first_value(durab
         seen = [(c.national_id, c.phone) for c in rows for _ in range(2)]
     assert len(seen) == 500 and len(sink.writes) == 1
     ev = next(e for e in sink.reveals() if e["column"] == "customers.national_id")
-    assert ev["role"] == "admin" and ev["purpose"] == "export" and ev["key_id"] == 1
+    assert ev["role"] == "admin" and ev["purpose"] == "export" and ev["key_id"] == 2
     assert ev["row_keys"][:2] == ["1", "2"] and ev["row_keys_omitted"] == 150
 
 

@@ -60,6 +60,23 @@ def seed(guard, engine):
     return Customer
 
 
+def kms_wrapped(guard) -> list[str]:
+    """The master key of every key the KMS wraps (KEKs, format-1 keys), by key id."""
+    t = guard.keys.table
+    with guard.engine.connect() as conn:
+        return list(conn.execute(select(t.c.master_key_id).where(
+            t.c.wrapped_key.is_not(None), t.c.master_key_id.not_like("kek:%"))
+            .order_by(t.c.id)).scalars())
+
+
+def legacy_key(guard, scope: str) -> None:
+    """A key of key-table format 1 (wrapped by the KMS directly), as older versions made."""
+    from datetime import datetime, timezone
+    guard.keys.store.insert_active("dek", scope,
+                                   guard.kms.generate_data_key(kms_context("dek", scope)),
+                                   datetime.now(timezone.utc))
+
+
 def data_digest(engine) -> str:
     """SHA-256 over every byte of every data row (the key table excluded)."""
     h = hashlib.sha256()
@@ -91,8 +108,9 @@ def test_rotate_master_with_the_local_key_file(request, tmp_path, engine_name):
     old_master = kms.master_key_id
     guard = Guard(kms=kms, audit=AuditTrail(sinks=[events.append]))
     seed(guard, engine)
-    n_keys = len(guard.keys.keys())
-    assert n_keys == 3                                # 2 DEKs + 1 index key
+    assert len(guard.keys.keys()) == 3                # 2 DEKs + 1 index key ...
+    n_keys = len(kms_wrapped(guard))
+    assert n_keys == 1                                # ... wrapped under 1 KEK
     before = data_digest(engine)
     probe = kms.generate_data_key(kms_context("dek", "probe"))   # wrapped under the old
 
@@ -100,7 +118,7 @@ def test_rotate_master_with_the_local_key_file(request, tmp_path, engine_name):
 
     assert report.ok and report.created and report.rewrapped == n_keys
     assert report.previous == [old_master] and report.disabled == [old_master]
-    assert {k.master_key_id for k in guard.keys.keys()} == {report.destination}
+    assert set(kms_wrapped(guard)) == {report.destination}
     assert data_digest(engine) == before              # 0 bytes of data changed
     assert [e["action"] for e in events].count("key.rewrap") == n_keys
     # The key file now has the new master key current and the old one disabled.
@@ -124,6 +142,8 @@ def test_rotate_master_resumes_after_an_interruption(sqlite_engine, tmp_path, mo
     kms = LocalKMS.from_file(tmp_path / "master.key", create=True)
     guard = Guard(kms=kms)
     seed(guard, sqlite_engine)
+    legacy_key(guard, "legacy-a")                      # 3 keys the KMS wraps: the KEK
+    legacy_key(guard, "legacy-b")                      # and two of format 1
     calls = []
     real = LocalKMS.rewrap
 
@@ -137,7 +157,7 @@ def test_rotate_master_resumes_after_an_interruption(sqlite_engine, tmp_path, mo
     dest = kms.add_master_key()
     with pytest.raises(KMSUnavailableError):
         rotate_master(guard, dest)
-    masters = [k.master_key_id for k in guard.keys.keys()]
+    masters = kms_wrapped(guard)
     assert masters.count(dest) == 1                    # one key moved before the outage
     report = rotate_master(guard, dest)                # run again: picks up the rest
     assert report.ok and report.rewrapped == 2 and report.remaining == 0
@@ -152,7 +172,8 @@ def test_rotate_master_on_aws_kms_moto_server(aws_kms, sqlite_engine):
     new_arn = client.create_key(Description="piiguard rotation target")["KeyMetadata"]["Arn"]
     guard = Guard(kms=kms)
     seed(guard, sqlite_engine)
-    n_keys = len(guard.keys.keys())
+    n_keys = len(kms_wrapped(guard))
+    assert n_keys == 1                                 # one KEK: one ReEncrypt
     before = data_digest(sqlite_engine)
     probe = kms.generate_data_key(kms_context("dek", "probe"))
     counter.reset()
@@ -162,7 +183,7 @@ def test_rotate_master_on_aws_kms_moto_server(aws_kms, sqlite_engine):
     assert report.ok and report.rewrapped == n_keys
     assert counter.calls["ReEncrypt"] == n_keys and counter.calls["Decrypt"] == 0
     assert counter.calls["GenerateDataKey"] == 0
-    assert {k.master_key_id for k in guard.keys.keys()} == {new_arn}
+    assert set(kms_wrapped(guard)) == {new_arn}
     assert data_digest(sqlite_engine) == before
 
     # The old master key becomes unavailable: every call naming it fails (injected, since

@@ -22,6 +22,7 @@ from piiguard.errors import (
     ConfigurationError,
     KeyDestroyedError,
     KeyInUseError,
+    ScopeErasedError,
     UnknownKeyError,
 )
 from piiguard.rotation import (
@@ -32,6 +33,7 @@ from piiguard.rotation import (
     shred_scope,
     verify,
 )
+from piiguard.rotation.shred import reopen_scope
 from piiguard.sqlalchemy import EncryptedAddress, EncryptedNationalId, EncryptedPhone
 from piiguard.validators import tckn
 
@@ -166,9 +168,15 @@ def test_shredding_one_subject_leaves_everyone_else_readable(any_engine):
     assert again.shredded == 30 and again.to_dict()["shredded"] == 30
 
 
-def test_new_data_after_an_erasure_gets_a_fresh_key(sqlite_engine):
+def test_new_data_after_an_erasure_needs_an_explicit_reopen(sqlite_engine):
     guard, Customer = make(sqlite_engine, key_scope="subject")
     shred_scope(guard, "customers:s2")
+    with Session(sqlite_engine) as s, pytest.raises(ScopeErasedError):
+        s.add(Customer(id=100, subject="s2", national_id=tc(100), phone="+905330000100",
+                       address="Kızılay Mah. No:1, 06420 Çankaya/Ankara"))
+        s.commit()
+    assert guard.keys.keys(scope="customers:s2", states=["active"]) == []
+    reopen_scope(guard, "customers:s2")
     with Session(sqlite_engine) as s:
         s.add(Customer(id=100, subject="s2", national_id=tc(100), phone="+905330000100",
                        address="Kızılay Mah. No:1, 06420 Çankaya/Ankara"))

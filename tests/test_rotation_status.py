@@ -142,10 +142,10 @@ def test_text_form_counts_are_case_sensitive_on_mariadb(mariadb_engine):
                 break
         guard.keys.rotate("dek", "customers")
     k7 = guard.keys.keys(kind="dek", states=["active"])[0].id
-    assert k7 == 7
+    assert k7 == 8      # key 1 is the KEK
     while True:
         v = encode_text(cipher.encrypt(b"+905350000000"))
-        if v[4:11] == "EAAAAAe":
+        if v[4:11] == "EAAAAAi":     # key 2's "EAAAAAI" but for the case
             values.append(v)
             break
     with mariadb_engine.begin() as conn:
@@ -153,9 +153,9 @@ def test_text_form_counts_are_case_sensitive_on_mariadb(mariadb_engine):
         naive = conn.exec_driver_sql(
             "SELECT substr(phone, 5, 7), count(*) FROM customers GROUP BY substr(phone, 5, 7)"
         ).all()
-    assert len(naive) == 6           # the collation merged key 1's and key 7's rows
+    assert len(naive) == 6           # the collation merged key 2's and key 8's rows
     usage = key_status(guard).columns[0].by_key
-    assert usage == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1}
+    assert usage == {2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 1}
 
 
 def test_verify_reports_failures_by_row_key_never_values(any_engine):

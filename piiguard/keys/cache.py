@@ -30,6 +30,7 @@ while the key table is busy or unreachable, or (writes) while the KMS is down::
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,13 @@ class CacheLimits:
       the key again (while KMS is down, cached keys keep working until then).
     - ``max_uses``: encryptions under one DEK before a new DEK is created (well below
       2**32, the bound for random 96-bit nonces).
+    - ``capacity``: how many plaintext keys (data, index and pseudonym keys) one
+      :class:`~piiguard.keys.KeyManager` keeps at most; the least recently used is
+      evicted first (like the AWS Encryption SDK's ``LocalCryptoMaterialsCache``). An
+      evicted key is unwrapped again locally under its cached KEK when next needed: one
+      key-table read, no KMS call. The default, 20,000 keys, keeps a process's cached
+      keys within :data:`MEMORY_BUDGET` (about 1 KiB each: the key schedule, the entry
+      and the maps); KEKs are cached apart and never evicted.
     - ``change_bound``: seconds within which a key change made by any process (rotate,
       retire, destroy, shred, rewrap) reaches this one; ``None``: 1 s on PostgreSQL
       (``LISTEN``/``NOTIFY``), 2 s elsewhere (a generation counter read on use). See
@@ -64,6 +72,7 @@ class CacheLimits:
     soft_ttl: float = 300.0
     hard_ttl: float = 3600.0
     max_uses: int = 2**30
+    capacity: int = 20_000
     change_bound: float | None = None
     watch_changes: bool = True
     flush_interval: float = 5.0
@@ -79,6 +88,13 @@ class CacheLimits:
             raise ConfigurationError("change_bound must be positive")
         if not self.flush_interval >= 0:
             raise ConfigurationError("flush_interval must be 0 (off) or positive")
+        if self.capacity < 16:
+            raise ConfigurationError("capacity must be at least 16 keys")
+
+
+#: The memory the default :class:`CacheLimits` keeps a process's cached keys within
+#: (checked by ``tests/test_keys_hierarchy.py`` and the ``subjects`` benchmark).
+MEMORY_BUDGET = 64 * 2**20
 
 
 class Entry:
@@ -186,19 +202,41 @@ class KeyCache:
     leaves the cache so that every holder of it (a FieldCipher) takes the slow path.
     """
 
-    __slots__ = ("by_id", "active", "index_sets")
+    __slots__ = ("by_id", "active", "index_sets", "capacity", "evicted_uses")
 
-    def __init__(self) -> None:
-        self.by_id: dict[int, Entry] = {}
+    def __init__(self, capacity: int = CacheLimits.capacity) -> None:
+        self.by_id: OrderedDict[int, Entry] = OrderedDict()   # least recently used first
         self.active: dict[tuple[str, str], Entry] = {}
         self.index_sets: dict[str, IndexKeySet] = {}
+        self.capacity = capacity
+        #: encryptions counted under evicted keys, not yet in the key table (by key id)
+        self.evicted_uses: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.by_id)
 
+    def used(self, entry: Entry) -> Entry:
+        """``entry`` was just used: it is now the most recently used."""
+        try:
+            self.by_id.move_to_end(entry.id)
+        except KeyError:
+            pass
+        return entry
+
     def put(self, entry: Entry) -> Entry:
-        """Cache ``entry`` by id (replacing an older entry of the same key)."""
+        """Cache ``entry`` by id (replacing an older entry of the same key), evicting the
+        least recently used keys beyond ``capacity``."""
         self.by_id[entry.id] = entry
+        self.by_id.move_to_end(entry.id)
+        while len(self.by_id) > self.capacity:
+            oldest = next(iter(self.by_id))
+            old = self.by_id[oldest]
+            if old.pending_uses > 0:   # written by KeyManager.flush, in one statement
+                self.evicted_uses[oldest] = self.evicted_uses.get(oldest, 0) + old.pending_uses
+                old.flushed_uses = old.uses
+            self.forget(oldest)
+            if len(self.index_sets) > self.capacity:
+                self.index_sets.clear()
         return entry
 
     def activate(self, entry: Entry) -> None:
@@ -218,6 +256,8 @@ class KeyCache:
             entry.invalidate()
             if self.active.get((entry.kind, entry.scope)) is entry:
                 del self.active[(entry.kind, entry.scope)]
+            if entry.kind == "index":
+                self.index_sets.pop(entry.scope, None)
 
     def recheck_all(self) -> None:
         """A key changed somewhere: every entry re-reads its state before its next use

@@ -1,7 +1,7 @@
 """KeyManager: serves plaintext keys from the cache and runs the key lifecycle.
 
-The KMS is called per key, never per value: a key is unwrapped once and then served
-from memory within :class:`~piiguard.keys.cache.CacheLimits`. The hot paths
+The KMS is called per KEK (:mod:`~piiguard.keys.hierarchy`), never per key or value: a key
+is unwrapped once and then served from a bounded cache (:class:`~.cache.CacheLimits`). The hot paths
 (:meth:`KeyManager.write_entry` / :meth:`~KeyManager.active_dek` for writes,
 :meth:`~KeyManager.read_entry` for reads) are a dict lookup and a clock read; everything
 else takes a lock and may touch the key table (:class:`~piiguard.keys.store.KeyStore`)
@@ -33,32 +33,25 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from piiguard.crypto.aead import DataKey
 from piiguard.crypto.blind_index import BlindIndexKey
 from piiguard.errors import (ConfigurationError, KeyDestroyedError, KMSUnavailableError,
                              UnknownKeyError)
 from piiguard.keys.cache import CacheLimits, Entry, IndexKeySet, KeyCache
+from piiguard.keys.bulk import BulkKeys
+from piiguard.keys.hierarchy import KeyHierarchy, kms_context, scope_erased
 from piiguard.keys.notify import (POLL_BOUND, ChangeWatch, Flusher, default_bound,
                                   exit_flush)
 from piiguard.keys.store import KeyInfo, KeyRow, KeyStore
-from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTROYED,
+from piiguard.keys.table import (ACTIVE, DECRYPT_ONLY, DEFAULT_TABLE_NAME, DESTROYED, ERASED,
                                  KEY_KINDS, RETIRED, key_table)
 from piiguard.kms.base import KeyProvider
 
 __all__ = ["KeyManager", "KeyInfo", "kms_context", "utcnow"]
 
 log = logging.getLogger("piiguard.keys")
-
-
-def kms_context(kind: str, scope: str) -> dict[str, str]:
-    """The encryption context the KMS binds to a wrapped key.
-
-    >>> kms_context("dek", "customers")
-    {'piiguard:kind': 'dek', 'piiguard:scope': 'customers'}
-    """
-    return {"piiguard:kind": kind, "piiguard:scope": scope}
 
 
 def utcnow() -> datetime:
@@ -82,7 +75,7 @@ class KeyManager:
         self._wall = wall_clock
         self._nonce = nonce_source
         self.store = KeyStore(key_table(table_name))
-        self.cache = KeyCache()
+        self.cache = KeyCache(self.limits.capacity)
         # Lifecycle operations (rotate, flush, clear) take this lock; loads and refreshes
         # never do: they take a per-key single-flight lock (_flight), so that a slow KMS
         # or database call for one key never blocks readers of the others.
@@ -96,6 +89,14 @@ class KeyManager:
         # ids of keys whose use count could not be written at the last try (warned once)
         self._unrecorded: set[int] = set()
         self._on_event = on_event or (lambda *a, **k: None)
+        #: KEKs, and the local wrapping of every other key
+        self.hierarchy = KeyHierarchy(kms, self.store, self.limits, clock, wall_clock,
+                                      self._on_event)
+        #: bulk key loading and creation (many new subjects in one write)
+        self.bulk = BulkKeys(self.store, self.cache, self.hierarchy, self.limits, clock,
+                             wall_clock, self._on_event, lock=self._lock,
+                             unwrap=self._unwrap, make_key=self._make_key, stamp=self._stamp,
+                             generation=self._generation)
 
     def __repr__(self) -> str:
         return (f"KeyManager(table={self.table.name!r}, cached={len(self.cache)}, "
@@ -194,14 +195,14 @@ class KeyManager:
         entry = self.cache.active.get((kind, scope))
         if entry is not None and entry.uses < self.limits.max_uses \
                 and self.clock() < entry.wexpires:
-            return entry
+            return self.cache.used(entry)
         return self._refresh_active(kind, scope)
 
     def read_entry(self, key_id: int, kind: str = "dek") -> Entry:
         """The cache entry of key ``key_id`` for decryption (any state but destroyed)."""
         entry = self.cache.by_id.get(key_id)
         if entry is not None and entry.kind == kind and self.clock() < entry.expires:
-            return entry
+            return self.cache.used(entry)
         return self._load(key_id, kind)
 
     def active_dek(self, scope: str) -> DataKey:
@@ -266,13 +267,10 @@ class KeyManager:
         return BlindIndexKey(key_id, material)
 
     def _unwrap(self, row: KeyRow, prev: Entry | None = None) -> Entry:
-        """Unwrap ``row``'s key through the KMS and cache it; ``prev`` is the entry it
-        replaces (its uses not yet in the key table move to the new entry)."""
-        if row.state == DESTROYED or row.wrapped_key is None:
-            raise KeyDestroyedError("key was destroyed (crypto-shredded)", key_id=row.id,
-                                    operation="decrypt")
-        material = self.kms.decrypt_data_key(row.wrapped_key, row.master_key_id,
-                                             kms_context(row.kind, row.scope))
+        """Unwrap ``row``'s key (locally under its KEK; format-1 rows through the KMS)
+        and cache it; ``prev`` is the entry it replaces (its uses not yet in the key table
+        move to the new entry)."""
+        material = self.hierarchy.unwrap(row)
         same = prev if prev is not None and prev.id == row.id else None
         recorded = row.encryption_count
         if same is not None:
@@ -283,6 +281,7 @@ class KeyManager:
         if same is not None and same.pending_uses > 0:
             entry.uses += same.pending_uses  # counted, not yet in the table
             same.flushed_uses = same.uses    # the new entry writes them, not the old one
+        entry.uses += self.cache.evicted_uses.pop(row.id, 0)   # counted before eviction
         return self.cache.put(entry)
 
     def _load(self, key_id: int, kind: str) -> Entry:
@@ -370,6 +369,11 @@ class KeyManager:
         try:
             row = self.store.active_row(kind, scope,
                                         brief=old is not None and old.may_encrypt(now))
+            if row is not None and row.state == ERASED:
+                self._flush_uses(old, brief=True)
+                if old is not None:
+                    self.cache.forget(old.id)
+                raise scope_erased(kind, scope, "encrypt")
             if row is not None and kind == "dek":
                 used = row.encryption_count
                 if old is not None and row.id == old.id:
@@ -417,28 +421,37 @@ class KeyManager:
         """Make a new active key for ``kind``/``scope``; on a race, use the winner's."""
         if kind not in KEY_KINDS:
             raise ConfigurationError(f"unknown key kind {kind!r}")
-        pair = self.kms.generate_data_key(kms_context(kind, scope))
-        added = self.store.insert_active(kind, scope, pair, self._wall())
+        new, added = self.hierarchy.fresh_keys(
+            kind, [scope], lambda w: self.store.insert_active(kind, scope, w, self._wall()))
         if not added.created:
+            if added.row.state == ERASED:
+                raise scope_erased(kind, scope)
             return added.row
         self._on_event("key.create", key_id=added.row.id, kind=kind, scope=scope,
-                       master_key_id=pair.master_key_id)
-        # Cache the plaintext we already hold: no KMS call to unwrap what we just made.
-        self.cache.put(Entry(self._make_key(kind, added.row.id, pair.plaintext), kind, scope,
-                             ACTIVE, self.clock(), self.limits))
+                       master_key_id=new.wrap.master_key_id)
+        # Cache the plaintext we already hold: nothing to unwrap for what we just made.
+        self.cache.put(Entry(self._make_key(kind, added.row.id, new.material[scope]), kind,
+                             scope, ACTIVE, self.clock(), self.limits))
         return added.row
 
     def _rotate(self, kind: str, scope: str, *, expect_id: int | None,
                 reason: str) -> KeyRow:
         """A new active key for ``kind``/``scope``; the active one (``expect_id`` if given)
         becomes decrypt-only. If another process rotated ``expect_id`` first, theirs."""
-        pair = self.kms.generate_data_key(kms_context(kind, scope))
-        row = self.store.replace_active(kind, scope, pair, self._wall(), expect_id=expect_id)
+        try:
+            new, row = self.hierarchy.fresh_keys(kind, [scope], lambda w: self.store
+                                                 .replace_active(kind, scope, w, self._wall(),
+                                                                 expect_id=expect_id))
+        except IntegrityError:
+            row = None   # the slot is taken: another process's key, or a tombstone
         if row is None:
             # Someone else rotated first: use theirs (or make one if theirs is gone too).
-            return self.store.active_row(kind, scope) or self._create_active(kind, scope)
+            theirs = self.store.active_row(kind, scope)
+            if theirs is not None and theirs.state == ERASED:
+                raise scope_erased(kind, scope, "rotate")
+            return theirs or self._create_active(kind, scope)
         self.cache.demote_others(kind, scope, row.id)
-        entry = self.cache.put(Entry(self._make_key(kind, row.id, pair.plaintext), kind,
+        entry = self.cache.put(Entry(self._make_key(kind, row.id, new.material[scope]), kind,
                                      scope, ACTIVE, self.clock(), self.limits))
         self.cache.activate(entry)
         self._on_event("key.rotate", key_id=row.id, kind=kind, scope=scope,
@@ -487,8 +500,10 @@ class KeyManager:
         return True
 
     def flush(self) -> None:
-        """Record in the key table how many encryptions each cached DEK has done."""
+        """Record in the key table how many encryptions each cached DEK has done (and
+        each DEK evicted from the cache, in one statement)."""
         with self._lock:
+            self.bulk.flush_evicted()
             for entry in list(self.cache.by_id.values()):
                 try:
                     self._flush_uses(entry)
@@ -506,6 +521,7 @@ class KeyManager:
         with self._lock:
             self.flush()
             self.cache.clear()
+            self.hierarchy.forget()
 
     # -- lifecycle -------------------------------------------------------------------------
     def has_key(self, key_id: int, kind: str = "dek") -> bool:
@@ -523,6 +539,10 @@ class KeyManager:
             if row is None:
                 row = self._create_active(kind, scope)
             return row.id
+
+    def prepare(self, kind: str, scopes: Iterable[str]) -> int:
+        """:meth:`~piiguard.keys.bulk.BulkKeys.prepare`: many scopes' keys at once."""
+        return self.bulk.prepare(kind, scopes)
 
     def rotate(self, kind: str = "dek", scope: str = "default") -> int:
         """Create a new active key; the previous one becomes decrypt-only."""
@@ -552,6 +572,14 @@ class KeyManager:
         """Crypto-shred: erase the wrapped key; data under it can never be read again."""
         self.set_state(key_id, DESTROYED, expect=(ACTIVE, DECRYPT_ONLY, RETIRED))
         self._on_event("key.destroy", key_id=key_id)
+
+    def forget(self, key_ids: Iterable[int], scope: str | None = None) -> None:
+        """Drop keys ``key_ids`` (destroyed elsewhere: an erasure) from the cache."""
+        with self._lock:
+            for key_id in key_ids:
+                self.cache.forget(key_id)
+            if scope is not None:
+                self.cache.index_sets.pop(scope, None)
 
     def rewrap(self, dest_master_key_id: str, *, batch: int = 100,
                progress: Callable[[int], None] | None = None) -> int:

@@ -4,6 +4,14 @@ One row a key. ``kind`` is ``dek`` (data encryption), ``index`` (blind index) or
 ``pseudonym``; ``scope`` says what it serves (a table, a tenant, a subject). The unique
 ``active_slot`` (``kind:scope`` while active, NULL otherwise) makes "one active key per
 scope" a database rule that concurrent processes cannot break.
+
+Key-table format 2 (``docs/format.md`` section 4) adds the key hierarchy without a new
+column: rows of kind ``kek`` (scope :data:`KEK_SCOPE`) are key-encryption keys wrapped by
+the KMS; every other key created since is wrapped locally under a KEK and records
+``kek:<KEK id>`` (:data:`KEK_PREFIX`) as its ``master_key_id``. Rows whose
+``master_key_id`` is a KMS key id were wrapped by the KMS (format 1) and stay readable.
+A *tombstone* (state ``erased``, no key) holds the active slot of every kind of an erased
+scope, so that no process can create a key for it again without an explicit re-opening.
 """
 
 from __future__ import annotations
@@ -16,7 +24,17 @@ DEFAULT_TABLE_NAME = "piiguard_data_keys"
 #: What a key serves: data encryption, blind indexes, pseudonym masks. (Not the PII kinds
 #: of :data:`piiguard.kinds.KINDS`.)
 KEY_KINDS = ("dek", "index", "pseudonym")
+#: The kind of a key-encryption key (wraps the keys of :data:`KEY_KINDS`).
+KEK = "kek"
+#: The scope of every KEK row (one active KEK a key table).
+KEK_SCOPE = "piiguard:keyring"
+#: ``master_key_id`` prefix of a key wrapped locally under a KEK: ``kek:<KEK id>``.
+KEK_PREFIX = "kek:"
 ACTIVE, DECRYPT_ONLY, RETIRED, DESTROYED = "active", "decrypt_only", "retired", "destroyed"
+#: A tombstone row's state: the scope was erased; its slot stays taken.
+ERASED = "erased"
+#: ... and once the scope has been re-opened on purpose.
+REOPENED = "reopened"
 #: A key's lifecycle, in order (see :mod:`piiguard.keys.manager`).
 STATES = (ACTIVE, DECRYPT_ONLY, RETIRED, DESTROYED)
 

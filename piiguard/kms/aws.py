@@ -19,6 +19,7 @@ option, the IAM actions and a moto recipe.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -152,6 +153,28 @@ class AwsKMS:
                           SourceEncryptionContext=dict(context),
                           DestinationEncryptionContext=dict(context))
         return resp["CiphertextBlob"]
+
+    def schedule_key_deletion(self, key_id: str, pending_days: int = 30) -> dict[str, str]:
+        """Retire master key ``key_id`` (an erasure epoch): AWS KMS ``ScheduleKeyDeletion``
+        with a waiting period of ``pending_days`` (7 to 30, AWS's bounds). The key is
+        ``PendingDeletion`` at once (every use refused) and deleted for good when the
+        period ends; until then ``CancelKeyDeletion`` can undo it. Returns the key id,
+        its state and the deletion date."""
+        if not 7 <= pending_days <= 30:
+            raise ConfigurationError("the pending window must be 7 to 30 days",
+                                     key_id=key_id, operation="schedule_key_deletion")
+        # the key id (the ARN's last part): some KMS look-alikes refuse an ARN here
+        kid = key_id.rsplit(":key/", 1)[-1]
+        resp = self._call("schedule_key_deletion", key_id, KeyId=kid,
+                          PendingWindowInDays=pending_days)
+        when = resp.get("DeletionDate")
+        return {"key_id": resp.get("KeyId", key_id),
+                "state": resp.get("KeyState", "PendingDeletion"),
+                "deletion_date": when.isoformat() if isinstance(when, datetime) else str(when)}
+
+    def key_state(self, key_id: str) -> str:
+        """The KMS key's state (``Enabled``, ``PendingDeletion`` ...)."""
+        return str(self._call("describe_key", key_id, KeyId=key_id)["KeyMetadata"]["KeyState"])
 
     def resolve_key_id(self, key_id: str) -> str:
         """The key ARN for an alias or id (what the key table records)."""

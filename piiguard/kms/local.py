@@ -63,6 +63,7 @@ class _KeyFile(NamedTuple):
     current: str
     disabled: set[str]
     version: FileVersion
+    retired: set[str]
 
 
 class _Wrapped(NamedTuple):
@@ -105,6 +106,8 @@ class LocalKMS:
         self.master_key_id = current
         self.path = path
         self.disabled: set[str] = set(disabled or ())
+        #: ids of master keys removed for good (erasure epochs); never merged back
+        self.retired: set[str] = set()
         self._version: FileVersion | None = None   # of the key file we know
         #: True when :meth:`from_file` created the key file (``create=True``).
         self.created = False
@@ -143,6 +146,7 @@ class LocalKMS:
             return kms
         doc = _read_file(p)
         kms = cls(doc.keys, doc.current, path=p, disabled=doc.disabled)
+        kms.retired = set(doc.retired)
         kms._version = doc.version
         return kms
 
@@ -195,7 +199,15 @@ class LocalKMS:
                 self._merge(_read_file(self.path, changed=True))
 
     def _merge(self, doc: _KeyFile) -> None:
+        # A master key retired by any process is gone for every process: never written
+        # back from memory (which would undo an erasure epoch).
+        self.retired |= doc.retired
+        for kid in self.retired & set(self._keys):
+            del self._keys[kid]
+            del self._aeads[kid]
         for kid, material in doc.keys.items():
+            if kid in self.retired:
+                continue
             known = self._keys.get(kid)
             if known is None:
                 self._keys[kid] = material
@@ -211,7 +223,7 @@ class LocalKMS:
         # exclusive: publish with link(), which fails if the file exists (create once).
         if self.path is None:
             raise ConfigurationError("this LocalKMS has no key file path")
-        doc = {
+        doc: dict[str, object] = {
             "version": _FILE_VERSION,
             "current": self.master_key_id,
             "keys": {
@@ -220,6 +232,8 @@ class LocalKMS:
                 for kid, m in self._keys.items()
             },
         }
+        if self.retired:
+            doc["retired"] = sorted(self.retired)   # ids only: the material is gone
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".master.key.")
         try:
@@ -275,6 +289,22 @@ class LocalKMS:
         def change() -> None:
             self._aead(key_id)
             self.disabled.discard(key_id)
+        self._update(change)
+
+    def remove_master_key(self, key_id: str) -> None:
+        """Retire master key ``key_id`` for good (an erasure epoch): its material is
+        removed from memory and from the key file (atomic rewrite, mode 0600), and its id
+        is recorded as retired so that no process writes it back. Everything still
+        wrapped under it can never be unwrapped again. The current key is refused."""
+        def change() -> None:
+            self._aead(key_id)
+            if key_id == self.master_key_id:
+                raise ConfigurationError("the current master key cannot be removed",
+                                         key_id=key_id, operation="remove")
+            del self._keys[key_id]
+            del self._aeads[key_id]
+            self.disabled.discard(key_id)
+            self.retired.add(key_id)
         self._update(change)
 
     def _aead(self, key_id: str) -> AESGCM:
@@ -380,12 +410,13 @@ def _read_file(p: Path, *, changed: bool = False) -> _KeyFile:
         disabled = {kid for kid, entry in doc["keys"].items()
                     if entry.get("state") == "disabled"}
         current = doc["current"]
-        if doc.get("version") != _FILE_VERSION or current not in keys:
+        retired = set(doc.get("retired", ()))
+        if doc.get("version") != _FILE_VERSION or current not in keys or retired & set(keys):
             raise ValueError("version")
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ConfigurationError(f"key file {str(p)!r} is not a valid piiguard key file") \
             from None
-    return _KeyFile(keys, current, disabled, version)
+    return _KeyFile(keys, current, disabled, version, retired)
 
 
 def _new_key_id() -> str:

@@ -89,6 +89,8 @@ ALLOWED_FIELDS = frozenset({
     "column", "row_keys", "count", "key_id", "kind", "scope", "master_key_id",
     "previous_key_id", "previous_master_key_id", "reason", "mask", "error", "rows",
     "table", "outcome", "first_at", "row_keys_omitted",
+    # erasure receipts and epochs (no personal data: ids, times, states)
+    "key_ids", "epoch", "status", "erased_at", "completed_at", "retired_master_key_ids",
 })
 
 _CURRENT: Any = object()  # "take role / purpose from the context"

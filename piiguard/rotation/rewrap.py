@@ -1,8 +1,10 @@
-"""``keys rotate-master``: rewrap every stored key under a new master key.
+"""``keys rotate-master``: rewrap every key the KMS wraps under a new master key.
 
-Only the key table changes: each wrapped DEK / index key is rewrapped (KMS ``ReEncrypt``
-for AWS, unwrap + wrap in memory for the local key file) and its row records the new
-master key id. No data row is read or written. Resumable: rows already under the
+Only the key table changes: each key-encryption key (and each key of key-table format 1,
+still wrapped by the KMS directly) is rewrapped (KMS ``ReEncrypt`` for AWS, unwrap + wrap
+in memory for the local key file) and its row records the new master key id. Data, index
+and pseudonym keys wrapped locally under a KEK are not touched: a handful of KMS calls,
+whatever the number of subjects. No data row is read or written. Resumable: rows already under the
 destination master key are skipped, so an interrupted run is simply run again.
 
 With :class:`~piiguard.kms.local.LocalKMS`, ``to="new"`` creates a master key in the key
@@ -62,12 +64,13 @@ class _Pending(NamedTuple):
 
 def _pending(guard: Any, dest: str) -> _Pending:
     t = guard.keys.table
+    # Keys wrapped locally under a KEK (master_key_id "kek:<id>") move with their KEK.
+    cond = (t.c.master_key_id != dest, t.c.wrapped_key.is_not(None),
+            t.c.master_key_id.not_like("kek:%"))
     with guard.engine.connect() as conn:
-        n = conn.execute(select(func.count()).select_from(t).where(
-            t.c.master_key_id != dest, t.c.wrapped_key.is_not(None))).scalar_one()
-        masters = list(conn.execute(
-            select(t.c.master_key_id).where(t.c.master_key_id != dest,
-                                            t.c.wrapped_key.is_not(None)).distinct()).scalars())
+        n = conn.execute(select(func.count()).select_from(t).where(*cond)).scalar_one()
+        masters = list(conn.execute(select(t.c.master_key_id).where(*cond).distinct())
+                       .scalars())
     return _Pending(n, sorted(masters))
 
 

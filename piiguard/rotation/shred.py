@@ -7,24 +7,32 @@
 - :func:`destroy_key`: erase one wrapped key. Every value under it is unreadable for
   good (:class:`~piiguard.errors.KeyDestroyedError`); the key table row stays, in state
   ``destroyed`` with the time.
-- :func:`shred_scope`: destroy every key of a scope (a subject's or tenant's keys, with
-  per-subject key scopes): the answer to an erasure request (KVKK art. 7, GDPR art. 17)
-  that also reaches backups, since the data there is under the same destroyed key.
+- :func:`shred_scope`: erase a scope (a subject's or tenant's keys, with per-subject key
+  scopes): the answer to an erasure request (KVKK art. 7, GDPR art. 17). Every key of
+  the scope is destroyed at once and a tombstone keeps the scope closed: no process
+  creates a key for it again (an application write fails with
+  :class:`~piiguard.errors.ScopeErasedError`) until :func:`reopen_scope`. The erasure
+  reaches copies of the database taken *before* it (backups, dumps, replicas, WAL) only
+  at the next erasure epoch (:mod:`piiguard.rotation.epoch`), which destroys the KEK
+  those copies' keys are wrapped under; the report is the receipt that says so.
 
 Destroying a DEK also clears (sets to NULL) the blind index of every value under it: an
 index value is an HMAC under the index key, not under the DEK, and would otherwise still
-confirm an erased subject's national id. Each destruction emits a ``key.destroy`` audit
-event, and ``shred_scope`` a ``shred``
-event with the scope and how many keys and values it made unreadable.
+confirm an erased subject's national id. Shredding a scope again clears the index of
+every value under any of its destroyed DEKs, so it also sweeps what a stale process
+wrote in the window before it saw the erasure. Each destruction emits a ``key.destroy``
+audit event, and ``shred_scope`` a ``shred`` event: the receipt (scope, key ids, time,
+the pending epoch; no personal data).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from piiguard.errors import ConfigurationError, KeyInUseError, UnknownKeyError
-from piiguard.keys.table import DESTROYED
+from piiguard.keys.table import DESTROYED, KEY_KINDS
 from piiguard.rotation.status import column_usage
 from piiguard.rotation.targets import discover
 
@@ -32,6 +40,7 @@ __all__ = [
     "ShredReport",
     "clear_indexes",
     "destroy_key",
+    "reopen_scope",
     "retire_key",
     "rows_using",
     "shred_scope",
@@ -46,14 +55,30 @@ class ShredReport:
     keys: list[int] = field(default_factory=list)
     values: dict[str, int] = field(default_factory=dict)
     indexes_cleared: int = 0
+    #: when the keys were destroyed (the key table's wall clock)
+    erased_at: datetime | None = None
+    #: the KEK whose destruction (``piiguard keys epoch``) makes copies of the database
+    #: taken before the erasure unreadable too; None for a single destroyed key
+    epoch: int | None = None
 
     @property
     def total_values(self) -> int:
         return sum(self.values.values())
 
+    def receipt(self) -> dict[str, Any]:
+        """The erasure receipt: no personal data, only the scope, key ids and times."""
+        return {"scope": self.scope, "key_ids": list(self.keys),
+                "erased_at": None if self.erased_at is None else self.erased_at.isoformat(),
+                "epoch": self.epoch, "status": "pending_epoch",
+                "backups": "copies taken before erased_at still decrypt the scope until "
+                           f"epoch {self.epoch} is closed (piiguard keys epoch)"}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"scope": self.scope, "keys": self.keys, "values": dict(self.values),
-                "total_values": self.total_values, "indexes_cleared": self.indexes_cleared}
+        out = {"scope": self.scope, "keys": self.keys, "values": dict(self.values),
+               "total_values": self.total_values, "indexes_cleared": self.indexes_cleared}
+        if self.epoch is not None:
+            out["receipt"] = self.receipt()
+        return out
 
 
 def _info(guard: Any, key_id: int, operation: str):
@@ -135,26 +160,50 @@ def destroy_key(guard: Any, key_id: int) -> ShredReport:
 
 
 def shred_scope(guard: Any, scope: str) -> ShredReport:
-    """Destroy every key (data, index and pseudonym keys) of ``scope``.
+    """Erase ``scope``: destroy every key (data, index and pseudonym keys) of it and
+    close it with a tombstone (one transaction).
 
-    The scope stays usable: a later write for it creates a fresh key, so new data about
-    the same subject is not affected by the erasure of the old."""
-    infos = [k for k in guard.keys.keys(scope=scope) if k.state != DESTROYED]
+    No key is created for the scope again, by any process, until :func:`reopen_scope`:
+    an application write for it fails with :class:`~piiguard.errors.ScopeErasedError`.
+    Returns the report whose :meth:`~ShredReport.receipt` is emitted as the ``shred``
+    audit event. Running it again on an erased scope destroys nothing new and clears the
+    blind index of every value under the scope's destroyed DEKs again."""
+    everything = guard.keys.keys(scope=scope)
+    infos = [k for k in everything if k.state != DESTROYED]
     report = ShredReport(scope)
-    if not infos:
-        already = guard.keys.keys(scope=scope)
-        if not already:
-            raise UnknownKeyError(f"no key in scope {scope!r}", operation="shred")
+    if not everything:
+        raise UnknownKeyError(f"no key in scope {scope!r}", operation="shred")
     deks = {k.id for k in infos if k.kind == "dek"}
     idx = {k.id for k in infos if k.kind == "index"}
     if deks and discover(guard):
         report.values.update(rows_using(guard, deks, "dek"))
     if idx and discover(guard):
         report.values.update(rows_using(guard, idx, "index"))
-    for info in infos:
-        guard.keys.destroy(info.id)
-        report.keys.append(info.id)
-    report.indexes_cleared = clear_indexes(guard, deks)
-    guard.audit.emit("shred", scope=scope, count=len(report.keys),
-                     rows=report.total_values)
+    kek = guard.keys.hierarchy.active_kek()
+    victims = guard.keys.store.erase_scope(scope, KEY_KINDS, kek.id, guard.keys.wall_now())
+    guard.keys.forget([row.id for row in victims], scope)
+    for row in victims:
+        guard.audit.emit("key.destroy", key_id=row.id, kind=row.kind, scope=scope)
+    report.epoch = kek.id
+    report.keys = [row.id for row in victims]
+    tomb = guard.keys.store.tombstones(scope)
+    report.erased_at = tomb[0].created_at if tomb else None
+    report.indexes_cleared = clear_indexes(
+        guard, {k.id for k in everything if k.kind == "dek"})
+    receipt = report.receipt()
+    guard.audit.emit("shred", scope=scope, count=len(report.keys), rows=report.total_values,
+                     key_ids=receipt["key_ids"], erased_at=receipt["erased_at"],
+                     epoch=report.epoch, status="pending_epoch")
     return report
+
+
+def reopen_scope(guard: Any, scope: str) -> int:
+    """Re-open an erased scope on purpose: writes for it may create a fresh key again
+    (data under the destroyed keys stays unreadable). Audited (``scope.reopen``).
+    Returns how many tombstones were lifted; :class:`~piiguard.errors.UnknownKeyError`
+    if the scope is not erased."""
+    if not guard.keys.store.tombstones(scope):
+        raise UnknownKeyError(f"scope {scope!r} is not erased", operation="reopen")
+    n = int(guard.keys.store.reopen_scope(scope, guard.keys.wall_now()))
+    guard.audit.emit("scope.reopen", scope=scope, count=n)
+    return n

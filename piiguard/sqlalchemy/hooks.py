@@ -171,6 +171,8 @@ def _before_execute(conn: Any, elem: Any, multiparams: Any, params: Any,
     if multiparams:
         for row_params in multiparams:
             _prepare_params(row_params, bound, indexed, not is_update)
+        if len(multiparams) > 1:
+            _prepare_keys(multiparams, bound)
     elif params:
         _prepare_params(params, bound, indexed, not is_update)
     if statement_values(elem):
@@ -206,6 +208,20 @@ def _prepare_params(params: dict[str, Any], bound: list[AttachedColumn],
         key = st.column.key
         if key in params:
             params[search.column.key] = st.index_of_value(params[key])
+
+
+def _prepare_keys(rows: Any, bound: list[AttachedColumn]) -> None:
+    """An ``executemany`` over many key scopes (new subjects): their keys are looked up
+    and created in a few statements before the first value is sealed, instead of two
+    round trips per subject inside the bind processors."""
+    for st in bound:
+        if st.scope is None:
+            continue
+        key = st.column.key
+        scopes = {p.scope for r in rows
+                  if isinstance(p := r.get(key), Pending) and p.scope is not None}
+        if len(scopes) > 1:
+            st.guard.keys.prepare("dek", scopes)
 
 
 class _Written(NamedTuple):
