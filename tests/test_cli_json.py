@@ -173,6 +173,34 @@ def _jobs_wait(a: App):
             ["jobs", "wait", job, "--timeout", "-1"])
 
 
+def _kms_outage(a: App, monkeypatch) -> None:
+    """The KMS stops answering (injected: the local key file cannot fail this way) and the
+    process's cached keys are dropped, so the next KEK load needs it."""
+    from piiguard.errors import KMSUnavailableError
+
+    guard = a.module.guard
+
+    def down(*args, **kwargs):
+        raise KMSUnavailableError("injected outage", operation="decrypt")
+
+    guard.keys.clear_cache()
+    monkeypatch.setattr(guard.kms, "decrypt_data_key", down)
+    monkeypatch.setattr(guard.kms, "generate_data_key", down)
+
+
+def _reopen(a: App):
+    a.run("shred", "--scope", "customers", "--yes")
+    return (["keys", "reopen", "--scope", "customers", "--yes"],
+            ["keys", "reopen", "--scope", "not-erased", "--yes"],
+            ["keys", "reopen", "--yes"])
+
+
+#: Runs before a case's failure run, for commands whose failure needs a broken world.
+BEFORE_FAILURE: dict[str, Callable[..., None]] = {
+    "keys adopt-kek": _kms_outage,
+}
+
+
 CASES: dict[str, Case] = {
     "init": Case(_init),
     "demo": Case(_demo),
@@ -198,6 +226,12 @@ CASES: dict[str, Case] = {
     "jobs list": Case(_jobs_list),
     "jobs status": Case(_jobs_status),
     "jobs wait": Case(_jobs_wait),
+    "keys adopt-kek": Case(lambda a: (["keys", "adopt-kek"], ["keys", "adopt-kek"],
+                                      ["keys", "adopt-kek", "--bogus"])),
+    "keys epoch": Case(lambda a: (["keys", "epoch", "--yes"],
+                                  ["keys", "epoch", "--new-master-key", "mk-x", "--yes"],
+                                  ["keys", "epoch"])),          # no terminal, no --yes
+    "keys reopen": Case(_reopen),
 }
 
 
@@ -232,6 +266,8 @@ def test_one_json_document_and_the_exit_code(name, where, tmp_path, monkeypatch)
     for argv, code in ((ok, 0), (fail, 1), (usage, 2)):
         if name == "jobs list" and code == 1:
             _broken_job_tables_after_success(a)
+        if code == 1 and name in BEFORE_FAILURE:
+            BEFORE_FAILURE[name](a, monkeypatch)
         full = ["--app", a.spec, *argv] if name not in ("init", "demo") else argv
         res = a.runner.invoke(app, _json_at(full, where))
         assert res.exit_code == code, (argv, code, res.stdout, res.stderr)
