@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from piiguard._console import failed
+
 __all__ = ["add_key_commands"]
 
 
@@ -33,10 +35,16 @@ def add_key_commands(keys_app: typer.Typer, state: Callable[[typer.Context], Any
         with st.progress() as bar:
             bar.start("adopt keys", None)
             moved = guard.keys.hierarchy.adopt(progress=bar.advance)
+        kek = guard.keys.hierarchy.active_kek()
+        left = len(guard.keys.store.locally_wrapped_outside(kek.id, 1000))
         if st.json:
-            st.emit({"ok": True, "moved": moved})
+            st.emit({"ok": left == 0, "moved": moved, "remaining": left})
         else:
-            st.out.print(f"{moved:,} key(s) moved under the active KEK")
+            st.out.print(f"{moved:,} key(s) moved under the active KEK; {left:,} could not "
+                         "be unwrapped (run verify)" if left else
+                         f"{moved:,} key(s) moved under the active KEK")
+        if left:
+            raise failed()
 
 
     @keys_app.command("epoch")

@@ -126,7 +126,7 @@ def test_the_iam_actions_are_exactly_the_calls_made(moto_server, tmp_path):
         s.add(C(id=1, national_id="10000000146"))
         s.commit()
     reader = Guard(kms=AwsKMS(key_id=old, client=client)).bind(engine)
-    reader.keys.read_entry(1)                      # a fresh process unwraps the DEK
+    reader.keys.read_entry(2)                      # a fresh process unwraps the DEK (1: KEK)
     guard.keys.rotate("dek", "c")
     rotate_master(guard, "alias/piiguard-new")
     called = set(counter.calls)

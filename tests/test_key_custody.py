@@ -61,7 +61,7 @@ def test_a_key_file_that_lacks_a_master_key_named_by_the_table_is_refused(tmp_pa
     g.bind(create_engine(url))
     old = kms.master_key_id
     kms.add_master_key(make_current=True)
-    g.keys.rotate("dek", "customers")          # a key under each master key
+    g.keys.hierarchy.rotate_kek()              # a KEK under each master key
     # an old backup of the key file (before the new master key) is restored
     doc = json.loads(path.read_text())
     new = kms.master_key_id
@@ -106,8 +106,8 @@ def test_a_running_process_never_adopts_an_unsafe_key_file(tmp_path, mode):
     assert "not adopted" in str(err.value) and oct(mode) in str(err.value)
     assert isinstance(err.value, KMSError)           # jobs stop instead of failing rows
     assert kms.master_key_id == mine and foreign not in kms.key_ids
-    with pytest.raises(KMSError):
-        g.keys.rotate("dek", "customers")             # no key under the foreign master key
+    with pytest.raises(KMSError):                    # no KEK under the foreign master key
+        g.keys.hierarchy.rotate_kek()
     with pytest.raises(ConfigurationError):
         LocalKMS.from_file(path)                      # a fresh load refuses it too
 
