@@ -168,6 +168,9 @@ def test_alembic_upgrade_head_creates_the_key_table(server_engine, tmp_path):
         assert conn.execute(text("select generation from piiguard_data_keys_generation"
                                  )).scalar_one() >= 1
 
+    guard.close()          # stops its key-change listener (a connection on PostgreSQL)
+    reader.close()
+
     # an install made before the generation table: the next migration adds only it
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE piiguard_data_keys_generation"))

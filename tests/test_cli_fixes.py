@@ -104,6 +104,7 @@ def test_dry_run_refuses_a_column_too_narrow_for_the_envelope(pg_engine):
     assert real.updated == 0 and len(real.failures) == 1
     # wide enough: both pass
     assert not encrypt_existing(guard, "legacy", "national_id", dry_run=True).failures
+    guard.close()          # stops its key-change listener (a connection on PostgreSQL)
 
 
 def test_a_missing_blind_index_column_gets_the_advice_to_add_it(pg_engine):
@@ -122,3 +123,4 @@ def test_a_missing_blind_index_column_gets_the_advice_to_add_it(pg_engine):
         assert "BlindIndex(256)" in msg and "run the job again" not in msg
     # the phone column has no index: it migrates
     assert encrypt_existing(guard, "legacy", "phone").updated == 1
+    guard.close()

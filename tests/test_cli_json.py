@@ -121,28 +121,6 @@ def _destroy(a: App):
             ["keys", "destroy", str(kid)])        # no terminal, no --yes
 
 
-def _unreadable_format_1_key(a: App) -> None:
-    """A key row of format 1 (wrapped by the KMS) that does not unwrap: adopt-kek cannot
-    move it and says so (exit 1)."""
-    from datetime import datetime, timezone
-
-    from sqlalchemy import text
-
-    with a.engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO piiguard_data_keys (kind, scope, state, active_slot, wrapped_key, "
-            "master_key_id, created_at, encryption_count) VALUES ('dek', 'broken', "
-            "'decrypt_only', NULL, :w, 'mk-nowhere', :t, 0)"),
-            {"w": b"\x01garbage", "t": datetime.now(timezone.utc)})
-
-
-def _reopen(a: App):
-    a.run("shred", "--scope", "customers", "--yes")
-    return (["keys", "reopen", "--scope", "customers", "--yes"],
-            ["keys", "reopen", "--scope", "nope", "--yes"],
-            ["keys", "reopen", "--scope", "customers"])   # no terminal, no --yes
-
-
 def _reencrypt(a: App):
     a.run("keys", "rotate")
     return (["reencrypt", "--table", "customers"], ["reencrypt", "--table", "nosuch"],
@@ -195,6 +173,34 @@ def _jobs_wait(a: App):
             ["jobs", "wait", job, "--timeout", "-1"])
 
 
+def _kms_outage(a: App, monkeypatch) -> None:
+    """The KMS stops answering (injected: the local key file cannot fail this way) and the
+    process's cached keys are dropped, so the next KEK load needs it."""
+    from piiguard.errors import KMSUnavailableError
+
+    guard = a.module.guard
+
+    def down(*args, **kwargs):
+        raise KMSUnavailableError("injected outage", operation="decrypt")
+
+    guard.keys.clear_cache()
+    monkeypatch.setattr(guard.kms, "decrypt_data_key", down)
+    monkeypatch.setattr(guard.kms, "generate_data_key", down)
+
+
+def _reopen(a: App):
+    a.run("shred", "--scope", "customers", "--yes")
+    return (["keys", "reopen", "--scope", "customers", "--yes"],
+            ["keys", "reopen", "--scope", "not-erased", "--yes"],
+            ["keys", "reopen", "--yes"])
+
+
+#: Runs before a case's failure run, for commands whose failure needs a broken world.
+BEFORE_FAILURE: dict[str, Callable[..., None]] = {
+    "keys adopt-kek": _kms_outage,
+}
+
+
 CASES: dict[str, Case] = {
     "init": Case(_init),
     "demo": Case(_demo),
@@ -208,13 +214,6 @@ CASES: dict[str, Case] = {
         ["keys", "rotate-master"])),
     "keys retire": Case(_retire),
     "keys destroy": Case(_destroy),
-    "keys reopen": Case(_reopen),
-    "keys adopt-kek": Case(lambda a: (["keys", "adopt-kek"],
-                                      ["keys", "adopt-kek"],
-                                      ["keys", "adopt-kek", "--nope"])),
-    "keys epoch": Case(lambda a: (["keys", "epoch", "--yes"],
-                                  ["keys", "epoch", "--new-master-key", "mk-x", "--yes"],
-                                  ["keys", "epoch"])),        # no terminal, no --yes
     "shred": Case(lambda a: (["shred", "--scope", "customers", "--yes"],
                              ["shred", "--scope", "nope", "--yes"],
                              ["shred", "--yes"])),
@@ -227,6 +226,12 @@ CASES: dict[str, Case] = {
     "jobs list": Case(_jobs_list),
     "jobs status": Case(_jobs_status),
     "jobs wait": Case(_jobs_wait),
+    "keys adopt-kek": Case(lambda a: (["keys", "adopt-kek"], ["keys", "adopt-kek"],
+                                      ["keys", "adopt-kek", "--bogus"])),
+    "keys epoch": Case(lambda a: (["keys", "epoch", "--yes"],
+                                  ["keys", "epoch", "--new-master-key", "mk-x", "--yes"],
+                                  ["keys", "epoch"])),          # no terminal, no --yes
+    "keys reopen": Case(_reopen),
 }
 
 
@@ -261,8 +266,8 @@ def test_one_json_document_and_the_exit_code(name, where, tmp_path, monkeypatch)
     for argv, code in ((ok, 0), (fail, 1), (usage, 2)):
         if name == "jobs list" and code == 1:
             _broken_job_tables_after_success(a)
-        if name == "keys adopt-kek" and code == 1:
-            _unreadable_format_1_key(a)
+        if code == 1 and name in BEFORE_FAILURE:
+            BEFORE_FAILURE[name](a, monkeypatch)
         full = ["--app", a.spec, *argv] if name not in ("init", "demo") else argv
         res = a.runner.invoke(app, _json_at(full, where))
         assert res.exit_code == code, (argv, code, res.stdout, res.stderr)

@@ -205,3 +205,24 @@ def test_max_rate_is_shared_by_processes_and_per_worker_in_the_queue(tmp_path):
     assert "batch_job(guard, spec, task.table)" in inspect.getsource(queued.run_range)
     assert "with `--queue` it\n  applies to each worker process" in DOC
     w.engine.dispose()
+
+
+def test_the_ten_million_row_figures_are_the_benchmarks():
+    import json
+
+    results = ROOT / "benchmarks" / "results" / "workers-10000000.json"
+    if not results.exists():
+        pytest.skip("no 10,000,000-row benchmark result yet")
+    doc = json.loads(results.read_text())
+    case = doc["cases"][0]
+    assert case["case"] == "processes-2" and case["rows"] == 10_000_000 and case["ok"]
+    table = [line for line in results.with_suffix(".md").read_text().splitlines()
+             if line.startswith("|")]
+    for line in table:
+        assert line in DOC, line
+    assert f"{case['wall_s']} s ({case['wall_s'] / 60:.0f} minutes) at " \
+           f"{case['rows_per_s']:,} rows/s" in DOC
+    assert case["kms_calls"] == 4 and case["kms_calls_by_process"] == [2, 2]
+    assert f"{case['kms_calls']} KMS calls in all (2 per worker process)" in DOC
+    assert max(case["worker_memory_mib"]) < 74 and "stayed at 73 MiB" in DOC
+    assert f"about {1e9 / case['rows_per_s'] / 3600:.0f} hours)" in DOC

@@ -69,7 +69,9 @@ def test_public_names():
     assert sorted(pgsa.__all__) == sorted([
         "EncryptedString", "EncryptedNationalId", "EncryptedTaxId", "EncryptedPhone",
         "EncryptedAddress", "EncryptedEmail", "Sealed", "Ciphertext", "BlindIndex",
-        "lookup", "ensure_scope_key", "encrypted_columns", "recommend_bits"])
+        "lookup", "ensure_scope_key", "encrypted_columns", "recommend_bits",
+        "EncryptedDate", "EncryptedDateTime", "EncryptedInteger", "EncryptedDecimal",
+        "EncryptedJSON", "EncryptedBytes"])
     for name in pgsa.__all__:
         assert getattr(pgsa, name) is not None
     assert recommend_bits is rb_original
