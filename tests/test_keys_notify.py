@@ -160,7 +160,9 @@ def test_a_hanging_kms_call_does_not_delay_reads_of_cached_keys(sqlite_engine, m
     cipher = g1.field("customers", "phone")
     blob = cipher.encrypt(b"+905321234567")
     clock.advance(SOFT)          # the cached key is due for its routine re-check
-    g1.keys.hierarchy.forget()   # so that unwrapping g2's key needs the KMS (the KEK)
+    # Keys are wrapped under a KEK that the KMS unwraps once: drop it, so that loading
+    # the other key needs the (hanging) KMS call.
+    g1.keys.hierarchy.forget()
     kms.hang.set()
     slow = threading.Thread(target=g1.field("orders", "phone").decrypt, args=(other,))
     slow.start()
