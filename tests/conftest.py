@@ -26,6 +26,17 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 logging.getLogger("piiguard.audit").setLevel(logging.INFO)
 
 
+@pytest.fixture(autouse=True)
+def _audit_logger_as_it_was():
+    """Put the ``piiguard.audit`` logger back after each test: a test that imports an
+    application module (which may quiet the logger for its own processes) must not make
+    a later test's audit events disappear from caplog."""
+    log = logging.getLogger("piiguard.audit")
+    saved = (log.level, log.propagate, log.handlers[:], log.disabled)
+    yield
+    log.level, log.propagate, log.handlers[:], log.disabled = saved
+
+
 #: Fixtures that need a database server, and the marker each gives a test that uses it.
 _SERVER_FIXTURES = {
     "pg_server_engine": "postgresql", "pg_engine": "postgresql",

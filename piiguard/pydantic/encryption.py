@@ -101,7 +101,7 @@ Customer()
 ... except ValidationError as exc:
 ...     print(exc.errors()[0]["type"], exc.errors()[0]["msg"])
 piiguard_envelope envelope does not authenticate for Lead.national_id (tampered with, or
-made for another field, model or key) key_id=1
+made for another field, model or key) key_id=2
 """
 
 from __future__ import annotations
