@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from piiguard import AwsKMS, Guard
 from piiguard.errors import ConfigurationError, KMSConfigurationError, KMSError
+from piiguard.rotation.epoch import close_epoch
 from piiguard.rotation.rewrap import rotate_master
 from piiguard.sqlalchemy import EncryptedNationalId
 from piiguard.testing import KMSCallCounter, MotoServer
@@ -101,12 +102,13 @@ def test_the_options_table_names_every_parameter():
 
 
 def test_the_iam_actions_are_exactly_the_calls_made(moto_server, tmp_path):
-    """bind, writes, a fresh process's reads, keys rotate and rotate-master: the KMS
-    APIs called are the four the docs list, and the policy grants each."""
+    """bind, writes, a fresh process's reads, keys rotate, rotate-master and an erasure
+    epoch: the KMS APIs called are the five the docs list, and the policy grants each."""
     client = moto_server.client()
     old = client.create_key(Description="old")["KeyMetadata"]["Arn"]
     new = client.create_key(Description="new")["KeyMetadata"]["Arn"]
     client.create_alias(AliasName="alias/piiguard-new", TargetKeyId=new)
+    third = client.create_key(Description="epoch")["KeyMetadata"]["Arn"]
     counter = KMSCallCounter(client)
     guard = Guard(kms=AwsKMS(key_id=old, client=client))
 
@@ -129,15 +131,17 @@ def test_the_iam_actions_are_exactly_the_calls_made(moto_server, tmp_path):
     reader.keys.read_entry(2)                      # a fresh process unwraps the DEK (1: KEK)
     guard.keys.rotate("dek", "c")
     rotate_master(guard, "alias/piiguard-new")
+    close_epoch(guard, new_master_key=third, pending_days=7)
     called = set(counter.calls)
     table = DOC.split("| KMS API | IAM action | when |", 1)[1].split("\n\n", 1)[0]
     apis = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
-    assert called == apis == {"GenerateDataKey", "Decrypt", "ReEncrypt", "DescribeKey"}
+    assert called == apis == {"GenerateDataKey", "Decrypt", "ReEncrypt", "DescribeKey",
+                              "ScheduleKeyDeletion"}
     policy = json.loads(blocks("json")[0])
     granted = {a for st in policy["Statement"] for a in st["Action"]}
     assert granted == {"kms:GenerateDataKey", "kms:Decrypt", "kms:ReEncryptFrom",
-                       "kms:ReEncryptTo", "kms:DescribeKey"}
-    assert "kms:ScheduleKeyDeletion" not in granted and "kms:Encrypt" not in granted
+                       "kms:ReEncryptTo", "kms:DescribeKey", "kms:ScheduleKeyDeletion"}
+    assert "kms:Encrypt" not in granted
 
 
 def test_configuration_mistakes_name_the_fix(monkeypatch, tmp_path):
